@@ -1,0 +1,69 @@
+"""Zone paths of a lake and the Delta writes every stage shares.
+
+One root holds both zones in a demo; in production the operator zone sits on the operator's
+premises and only ``office/`` is handed over. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Lake:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
+    # operator zone: raw-facing, where the key is used; never leaves the operator
+    @property
+    def operator(self) -> Path:
+        return self.root / "operator"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.operator / "quarantine"
+
+    @property
+    def cells(self) -> Path:
+        return self.operator / "cells"
+
+    @property
+    def operator_manifests(self) -> Path:
+        return self.operator / "manifests"
+
+    @property
+    def rights_log(self) -> Path:
+        return self.operator / "rights_log"
+
+    # office zone: pseudonymized, minimized; what the statistics office receives
+    @property
+    def office(self) -> Path:
+        return self.root / "office"
+
+    def office_table(self, name: str) -> Path:
+        return self.office / name
+
+    @property
+    def office_manifests(self) -> Path:
+        return self.office / "manifests"
+
+    # publication and audit
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger"
+
+    def ensure(self) -> "Lake":
+        for p in (self.operator, self.office, self.releases):
+            p.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def is_delta(path: Path) -> bool:
+    return (Path(path) / "_delta_log").is_dir()

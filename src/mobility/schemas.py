@@ -1,0 +1,167 @@
+"""Every input contract and every lake table, declared once.
+
+Input files are read with every column as a string, then parsed and checked by the
+anonymization job, so a malformed value becomes a quarantined row with a reason instead of
+a null. Column names used across stages are constants here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql.types import (
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+EVENT_TYPES = ("call_out", "call_in", "sms_out", "sms_in", "data")
+SEXES = ("F", "M", "X")
+CHANNELS = ("mobile_money", "card", "agent", "bank")
+# Channels whose location is the payer's own presence (agent desk, card terminal).
+PRESENCE_CHANNELS = ("agent", "card")
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """A CSV/Parquet input: which columns must be there and which may be."""
+
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    description: str = ""
+    identifiers: tuple[str, ...] = field(default=())  # raw personal identifiers in this input
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+    @property
+    def string_schema(self) -> StructType:
+        return StructType([StructField(c, StringType(), True) for c in self.columns])
+
+
+CDR = InputContract(
+    "cdr",
+    required=("msisdn", "event_time", "event_type", "cell_id", "visited_plmn"),
+    optional=("duration_s", "counterpart_msisdn", "imei"),
+    description="call-detail records: one row per call, SMS or data session",
+    identifiers=("msisdn", "counterpart_msisdn", "imei"),
+)
+CELLS = InputContract(
+    "cells",
+    required=("cell_id", "latitude", "longitude"),
+    optional=("valid_from", "valid_to", "technology"),
+    description="the operator's cell sites with WGS84 coordinates",
+)
+SUBSCRIBERS = InputContract(
+    "subscribers",
+    required=("msisdn", "sex", "birth_year"),
+    description="registration data of subscribers (optional input)",
+    identifiers=("msisdn",),
+)
+PAYMENTS = InputContract(
+    "payments",
+    required=("txn_id", "txn_time", "sender_msisdn", "receiver_msisdn", "sender_country",
+              "receiver_country", "amount", "currency", "fee", "channel"),
+    optional=("fx_margin", "latitude", "longitude"),
+    description="payment and remittance transactions",
+    identifiers=("txn_id", "sender_msisdn", "receiver_msisdn"),
+)
+INPUTS = {c.name: c for c in (CDR, CELLS, SUBSCRIBERS, PAYMENTS)}
+
+# ---- column names shared across stages -------------------------------------------------
+PSEUDONYM = "pseudonym"
+KEY_ID = "key_id"
+AGREEMENT_ID = "agreement_id"
+RUN_ID = "run_id"
+MONTH = "month"  # yyyy-MM partition column used by retention
+
+# ---- office zone (pseudonymized, minimized) ---------------------------------------------
+OFFICE_EVENTS = StructType([
+    StructField(PSEUDONYM, StringType(), False),
+    StructField(KEY_ID, StringType(), False),
+    StructField("event_hour", TimestampType(), False),  # UTC, coarsened to the agreement's resolution
+    StructField("event_type", StringType(), False),
+    StructField("h3_cell", StringType(), True),  # null for events served abroad
+    StructField("country", StringType(), False),  # ISO alpha-3 of the serving network
+    StructField(AGREEMENT_ID, StringType(), False),
+    StructField(RUN_ID, StringType(), False),
+    StructField(MONTH, StringType(), False),
+])
+OFFICE_SUBSCRIBERS = StructType([
+    StructField(PSEUDONYM, StringType(), False),
+    StructField(KEY_ID, StringType(), False),
+    StructField("sex", StringType(), True),
+    StructField("birth_year", IntegerType(), True),
+    StructField(AGREEMENT_ID, StringType(), False),
+    StructField(RUN_ID, StringType(), False),
+])
+OFFICE_PAYMENTS = StructType([
+    StructField("sender_pseudonym", StringType(), False),
+    StructField("receiver_pseudonym", StringType(), True),
+    StructField(KEY_ID, StringType(), False),
+    StructField("txn_hour", TimestampType(), False),
+    StructField("sender_country", StringType(), False),
+    StructField("receiver_country", StringType(), False),
+    StructField("amount", DoubleType(), False),
+    StructField("currency", StringType(), False),
+    StructField("fee", DoubleType(), False),
+    StructField("fx_margin", DoubleType(), True),
+    StructField("channel", StringType(), False),
+    StructField("h3_cell", StringType(), True),
+    StructField("location_country", StringType(), True),
+    StructField(AGREEMENT_ID, StringType(), False),
+    StructField(RUN_ID, StringType(), False),
+    StructField(MONTH, StringType(), False),
+])
+
+# ---- operator zone ----------------------------------------------------------------------
+QUARANTINE = StructType([
+    StructField("dataset", StringType(), False),
+    StructField("source_file", StringType(), False),
+    StructField("reason", StringType(), False),
+    StructField("record", StringType(), True),  # the raw row as JSON: stays on the operator's side
+    StructField(AGREEMENT_ID, StringType(), False),
+    StructField(RUN_ID, StringType(), False),
+])
+CELLS_BINNED = StructType([
+    StructField("cell_id", StringType(), False),
+    StructField("h3_cell", StringType(), False),
+    StructField("country", StringType(), True),
+    StructField("admin_area", StringType(), True),
+    StructField("valid_from", DateType(), True),
+    StructField("valid_to", DateType(), True),
+])
+
+# ---- office zone: residence --------------------------------------------------------------
+DAILY_PRESENCE = StructType([
+    StructField(PSEUDONYM, StringType(), False),
+    StructField("date", DateType(), False),
+    StructField("country", StringType(), False),
+    StructField("source", StringType(), False),  # night, day, carried, payment
+    StructField("night_events", LongType(), False),
+])
+RESIDENCE_CHANGES = StructType([
+    StructField(PSEUDONYM, StringType(), False),
+    StructField("from_country", StringType(), False),
+    StructField("to_country", StringType(), False),
+    StructField("crossing_date", DateType(), False),
+    StructField("resolved_date", DateType(), True),
+    StructField("kind", StringType(), False),
+    StructField("h3_cell", StringType(), True),
+    StructField("gap_days", IntegerType(), True),
+])
+
+SCHEMAS_DOC = {
+    "office/events": OFFICE_EVENTS,
+    "office/subscribers": OFFICE_SUBSCRIBERS,
+    "office/payments": OFFICE_PAYMENTS,
+    "operator/quarantine": QUARANTINE,
+    "operator/cells": CELLS_BINNED,
+}

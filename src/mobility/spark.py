@@ -1,0 +1,82 @@
+"""The one place a SparkSession is built: Delta on, quiet, local by default, cluster-aware.
+
+Under ``spark-submit`` the master, packages and settings come from the submitter and are
+left alone; run as a plain Python program the session is ``local[*]`` with the Delta JVM
+package resolved from Maven Central on first use (then cached by Ivy).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pyspark import SparkConf
+from pyspark.sql import SparkSession
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+LOG4J_QUIET = Path(__file__).parent / "data" / "log4j2-quiet.properties"
+
+# Defaults sized for one machine; a cluster overrides them in spark-defaults.conf.
+LOCAL_DEFAULTS = {
+    "spark.sql.shuffle.partitions": str(max(4, 2 * (os.cpu_count() or 2))),
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.ui.enabled": "false",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.driver.memory": os.environ.get("MOBILITY_DRIVER_MEMORY", "4g"),
+}
+
+
+def _submitted() -> bool:
+    """True when launched by spark-submit (which puts the master into the JVM's conf)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ or SparkConf().contains("spark.master")
+
+
+def get_spark(app_name: str = "mobility", conf: dict[str, str] | None = None) -> SparkSession:
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(app_name)
+    builder = builder.config("spark.sql.extensions", DELTA_EXTENSION)
+    builder = builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+    if not _submitted():
+        builder = builder.master(os.environ.get("MOBILITY_SPARK_MASTER", "local[*]"))
+        for key, value in LOCAL_DEFAULTS.items():
+            builder = builder.config(key, value)
+        if not os.environ.get("MOBILITY_SPARK_VERBOSE"):
+            opt = f"-Dlog4j2.configurationFile={LOG4J_QUIET.as_uri()}"
+            builder = builder.config("spark.driver.extraJavaOptions", opt)
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(builder)
+    else:
+        # Session time zone matters for every timestamp we write: pin it unless the submitter did.
+        if not SparkConf().contains("spark.sql.session.timeZone"):
+            builder = builder.config("spark.sql.session.timeZone", "UTC")
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("MOBILITY_SPARK_LOG_LEVEL", "ERROR"))
+    return spark
+
+
+def _warm() -> int:
+    """Resolve the Delta JVM package once so later runs work from the Ivy cache."""
+    spark = get_spark("mobility-warm")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spark.range(1).write.format("delta").save(tmp + "/t")
+        assert spark.read.format("delta").load(tmp + "/t").count() == 1
+    spark.stop()
+    print("Spark", spark.version, "with Delta Lake is ready.")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--warm" in sys.argv:
+        raise SystemExit(_warm())
