@@ -90,6 +90,7 @@ OFFICE_EVENTS = StructType([
     StructField("event_type", StringType(), False),
     StructField("h3_cell", StringType(), True),  # null for events served abroad
     StructField("country", StringType(), False),  # ISO alpha-3 of the serving network
+    StructField("counterpart_pseudonym", StringType(), True),  # null unless the agreement keeps it
     StructField(AGREEMENT_ID, StringType(), False),
     StructField(RUN_ID, StringType(), False),
     StructField(MONTH, StringType(), False),

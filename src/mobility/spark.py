@@ -44,15 +44,21 @@ def get_spark(app_name: str = "mobility", conf: dict[str, str] | None = None) ->
     builder = builder.config("spark.sql.extensions", DELTA_EXTENSION)
     builder = builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
     if not _submitted():
+        # Python workers must import mobility: run them on this interpreter (the project's venv).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.master(os.environ.get("MOBILITY_SPARK_MASTER", "local[*]"))
         for key, value in LOCAL_DEFAULTS.items():
             builder = builder.config(key, value)
         if not os.environ.get("MOBILITY_SPARK_VERBOSE"):
             opt = f"-Dlog4j2.configurationFile={LOG4J_QUIET.as_uri()}"
             builder = builder.config("spark.driver.extraJavaOptions", opt)
-        from delta import configure_spark_with_delta_pip
+        jars = _cached_delta_jars()
+        if jars:  # resolved before: skip Ivy (no network, no resolution chatter)
+            builder = builder.config("spark.jars", ",".join(jars))
+        else:
+            from delta import configure_spark_with_delta_pip
 
-        builder = configure_spark_with_delta_pip(builder)
+            builder = configure_spark_with_delta_pip(builder)
     else:
         # Session time zone matters for every timestamp we write: pin it unless the submitter did.
         if not SparkConf().contains("spark.sql.session.timeZone"):
@@ -64,6 +70,28 @@ def get_spark(app_name: str = "mobility", conf: dict[str, str] | None = None) ->
     return spark
 
 
+def _jar_cache_file() -> Path:
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mobility"
+    return cache / f"delta-spark-{version('delta-spark')}-jars.txt"
+
+
+def _cached_delta_jars() -> list[str]:
+    listing = _jar_cache_file()
+    if not listing.is_file():
+        return []
+    jars = [line for line in listing.read_text().splitlines() if line]
+    return jars if jars and all(Path(j).is_file() for j in jars) else []
+
+
+def _remember_delta_jars(spark: SparkSession) -> None:
+    jars = [j.removeprefix("file://").removeprefix("file:") for j in spark.conf.get("spark.jars", "").split(",") if j]
+    if jars and all(Path(j).is_file() for j in jars):
+        _jar_cache_file().parent.mkdir(parents=True, exist_ok=True)
+        _jar_cache_file().write_text("\n".join(jars) + "\n")
+
+
 def _warm() -> int:
     """Resolve the Delta JVM package once so later runs work from the Ivy cache."""
     spark = get_spark("mobility-warm")
@@ -72,6 +100,7 @@ def _warm() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         spark.range(1).write.format("delta").save(tmp + "/t")
         assert spark.read.format("delta").load(tmp + "/t").count() == 1
+    _remember_delta_jars(spark)
     spark.stop()
     print("Spark", spark.version, "with Delta Lake is ready.")
     return 0

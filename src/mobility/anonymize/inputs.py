@@ -1,0 +1,151 @@
+"""Find and read the operator's input files, checking each file's header against its contract.
+
+Layout under the input folder: one sub-folder per dataset (``cdr/``, ``cells/``,
+``subscribers/``, ``payments/``) holding CSV (optionally gzip) or Parquet files, or a single
+file named after the dataset (``cells.csv``). Every column is read as a string; parsing and
+checking happen in ``validate`` so a bad value becomes a quarantined row with a reason.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from mobility.errors import InputContractError
+from mobility.schemas import INPUTS, InputContract
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet",)
+SOURCE_FILE = "_source_file"
+CORRUPT = "_corrupt_record"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    dataset: str
+    path: Path
+    fmt: str  # csv | parquet
+    columns: tuple[str, ...]
+    fingerprint: str  # content fingerprint: name, size, first and last 64 KiB
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def _fmt(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    return None
+
+
+def _csv_header(path: Path) -> tuple[str, ...]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            line = fh.readline()
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise InputContractError(f"cannot read the file: {exc}", where=str(path),
+                                 hint="check that it is UTF-8 CSV (gzip allowed) and not truncated") from exc
+    if not line.strip():
+        raise InputContractError("the file is empty or has no header row", where=str(path),
+                                 hint="the first line must name the columns")
+    return tuple(c.strip().strip('"').lstrip("\ufeff") for c in line.rstrip("\r\n").split(","))
+
+
+def _fingerprint(path: Path) -> str:
+    size = path.stat().st_size
+    h = hashlib.sha256(f"{path.name}\0{size}\0".encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(65536))
+        if size > 65536:
+            fh.seek(max(65536, size - 65536))
+            h.update(fh.read(65536))
+    return h.hexdigest()
+
+
+def _check_columns(contract: InputContract, path: Path, columns: tuple[str, ...]) -> None:
+    missing = [c for c in contract.required if c not in columns]
+    if missing:
+        raise InputContractError(
+            f"missing required column(s) {missing} for {contract.name} ({contract.description}); "
+            f"found {list(columns)}",
+            where=str(path),
+            hint=f"the {contract.name} contract needs {list(contract.required)} "
+                 f"and accepts {list(contract.optional)}; see docs/contracts.md",
+        )
+    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    if dupes:
+        raise InputContractError(f"duplicate column(s) {dupes}", where=str(path))
+
+
+def discover(input_dir: str | Path) -> dict[str, list[InputFile]]:
+    """Files per dataset, headers checked. Raises if the folder or the CDRs are missing."""
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise InputContractError("input folder not found", where=str(root),
+                                 hint="pass --input the folder holding cdr/, cells/ (and optionally subscribers/, payments/)")
+    found: dict[str, list[InputFile]] = defaultdict(list)
+    for name, contract in INPUTS.items():
+        candidates = []
+        sub = root / name
+        if sub.is_dir():
+            candidates = sorted(p for p in sub.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+        candidates += sorted(p for p in root.glob(f"{name}.*") if p.is_file())
+        for path in candidates:
+            fmt = _fmt(path)
+            if fmt is None:
+                raise InputContractError(f"unsupported file type in {name}/", where=str(path),
+                                         hint="use .csv, .csv.gz or .parquet")
+            cols = _csv_header(path) if fmt == "csv" else tuple(pq.read_schema(path).names)
+            _check_columns(contract, path, cols)
+            found[name].append(InputFile(name, path.resolve(), fmt, cols, _fingerprint(path)))
+    if not found.get("cdr") and not found.get("payments"):
+        raise InputContractError("no CDR or payment files found", where=str(root),
+                                 hint="put CDR files under cdr/ and payment files under payments/")
+    if found.get("cdr") and not found.get("cells"):
+        raise InputContractError("CDR files found but no cell table", where=str(root),
+                                 hint="put the operator's cell list under cells/ (cell_id, latitude, longitude)")
+    return dict(found)
+
+
+def read(spark: SparkSession, files: list[InputFile], contract: InputContract) -> DataFrame:
+    """All files of one dataset as one DataFrame of strings with the contract's columns,
+    the source file name, and ``_corrupt_record`` for rows that do not parse as CSV."""
+    frames = []
+    by_header: dict[tuple, list[InputFile]] = defaultdict(list)
+    for f in files:
+        by_header[(f.fmt, f.columns)].append(f)
+    for (fmt, columns), group in by_header.items():
+        paths = [str(f.path) for f in group]
+        if fmt == "csv":
+            schema = ", ".join(f"`{c}` STRING" for c in columns) + f", `{CORRUPT}` STRING"
+            df = (spark.read.schema(schema)
+                  .option("header", True).option("enforceSchema", True)
+                  .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
+                  .option("multiLine", False).option("escape", '"')
+                  .csv(paths))
+        else:
+            df = spark.read.parquet(*paths)
+            df = df.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in columns])
+            df = df.withColumn(CORRUPT, F.lit(None).cast("string"))
+        df = df.withColumn(SOURCE_FILE, F.element_at(F.split(F.col("_metadata.file_path"), "/"), -1))
+        for c in contract.columns:
+            if c not in columns:
+                df = df.withColumn(c, F.lit(None).cast("string"))
+        frames.append(df.select(*contract.columns, CORRUPT, SOURCE_FILE))
+    out = frames[0]
+    for df in frames[1:]:
+        out = out.unionByName(df)
+    return out
+

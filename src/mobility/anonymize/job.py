@@ -1,0 +1,417 @@
+"""Operator-side anonymization: read, validate, pseudonymize, minimize, bin, write.
+
+Reads whichever of CDRs, cells, subscribers and payments exist under the input folder and
+writes pseudonymized, minimized Delta tables to the office zone; rejected rows go to the
+operator-zone quarantine with a reason. Every row read is accounted for per source file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from mobility import progress
+from mobility.anonymize import inputs as inp
+from mobility.anonymize import validate as v
+from mobility.anonymize.pseudonymize import (PseudonymKey, drop_key_pads, e164_column, hmac_sha256, load_key,
+                                             with_key_pads)
+from mobility.anonymize.runs import (completed_runs, derive_run_id, ingested_fingerprints, read_json,
+                                     write_json_atomic)
+from mobility.anonymize.spatial import bin_cells, locate_points, plmn_table
+from mobility.config import Agreement, load_agreement
+from mobility.errors import QualityGateError
+from mobility.lake import Lake, is_delta
+from mobility.reference import load_boundaries
+from mobility.schemas import CDR, CELLS, PAYMENTS, PSEUDONYM, QUARANTINE, SUBSCRIBERS
+from mobility.spark import get_spark
+
+SUPPRESSION_SCHEMA = StructType([StructField(PSEUDONYM, StringType(), False)])
+
+
+@dataclass
+class AnonymizeResult:
+    run_id: str
+    manifest: dict
+    manifest_path: Path
+    already_done: bool = False
+
+
+class _Context:
+    def __init__(self, spark: SparkSession, agreement: Agreement, key: PseudonymKey, lake: Lake, run_id: str,
+                 boundaries):
+        self.spark, self.agreement, self.key, self.lake, self.run_id = spark, agreement, key, lake, run_id
+        self.boundaries = boundaries
+        self.region = agreement.home_region
+        self.tz = agreement.time_zone
+
+    def with_pseudonym(self, df: DataFrame, e164_col: str, out: str) -> DataFrame:
+        return df.withColumn(out, hmac_sha256(F.col(e164_col)))
+
+
+# ---- datasets ----------------------------------------------------------------------------
+
+def _suppression(ctx: _Context, key_id: str) -> DataFrame:
+    """Pseudonyms under this key that must never be ingested (erased or opted out)."""
+    frames = []
+    table = ctx.lake.operator / "suppression"
+    if is_delta(table):
+        frames.append(ctx.spark.read.format("delta").load(str(table))
+                      .filter(F.col("key_id") == key_id).select(PSEUDONYM))
+    path = ctx.agreement.suppression_list
+    if path is not None and Path(path).is_file():
+        lines = [ln.strip().lower() for ln in Path(path).read_text().splitlines() if ln.strip()
+                 and not ln.startswith("#")]
+        frames.append(ctx.spark.createDataFrame([(x,) for x in lines], SUPPRESSION_SCHEMA))
+    if not frames:
+        return ctx.spark.createDataFrame([], SUPPRESSION_SCHEMA).withColumn("_suppressed", F.lit(True))
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.unionByName(f)
+    return out.distinct().withColumn("_suppressed", F.lit(True))
+
+
+def _flag_suppressed(df: DataFrame, suppression: DataFrame, column: str) -> DataFrame:
+    s = suppression.withColumnRenamed(PSEUDONYM, "_supp_key")
+    return df.join(F.broadcast(s), df[column] == s["_supp_key"], "left").drop("_supp_key")
+
+
+def _cells(ctx: _Context, files: list[inp.InputFile]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    raw = inp.read(ctx.spark, files, CELLS).toPandas()  # the cell list is small by nature
+    dup = raw.duplicated(subset=list(CELLS.columns), keep="first")
+    corrupt = raw[inp.CORRUPT].notna() & ~dup
+    binned, rejected = bin_cells(raw[~dup & ~corrupt].reset_index(drop=True), ctx.agreement.h3_resolution,
+                                 ctx.boundaries)
+    rejected = pd.concat([rejected, raw[corrupt].assign(reason="malformed_row")], ignore_index=True)
+    counts = []
+    for source, group in raw.groupby(inp.SOURCE_FILE):
+        n_dup = int(dup[group.index].sum())
+        n_q = int((rejected[inp.SOURCE_FILE] == source).sum())
+        counts.append({"dataset": "cells", "file": source, "read": len(group), "duplicates": n_dup,
+                       "quarantined": n_q, "suppressed": 0, "accepted": len(group) - n_dup - n_q,
+                       "reasons": rejected[rejected[inp.SOURCE_FILE] == source]["reason"].value_counts().to_dict()})
+    return binned, rejected, counts
+
+
+def _cell_lookup(ctx: _Context, binned: pd.DataFrame, rejected: pd.DataFrame) -> DataFrame:
+    good = binned.assign(cell_reason=None)[["cell_id", "h3_cell", "country", "cell_reason", "valid_from", "valid_to"]]
+    bad_ids = set(rejected["cell_id"].dropna().astype(str).str.strip()) - set(good["cell_id"]) - {""}
+    bad = pd.DataFrame({"cell_id": sorted(bad_ids)})
+    bad = bad.merge(rejected.assign(cell_id=rejected["cell_id"].astype(str).str.strip())
+                    .drop_duplicates("cell_id")[["cell_id", "reason"]], on="cell_id", how="left")
+    bad = bad.assign(h3_cell=None, country=None, valid_from=None, valid_to=None,
+                     cell_reason=bad["reason"].map(lambda r: "cell_outside_boundaries"
+                                                   if r == "cell_outside_boundaries" else "unusable_cell"))
+    both = pd.concat([good, bad[good.columns]], ignore_index=True)
+    schema = ("c_id STRING, c_h3 STRING, c_country STRING, c_reason STRING, c_from DATE, c_to DATE")
+    rows = [tuple(None if pd.isna(x) else x for x in r) for r in both.itertuples(index=False)]
+    return ctx.spark.createDataFrame(rows, schema)
+
+
+def _plmns(ctx: _Context) -> tuple[DataFrame, DataFrame]:
+    table = plmn_table()
+    full = ctx.spark.createDataFrame(table[table["plmn"].str.len() > 3], "p_key STRING, p_country STRING")
+    mcc = ctx.spark.createDataFrame(table[table["plmn"].str.len() == 3], "m_key STRING, m_country STRING")
+    return full, mcc
+
+
+def _kept(contract) -> list:
+    """Bookkeeping columns every builder returns: status, reason, source file, and the raw row of a
+    quarantined record (operator zone only)."""
+    raw = F.to_json(F.struct(*[F.col(c) for c in contract.columns], F.col(inp.CORRUPT)))
+    return [F.col(v.STATUS), F.col(v.REASON), F.col(inp.SOURCE_FILE),
+            F.when(F.col(v.STATUS) == v.QUARANTINED, raw).alias("_record")]
+
+
+def _quarantine_rows(df: DataFrame, ctx: _Context, dataset: str) -> DataFrame:
+    return df.filter(F.col(v.STATUS) == v.QUARANTINED).select(
+        F.lit(dataset).alias("dataset"), F.col(inp.SOURCE_FILE).alias("source_file"),
+        F.col(v.REASON).alias("reason"), F.col("_record").alias("record"),
+        F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"))
+
+
+def _cdr(ctx: _Context, files, cells: DataFrame, suppression: DataFrame) -> DataFrame:
+    df = v.mark_duplicates(inp.read(ctx.spark, files, CDR), CDR)
+    df = df.withColumn("_e164", e164_column(F.col("msisdn"), ctx.region))
+    df = df.withColumn("_ts", v.parse_time(F.col("event_time"), ctx.tz))
+    df = df.withColumn("_local_date", F.to_date(F.from_utc_timestamp(F.col("_ts"), ctx.tz)))
+    cell_match = ((F.trim(F.col("cell_id")) == F.col("c_id"))
+                  & (F.col("c_from").isNull() | (F.col("c_from") <= F.col("_local_date")))
+                  & (F.col("c_to").isNull() | (F.col("c_to") >= F.col("_local_date"))))
+    df = df.join(F.broadcast(cells), cell_match, "left")
+    full, mcc = _plmns(ctx)
+    df = df.join(F.broadcast(full), F.trim(F.col("visited_plmn")) == F.col("p_key"), "left")
+    df = df.join(F.broadcast(mcc), F.substring(F.trim(F.col("visited_plmn")), 1, 3) == F.col("m_key"), "left")
+    plmn_country = F.coalesce(F.col("p_country"), F.col("m_country"))
+    df = with_key_pads(ctx.spark, df, ctx.key)
+    df = ctx.with_pseudonym(df, "_e164", PSEUDONYM)
+    if ctx.agreement.counterpart == "pseudonymize":
+        df = df.withColumn("_cp164", e164_column(F.col("counterpart_msisdn"), ctx.region))
+        df = ctx.with_pseudonym(df, "_cp164", "counterpart_pseudonym")
+    else:
+        df = df.withColumn("counterpart_pseudonym", F.lit(None).cast("string"))
+    df = drop_key_pads(df)
+    df = _flag_suppressed(df, suppression, PSEUDONYM)
+    reason = v.first_reason(v.cdr_checks(F.col("_e164"), F.col("_ts"), F.col("c_id").isNotNull(),
+                                         F.col("c_reason"), plmn_country))
+    df = v.finish(df, reason, F.col("_suppressed"))
+    coarse = "day" if ctx.agreement.time_resolution == "day" else "hour"
+    local = F.from_utc_timestamp(F.col("_ts"), ctx.tz)
+    event_hour = F.to_utc_timestamp(F.date_trunc(coarse, local), ctx.tz)
+    roaming = ~v.blank(F.col("visited_plmn"))
+    return df.select(
+        *_kept(CDR),
+        F.col(PSEUDONYM), F.lit(ctx.key.key_id).alias("key_id"),
+        event_hour.alias("event_hour"), F.lower(F.trim(F.col("event_type"))).alias("event_type"),
+        F.when(roaming, F.lit(None)).otherwise(F.col("c_h3")).alias("h3_cell"),
+        F.when(roaming, plmn_country).otherwise(F.col("c_country")).alias("country"),
+        F.col("counterpart_pseudonym"),
+        F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"),
+        F.date_format(event_hour, "yyyy-MM").alias("month"),
+    )
+
+
+def _subscribers(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
+    df = v.mark_duplicates(inp.read(ctx.spark, files, SUBSCRIBERS), SUBSCRIBERS)
+    df = df.withColumn("_e164", e164_column(F.col("msisdn"), ctx.region))
+    df = drop_key_pads(ctx.with_pseudonym(with_key_pads(ctx.spark, df, ctx.key), "_e164", PSEUDONYM))
+    df = _flag_suppressed(df, suppression, PSEUDONYM)
+    checks = v.subscriber_checks(F.col("_e164"), dt.date.today().year)
+    # One person, two differing registrations: neither can be trusted.
+    w = F.count(F.lit(1)).over(Window.partitionBy("_e164"))
+    df = df.withColumn("_n", F.when(~F.col("_copy") & F.col("_e164").isNotNull(), w))
+    checks.append((F.col("_n") > 1, "conflicting_subscriber_record"))
+    df = v.finish(df, v.first_reason(checks), F.col("_suppressed"))
+    sex = F.upper(F.trim(F.col("sex")))
+    return df.select(
+        *_kept(SUBSCRIBERS), F.col(PSEUDONYM), F.lit(ctx.key.key_id).alias("key_id"),
+        F.when(sex == "", None).otherwise(sex).alias("sex"),
+        F.expr("try_cast(trim(birth_year) AS INT)").alias("birth_year"),
+        F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"),
+    )
+
+
+def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
+    df = v.mark_duplicates(inp.read(ctx.spark, files, PAYMENTS), PAYMENTS)
+    df = df.withColumn("_s164", e164_column(F.col("sender_msisdn"), ctx.region))
+    df = df.withColumn("_r164", e164_column(F.col("receiver_msisdn"), ctx.region))
+    df = df.withColumn("_ts", v.parse_time(F.col("txn_time"), ctx.tz))
+    df = with_key_pads(ctx.spark, df, ctx.key)
+    df = ctx.with_pseudonym(df, "_s164", PSEUDONYM)
+    df = drop_key_pads(ctx.with_pseudonym(df, "_r164", "receiver_pseudonym"))
+    df = _flag_suppressed(df, suppression, PSEUDONYM)
+    checks = v.payment_checks(F.col("_s164"), F.col("_r164"), F.col("_ts"))
+    same_id = F.count(F.lit(1)).over(Window.partitionBy(F.trim(F.col("txn_id"))))
+    df = df.withColumn("_n", F.when(~F.col("_copy"), same_id))
+    checks.append((F.col("_n") > 1, "duplicate_txn_id"))
+    df = v.finish(df, v.first_reason(checks), F.col("_suppressed"))
+    res, boundaries = ctx.agreement.h3_resolution, ctx.boundaries
+
+    @F.pandas_udf("h3_cell string, location_country string")
+    def _locate(lat: pd.Series, lon: pd.Series) -> pd.DataFrame:
+        return locate_points(lat, lon, res, boundaries)
+
+    loc = _locate(F.col("latitude"), F.col("longitude"))
+    txn_hour = F.to_utc_timestamp(F.date_trunc("hour", F.from_utc_timestamp(F.col("_ts"), ctx.tz)), ctx.tz)
+    num = lambda c: F.expr(f"try_cast(trim({c}) AS DOUBLE)")  # noqa: E731
+    return df.select(
+        *_kept(PAYMENTS),
+        F.col(PSEUDONYM).alias("sender_pseudonym"), F.col("receiver_pseudonym"),
+        F.lit(ctx.key.key_id).alias("key_id"), txn_hour.alias("txn_hour"),
+        F.upper(F.trim(F.col("sender_country"))).alias("sender_country"),
+        F.upper(F.trim(F.col("receiver_country"))).alias("receiver_country"),
+        num("amount").alias("amount"), F.upper(F.trim(F.col("currency"))).alias("currency"),
+        num("fee").alias("fee"), num("fx_margin").alias("fx_margin"),
+        F.lower(F.trim(F.col("channel"))).alias("channel"),
+        F.when(F.col(v.STATUS) == v.ACCEPTED, loc).alias("_loc"),
+        F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"),
+        F.date_format(txn_hour, "yyyy-MM").alias("month"),
+    ).withColumn("h3_cell", F.col("_loc.h3_cell")).withColumn("location_country", F.col("_loc.location_country")) \
+     .drop("_loc")
+
+
+EVENT_COLUMNS = ["pseudonym", "key_id", "event_hour", "event_type", "h3_cell", "country", "counterpart_pseudonym",
+                 "agreement_id", "run_id", "month"]
+SUBSCRIBER_COLUMNS = ["pseudonym", "key_id", "sex", "birth_year", "agreement_id", "run_id"]
+PAYMENT_COLUMNS = ["sender_pseudonym", "receiver_pseudonym", "key_id", "txn_hour", "sender_country",
+                   "receiver_country", "amount", "currency", "fee", "fx_margin", "channel", "h3_cell",
+                   "location_country", "agreement_id", "run_id", "month"]
+
+
+# ---- counting, writing ------------------------------------------------------------------
+
+def _file_counts(df: DataFrame, dataset: str) -> list[dict]:
+    rows = df.groupBy(inp.SOURCE_FILE, v.STATUS, v.REASON).count().collect()
+    per: dict[str, dict] = {}
+    for r in rows:
+        entry = per.setdefault(r[inp.SOURCE_FILE], {"dataset": dataset, "file": r[inp.SOURCE_FILE], "read": 0,
+                                                    "accepted": 0, "quarantined": 0, "duplicates": 0,
+                                                    "suppressed": 0, "reasons": {}})
+        n = r["count"]
+        entry["read"] += n
+        key = {"duplicate": "duplicates"}.get(r[v.STATUS], r[v.STATUS])
+        entry[key] += n
+        if r[v.REASON]:
+            entry["reasons"][r[v.REASON]] = entry["reasons"].get(r[v.REASON], 0) + n
+    return sorted(per.values(), key=lambda e: e["file"])
+
+
+def _append(df: DataFrame, path: Path, run_id: str, partition: str | None = None) -> None:
+    """Idempotent append: Delta skips a write whose (txnAppId, txnVersion) it has already committed."""
+    writer = (df.write.format("delta").mode("append")
+              .option("txnAppId", f"mobility-anonymize:{run_id}").option("txnVersion", 0))
+    if partition:
+        writer = writer.partitionBy(partition)
+    writer.save(str(path))
+
+
+def _upsert_subscribers(spark: SparkSession, df: DataFrame, path: Path) -> None:
+    from delta.tables import DeltaTable
+
+    if not is_delta(path):
+        df.write.format("delta").mode("append").save(str(path))
+        return
+    (DeltaTable.forPath(spark, str(path)).alias("t")
+     .merge(df.alias("s"), "t.pseudonym = s.pseudonym AND t.key_id = s.key_id")
+     .whenMatchedUpdate(set={"sex": "s.sex", "birth_year": "s.birth_year", "run_id": "s.run_id"})
+     .whenNotMatchedInsertAll().execute())
+
+
+def _delta_version(spark: SparkSession, path: Path) -> int | None:
+    if not is_delta(path):
+        return None
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"]
+
+
+def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path, run_id: str | None = None,
+        spark: SparkSession | None = None, boundaries=None) -> AnonymizeResult:
+    started = time.time()
+    agreement = agreement if isinstance(agreement, Agreement) else load_agreement(agreement)
+    key = load_key(agreement.key)  # fail before any Spark work when the key is missing
+    files = inp.discover(input_dir)
+    lake = Lake(lake_root).ensure()
+    done_files = ingested_fingerprints(lake)
+    all_files = [f for fs in files.values() for f in fs]
+    new_files = {name: [f for f in fs if f.fingerprint not in done_files] for name, fs in files.items()}
+    skipped = [{"file": f.name, "dataset": f.dataset, "ingested_by": done_files[f.fingerprint]}
+               for f in all_files if f.fingerprint in done_files]
+    run_id = run_id or derive_run_id(agreement.agreement_id, [f.fingerprint for f in all_files])
+    if run_id in completed_runs(lake):
+        path = lake.office_manifests / f"{run_id}.json"
+        return AnonymizeResult(run_id, read_json(path), path, already_done=True)
+    if not any(f.dataset in ("cdr", "payments", "subscribers") for fs in new_files.values() for f in fs):
+        progress.say("anonymize", "every input file was already ingested; nothing to do")
+    write_json_atomic(lake.operator_manifests / f"{run_id}.started.json",
+                      {"run_id": run_id, "agreement_id": agreement.agreement_id,
+                       "files": [f.name for f in all_files], "started": dt.datetime.now(dt.UTC).isoformat()})
+
+    spark = spark or get_spark("mobility-anonymize")
+    boundaries = load_boundaries() if boundaries is None else boundaries
+    ctx = _Context(spark, agreement, key, lake, run_id, boundaries)
+    suppression = _suppression(ctx, key.key_id).persist()
+    counts: list[dict] = []
+    results: dict[str, DataFrame] = {}
+    quarantine: list[DataFrame] = []
+    cells_binned = None
+
+    cell_files = files.get("cells", [])  # the cell table is always re-read: events need it
+    if cell_files:
+        progress.say("anonymize", f"binning {len(cell_files)} cell file(s) on H3 res {agreement.h3_resolution}")
+        cells_binned, cells_rejected, cell_counts = _cells(ctx, cell_files)
+        counts += [c for c in cell_counts if any(c["file"] == f.name for f in new_files.get("cells", []))]
+        cell_lookup = F.broadcast(_cell_lookup(ctx, cells_binned, cells_rejected)).persist()
+        if len(cells_rejected) and new_files.get("cells"):
+            q = cells_rejected.assign(dataset="cells", agreement_id=agreement.agreement_id, run_id=run_id)
+            q["record"] = q[list(CELLS.columns)].astype(object).where(q[list(CELLS.columns)].notna(), None) \
+                .apply(lambda r: r.to_json(), axis=1)
+            q = q.rename(columns={inp.SOURCE_FILE: "source_file"})[[f.name for f in QUARANTINE.fields]]
+            quarantine.append(spark.createDataFrame(q.astype(object).where(q.notna(), None), QUARANTINE))
+
+    builders = {"cdr": lambda fs: _cdr(ctx, fs, cell_lookup, suppression),
+                "subscribers": lambda fs: _subscribers(ctx, fs, suppression),
+                "payments": lambda fs: _payments(ctx, fs, suppression)}
+    for name, build in builders.items():
+        fs = new_files.get(name)
+        if not fs:
+            continue
+        progress.say("anonymize", f"validating and pseudonymizing {name}: {len(fs)} file(s)")
+        df = build(fs).persist(StorageLevel.MEMORY_AND_DISK)
+        results[name] = df
+        counts += _file_counts(df, name)
+        quarantine.append(_quarantine_rows(df, ctx, name))
+
+    _quality_gate(counts, agreement.max_invalid_share)
+
+    progress.say("anonymize", "writing office zone and quarantine")
+    if quarantine:
+        q = quarantine[0]
+        for extra in quarantine[1:]:
+            q = q.unionByName(extra)
+        _append(q, lake.quarantine, run_id)
+    if cells_binned is not None and new_files.get("cells"):
+        (spark.createDataFrame(cells_binned.astype(object).where(cells_binned.notna(), None),
+                               "cell_id STRING, h3_cell STRING, country STRING, admin_area STRING, "
+                               "valid_from DATE, valid_to DATE")
+         .write.format("delta").mode("overwrite").option("txnAppId", f"mobility-anonymize:{run_id}")
+         .option("txnVersion", 0).save(str(lake.cells)))
+    accepted = lambda name: results[name].filter(F.col(v.STATUS) == v.ACCEPTED)  # noqa: E731
+    if "cdr" in results:
+        _append(accepted("cdr").select(*EVENT_COLUMNS), lake.office_table("events"), run_id, "month")
+    if "subscribers" in results:
+        _upsert_subscribers(spark, accepted("subscribers").select(*SUBSCRIBER_COLUMNS),
+                            lake.office_table("subscribers"))
+    if "payments" in results:
+        _append(accepted("payments").select(*PAYMENT_COLUMNS), lake.office_table("payments"), run_id, "month")
+    for df in results.values():
+        df.unpersist()
+
+    versions = {name: _delta_version(spark, lake.office_table(name)) for name in ("events", "subscribers", "payments")}
+    fingerprints = {f.name: f.fingerprint for fs in new_files.values() for f in fs}
+    manifest = {
+        "run_id": run_id, "agreement_id": agreement.agreement_id, "key_id": key.key_id, "stage": "anonymize",
+        "files": [dict(c, fingerprint=fingerprints.get(c["file"], "")) for c in counts],
+        "skipped_files": skipped,
+        "totals": _totals(counts),
+        "office_versions": {k: x for k, x in versions.items() if x is not None},
+        "h3_resolution": agreement.h3_resolution, "time_resolution": agreement.time_resolution,
+        "duration_s": round(time.time() - started, 1),
+        "finished": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    write_json_atomic(lake.operator_manifests / f"{run_id}.json", manifest)
+    path = lake.office_manifests / f"{run_id}.json"
+    write_json_atomic(path, manifest)  # the commit marker: last
+    (lake.operator_manifests / f"{run_id}.started.json").unlink(missing_ok=True)
+    return AnonymizeResult(run_id, manifest, path)
+
+
+def _totals(counts: list[dict]) -> dict:
+    totals: dict[str, dict] = defaultdict(lambda: {"read": 0, "accepted": 0, "quarantined": 0, "duplicates": 0,
+                                                   "suppressed": 0})
+    for c in counts:
+        for k in ("read", "accepted", "quarantined", "duplicates", "suppressed"):
+            totals[c["dataset"]][k] += c[k]
+    return dict(totals)
+
+
+def _quality_gate(counts: list[dict], limit: float) -> None:
+    for dataset, t in _totals(counts).items():
+        if t["read"] and t["quarantined"] / t["read"] > limit:
+            worst = sorted(((n, r, c["file"]) for c in counts if c["dataset"] == dataset
+                            for r, n in c["reasons"].items()), reverse=True)[:3]
+            detail = "; ".join(f"{r}: {n} rows in {f}" for n, r, f in worst)
+            raise QualityGateError(
+                f"{t['quarantined']} of {t['read']} {dataset} rows ({t['quarantined'] / t['read']:.1%}) are invalid, "
+                f"above the agreement's max_invalid_share of {limit:.1%}; nothing was written. Top reasons: {detail}",
+                where=dataset,
+                hint="fix the input files (see docs/contracts.md for each reason) or, if the data is known to be "
+                     "this dirty, raise max_invalid_share in the agreement")

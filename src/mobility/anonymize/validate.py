@@ -1,0 +1,114 @@
+"""Row checks as Spark expressions: each row gets a status and, when rejected, one reason.
+
+Statuses: ``accepted``, ``quarantined`` (with a reason code), ``duplicate`` (an exact copy
+of an earlier row), ``suppressed`` (subject on the suppression list). The first failing check
+names the reason, in the order listed in ``docs/contracts.md``.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+import pycountry
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from mobility.anonymize.inputs import CORRUPT, SOURCE_FILE
+from mobility.schemas import CHANNELS, EVENT_TYPES, InputContract
+
+STATUS, REASON = "_status", "_reason"
+ACCEPTED, QUARANTINED, DUPLICATE, SUPPRESSED = "accepted", "quarantined", "duplicate", "suppressed"
+ISO3_CODES = sorted(c.alpha_3 for c in pycountry.countries)
+CURRENCY_CODES = sorted(c.alpha_3 for c in pycountry.currencies)
+_OFFSET = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
+
+
+def blank(col: Column) -> Column:
+    return col.isNull() | (F.trim(col) == "")
+
+
+def parse_time(col: Column, time_zone: str) -> Column:
+    """ISO 8601 text to a UTC instant; naive times are in the agreement's zone; bad text -> null."""
+    text = F.regexp_replace(F.trim(col), " ", "T")
+    parsed = F.try_to_timestamp(text)
+    return F.when(text.rlike(_OFFSET), parsed).otherwise(F.to_utc_timestamp(parsed, time_zone))
+
+
+def first_reason(checks: list[tuple[Column, str]]) -> Column:
+    """The reason of the first check that fails, or null when all pass."""
+    return reduce(lambda acc, item: acc.when(item[0], F.lit(item[1])),
+                  checks[1:], F.when(checks[0][0], F.lit(checks[0][1]))).otherwise(F.lit(None))
+
+
+def mark_duplicates(df: DataFrame, contract: InputContract) -> DataFrame:
+    """Flag exact copies of a row (all contract columns equal); the first by file name is kept."""
+    window = Window.partitionBy(*[F.col(c) for c in contract.columns]).orderBy(F.col(SOURCE_FILE))
+    return df.withColumn("_copy", F.row_number().over(window) > 1)
+
+
+def finish(df: DataFrame, reason: Column, suppressed: Column) -> DataFrame:
+    """Duplicate before suppressed before quarantined: an erased person's rows go nowhere, not even quarantine."""
+    status = (F.when(F.col("_copy"), F.lit(DUPLICATE))
+              .when(F.coalesce(suppressed, F.lit(False)), F.lit(SUPPRESSED))
+              .when(reason.isNotNull(), F.lit(QUARANTINED))
+              .otherwise(F.lit(ACCEPTED)))
+    return df.withColumn(STATUS, status).withColumn(REASON, F.when(status == QUARANTINED, reason))
+
+
+def cdr_checks(e164: Column, event_ts: Column, cell_known: Column, cell_reason: Column,
+               plmn_country: Column) -> list[tuple[Column, str]]:
+    cell, plmn, duration = F.col("cell_id"), F.col("visited_plmn"), F.col("duration_s")
+    return [
+        (F.col(CORRUPT).isNotNull(), "malformed_row"),
+        (blank(F.col("msisdn")), "missing_msisdn"),
+        (e164.isNull(), "invalid_msisdn"),
+        (event_ts.isNull(), "invalid_event_time"),
+        (~F.lower(F.trim(F.col("event_type"))).isin(*EVENT_TYPES) | F.col("event_type").isNull(),
+         "unknown_event_type"),
+        (~blank(duration) & (F.coalesce(F.expr("try_cast(trim(duration_s) AS INT)"), F.lit(-1)) < 0),
+         "invalid_duration"),
+        (~blank(cell) & ~blank(plmn), "conflicting_location"),
+        (blank(cell) & blank(plmn), "missing_location"),
+        (~blank(plmn) & (~F.trim(plmn).rlike(r"^\d{5,6}$") | plmn_country.isNull()), "invalid_visited_plmn"),
+        (~blank(cell) & ~cell_known, "unknown_cell"),
+        (~blank(cell) & (cell_reason == "cell_outside_boundaries"), "cell_outside_boundaries"),
+        (~blank(cell) & cell_reason.isNotNull(), "unusable_cell"),
+    ]
+
+
+def subscriber_checks(e164: Column, this_year: int) -> list[tuple[Column, str]]:
+    year = F.expr("try_cast(trim(birth_year) AS INT)")
+    return [
+        (F.col(CORRUPT).isNotNull(), "malformed_row"),
+        (blank(F.col("msisdn")), "missing_msisdn"),
+        (e164.isNull(), "invalid_msisdn"),
+        (~blank(F.col("sex")) & ~F.upper(F.trim(F.col("sex"))).isin("F", "M", "X"), "invalid_sex"),
+        (~blank(F.col("birth_year")) & (year.isNull() | (year < 1900) | (year > this_year)), "invalid_birth_year"),
+    ]
+
+
+def payment_checks(sender: Column, receiver: Column, txn_ts: Column) -> list[tuple[Column, str]]:
+    amount = F.expr("try_cast(trim(amount) AS DOUBLE)")
+    fee = F.expr("try_cast(trim(fee) AS DOUBLE)")
+    margin = F.expr("try_cast(trim(fx_margin) AS DOUBLE)")
+    lat = F.expr("try_cast(trim(latitude) AS DOUBLE)")
+    lon = F.expr("try_cast(trim(longitude) AS DOUBLE)")
+    return [
+        (F.col(CORRUPT).isNotNull(), "malformed_row"),
+        (blank(F.col("txn_id")), "missing_txn_id"),
+        (txn_ts.isNull(), "invalid_txn_time"),
+        (blank(F.col("sender_msisdn")), "missing_msisdn"),
+        (sender.isNull(), "invalid_msisdn"),
+        (~blank(F.col("receiver_msisdn")) & receiver.isNull(), "invalid_receiver_msisdn"),
+        (~F.upper(F.trim(F.col("sender_country"))).isin(*ISO3_CODES)
+         | ~F.upper(F.trim(F.col("receiver_country"))).isin(*ISO3_CODES)
+         | F.col("sender_country").isNull() | F.col("receiver_country").isNull(), "unknown_country"),
+        (~F.upper(F.trim(F.col("currency"))).isin(*CURRENCY_CODES) | F.col("currency").isNull(), "unknown_currency"),
+        (amount.isNull() | (amount <= 0), "invalid_amount"),
+        (fee.isNull() | (fee < 0), "invalid_fee"),
+        (fee > amount, "fee_exceeds_amount"),
+        (~blank(F.col("fx_margin")) & (margin.isNull() | (margin < 0)), "invalid_fx_margin"),
+        (~F.lower(F.trim(F.col("channel"))).isin(*CHANNELS) | F.col("channel").isNull(), "unknown_channel"),
+        ((~blank(F.col("latitude")) | ~blank(F.col("longitude")))
+         & (lat.isNull() | lon.isNull() | ~lat.between(-90, 90) | ~lon.between(-180, 180)), "invalid_coordinates"),
+    ]

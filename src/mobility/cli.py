@@ -1,0 +1,92 @@
+"""The ``mobility`` command: thin wrappers that parse arguments and call each stage's job."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mobility.errors import MobilityError
+
+
+class _Group(click.Group):
+    """Turn every MobilityError into one clear message and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MobilityError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mobility")
+def main():
+    """Privacy-preserving migration statistics from call-detail and payment records.
+
+    Operator side: `anonymize` (holds the key). Statistics office: `residence`, `release`.
+    Auditors: `ledger`. Newcomers: `demo`.
+    """
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="folder to write the synthetic inputs and truth/ into")
+@click.option("--subscribers", default=1000, show_default=True, type=click.IntRange(10, 10_000_000))
+@click.option("--months", default=24, show_default=True, type=click.IntRange(1, 120))
+@click.option("--start", default="2024-01", show_default=True, help="first month, YYYY-MM")
+@click.option("--home-country", default="PHL", show_default=True, help="ISO 3166-1 alpha-3 of the operator")
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--fault-rate", default=0.02, show_default=True, type=click.FloatRange(0, 0.5))
+@click.option("--events-per-day", default=6.0, show_default=True, type=click.FloatRange(0.1, 500))
+def synth(out_dir, subscribers, months, start, home_country, seed, fault_rate, events_per_day):
+    """Write a synthetic population (CDRs, cells, subscribers, payments) with ground truth."""
+    from mobility.synth import generate
+
+    summary = generate(out_dir, subscribers=subscribers, months=months, start=start,
+                       home_country=home_country.upper(), seed=seed, fault_rate=fault_rate,
+                       events_per_day=events_per_day)
+    click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
+
+
+@main.command()
+@click.option("--agreement", required=True, help="agreement file (conf/agreements/ID.yaml) or id")
+@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path),
+              help="folder with cdr/, cells/, subscribers/, payments/")
+@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root")
+@click.option("--run-id", default=None, help="run id (default: derived from the agreement and input files)")
+def anonymize(agreement, input_dir, lake, run_id):
+    """Operator side: validate, pseudonymize, minimize and H3-bin inputs into the office zone."""
+    from mobility.anonymize.job import run
+
+    result = run(agreement, input_dir, lake, run_id=run_id)
+    click.echo(_describe_anonymize(result))
+
+
+def _describe_anonymize(result) -> str:
+    state = "already completed earlier; nothing written" if result.already_done else "completed"
+    lines = [f"anonymize run {result.run_id}: {state}"]
+    for dataset, t in result.manifest["totals"].items():
+        lines.append(f"  {dataset:12s} read {t['read']:>10,}  accepted {t['accepted']:>10,}  "
+                     f"quarantined {t['quarantined']:>8,}  duplicates {t['duplicates']:>8,}  "
+                     f"suppressed {t['suppressed']:>6,}")
+    lines.append(f"  manifest: {result.manifest_path}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--workdir", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--subscribers", default=400, show_default=True, type=click.IntRange(50, 100_000))
+@click.option("--seed", default=7, show_default=True, type=int)
+def demo(workdir, subscribers, seed):
+    """Run the whole pipeline end to end on a small synthetic population and say what it produced."""
+    from mobility.demo import run_demo
+
+    run_demo(workdir, subscribers=subscribers, seed=seed)
+
+
+if __name__ == "__main__":
+    main()
