@@ -1,0 +1,185 @@
+"""Integer noise on integer count vectors, from OpenDP only.
+
+* ``discrete_laplace`` (epsilon-DP): ``opendp.measurements.make_laplace`` on a vector of i64
+  counts with the L1 distance; on integers OpenDP samples the discrete Laplace distribution
+  (Canonne, Kamath & Steinke 2020, section 5.2).
+* ``discrete_gaussian`` (rho-zCDP): ``make_gaussian`` on the same domain with the L2 distance
+  (Canonne, Kamath & Steinke 2020).
+
+Sensitivity. The privacy unit is one subject (pseudonym), who may add at most
+``max_contributions`` (c) to the cells of each table, each contribution moving one cell by 1.
+Adding or removing that subject therefore changes a table's count vector by at most c in L1 and,
+in the worst case where all contributions fall in the same cell, by c in L2 as well; we use
+d_in = c for both (L2 = sqrt(c) would hold only if contributions were known to hit distinct cells).
+
+Several tables from the same records. The budget is split across tables by declared shares
+(equal by default): table t gets epsilon*share_t or rho*share_t and its own measurement with
+d_in = c. The joint release costs the sum (basic composition for epsilon-DP, additive
+composition for zCDP), which OpenDP's ``make_composition`` computes from the measurements.
+An equal split is the same mechanism as noising the concatenated vector with joint
+sensitivity L1 = k*c or L2 = sqrt(k)*c.
+
+Scales come from ``dp.binary_search_param`` and 95% error bounds from ``opendp.accuracy``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import opendp.prelude as dp
+
+from mobility.privacy_budget import accountant
+
+# Only the "contrib" feature: never "floating-point" or "idealized-numerics" (project rule).
+dp.enable_features("contrib")
+
+DISCRETE_LAPLACE = "discrete_laplace"
+DISCRETE_GAUSSIAN = "discrete_gaussian"
+MECHANISMS = (DISCRETE_LAPLACE, DISCRETE_GAUSSIAN)
+
+# 95% two-sided error bound per cell, the convention of official-statistics quality reports.
+ALPHA = 0.05
+
+# binary_search_param stops at a float decision point; losses within this of the target are "equal".
+LOSS_RTOL = 1e-6
+
+
+def count_domain() -> dp.Domain:
+    return dp.vector_domain(dp.atom_domain(T=dp.i64))
+
+
+def count_measurement(mechanism: str, scale: float) -> dp.Measurement:
+    """OpenDP measurement adding integer noise of ``scale`` to every cell of an i64 count vector."""
+    if mechanism == DISCRETE_LAPLACE:
+        return dp.m.make_laplace(count_domain(), dp.l1_distance(T=dp.i64), float(scale))
+    if mechanism == DISCRETE_GAUSSIAN:
+        return dp.m.make_gaussian(count_domain(), dp.l2_distance(T=dp.i64), float(scale))
+    raise ValueError(f"unknown mechanism {mechanism!r}; expected one of {MECHANISMS}")
+
+
+def scale_for_budget(mechanism: str, loss: float, sensitivity: int) -> float:
+    """Smallest noise scale whose OpenDP privacy map at ``sensitivity`` stays within ``loss``."""
+    return float(dp.binary_search_param(lambda s: count_measurement(mechanism, s),
+                                        d_in=int(sensitivity), d_out=float(loss)))
+
+
+def error_bound_95(mechanism: str, scale: float) -> tuple[int, float]:
+    """(bound, OpenDP accuracy): P(|noise| <= bound) >= 95% for one cell.
+
+    OpenDP returns ``a`` with P(|noise| >= a) <= alpha; the noise is an integer, so
+    |noise| <= ceil(a) - 1 holds with probability >= 1 - alpha.
+    """
+    if mechanism == DISCRETE_LAPLACE:
+        accuracy = dp.discrete_laplacian_scale_to_accuracy(float(scale), ALPHA)
+    elif mechanism == DISCRETE_GAUSSIAN:
+        accuracy = dp.discrete_gaussian_scale_to_accuracy(float(scale), ALPHA)
+    else:
+        raise ValueError(f"unknown mechanism {mechanism!r}")
+    return max(math.ceil(accuracy) - 1, 0), float(accuracy)
+
+
+@dataclass(frozen=True)
+class TableNoise:
+    """Noise for one table: its share of the budget and the OpenDP measurement that spends it."""
+
+    table: str
+    mechanism: str
+    share: float
+    sensitivity: int
+    scale: float
+    epsilon: float | None  # the table's epsilon (discrete Laplace only)
+    rho: float  # the table's rho (for Laplace: epsilon^2/2 via make_pureDP_to_zCDP)
+    error_bound_95: int
+    accuracy_95: float
+    measurement: dp.Measurement = field(repr=False, compare=False)
+
+    def draw(self, counts: Sequence[int]) -> list[int]:
+        """Noisy counts: one OpenDP invocation over the whole vector."""
+        values = [int(c) for c in counts]
+        return [int(v) for v in self.measurement(values)] if values else []
+
+    def describe(self) -> dict:
+        metric = "L1" if self.mechanism == DISCRETE_LAPLACE else "L2"
+        return {"budget_share": self.share, "noise_scale": self.scale,
+                "sensitivity": {"metric": metric, "d_in": self.sensitivity},
+                "epsilon": self.epsilon, "rho": self.rho,
+                "error_bound_95": self.error_bound_95, "opendp_accuracy_95": self.accuracy_95}
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    """All tables' measurements for one release and the totals to charge (no noise drawn yet)."""
+
+    mechanism: str
+    sensitivity: int
+    tables: dict[str, TableNoise]
+    epsilon: float  # the (epsilon, delta) equivalent of the whole release
+    delta: float  # 0 for pure epsilon-DP
+    rho: float  # charged to the ledger
+
+
+def _check_shares(shares: Mapping[str, float]) -> dict[str, float]:
+    if not shares:
+        raise ValueError("a release needs at least one table")
+    out = {str(k): float(v) for k, v in shares.items()}
+    if any(not math.isfinite(v) or v <= 0 for v in out.values()):
+        raise ValueError(f"budget shares must be positive, got {out}")
+    if abs(math.fsum(out.values()) - 1.0) > 1e-9:
+        raise ValueError(f"budget shares must add up to 1, got {math.fsum(out.values())}")
+    return out
+
+
+def plan_noise(*, shares: Mapping[str, float], sensitivity: int, delta: float,
+               epsilon: float | None = None, rho: float | None = None) -> NoisePlan:
+    """Build one measurement per table from exactly one budget (epsilon -> Laplace, rho -> Gaussian).
+
+    The OpenDP privacy maps are checked against the requested budget: each table's loss equals
+    its share (to ``LOSS_RTOL``) and never exceeds it, and the composed loss never exceeds the total.
+    """
+    if (epsilon is None) == (rho is None):
+        raise ValueError("give exactly one of epsilon (discrete Laplace) or rho (discrete Gaussian)")
+    budget = float(epsilon if epsilon is not None else rho)
+    if not math.isfinite(budget) or budget <= 0:
+        raise ValueError(f"the privacy budget must be a positive number, got {budget!r}")
+    if int(sensitivity) != sensitivity or sensitivity < 1:
+        raise ValueError(f"max_contributions must be a positive integer, got {sensitivity!r}")
+    sensitivity = int(sensitivity)
+    shares = _check_shares(shares)
+    mechanism = DISCRETE_LAPLACE if epsilon is not None else DISCRETE_GAUSSIAN
+
+    tables: dict[str, TableNoise] = {}
+    for name, share in shares.items():
+        target = budget * share
+        scale = scale_for_budget(mechanism, target, sensitivity)
+        meas = count_measurement(mechanism, scale)
+        loss = float(meas.map(sensitivity))
+        if loss > target * (1 + 1e-12) or loss < target * (1 - LOSS_RTOL):
+            raise RuntimeError(f"OpenDP loss {loss} of table {name!r} does not match its budget {target}")
+        bound, accuracy = error_bound_95(mechanism, scale)
+        if mechanism == DISCRETE_LAPLACE:
+            table_rho = accountant.epsilon_to_rho(target)
+            table_eps: float | None = target
+        else:
+            table_rho, table_eps = target, None
+        tables[name] = TableNoise(name, mechanism, share, sensitivity, scale, table_eps, table_rho,
+                                  bound, accuracy, meas)
+
+    measurements = [t.measurement for t in tables.values()]
+    if mechanism == DISCRETE_LAPLACE:
+        total_eps = math.fsum(t.epsilon for t in tables.values())
+        composed_eps = float(dp.c.make_composition(measurements).map(sensitivity))
+        composed_rho = float(dp.c.make_composition(
+            [dp.c.make_pureDP_to_zCDP(m) for m in measurements]).map(sensitivity))
+        charged_rho = accountant.compose(t.rho for t in tables.values())
+        if composed_eps > total_eps * (1 + 1e-12) or composed_rho > charged_rho * (1 + 1e-12):
+            raise RuntimeError("OpenDP composition exceeds the charged budget")
+        return NoisePlan(mechanism, sensitivity, tables, epsilon=budget, delta=0.0, rho=charged_rho)
+
+    composed = dp.c.make_composition(measurements)
+    composed_rho = float(composed.map(sensitivity))
+    if composed_rho > budget * (1 + 1e-12) or composed_rho < budget * (1 - LOSS_RTOL):
+        raise RuntimeError(f"OpenDP composed rho {composed_rho} does not match the budget {budget}")
+    return NoisePlan(mechanism, sensitivity, tables, epsilon=accountant.rho_to_epsilon(budget, delta),
+                     delta=float(delta), rho=budget)

@@ -1,0 +1,320 @@
+"""The release boundary: the only code path that writes under ``LAKE/releases/``.
+
+Order of operations (each step only after the previous one succeeded):
+validate -> reuse a stored release if present -> charge the ledger (atomic; refusal writes
+nothing) -> draw OpenDP noise for every cell -> clamp negatives to 0 -> write CSV + Parquet +
+manifest.json into a temporary directory -> rename it to ``releases/RELEASE_ID`` -> append the
+``published`` ledger entry with the manifest's SHA-256. Exact counts are never written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from filelock import FileLock
+
+from mobility.config import BudgetCaps
+from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
+from mobility.lake import Lake
+from mobility.privacy_budget import accountant
+from mobility.privacy_budget.ledger import (
+    MANIFEST, NOT_PUBLISHED, ChargeRequest, Ledger, LedgerEntry, canonical_json, release_dir_problems,
+    sha256_file, sha256_hex,
+)
+from mobility.privacy_budget.mechanisms import (
+    ALPHA, DISCRETE_GAUSSIAN, DISCRETE_LAPLACE, NoisePlan, plan_noise,
+)
+
+COUNT = "count"
+MANIFEST_FORMAT = "mobility-release-manifest/1"
+POST_PROCESSING = ("negative noisy counts are set to 0; nothing else is changed (no rounding, "
+                   "suppression or rescaling). Post-processing costs no privacy, and because exact counts "
+                   "are never negative, clamping can only move a value towards its exact count.")
+
+_RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# column names that denote a person or a device rather than a public category
+_IDENTIFIER_NAME = re.compile(r"pseudonym|msisdn|imsi|imei|subject|subscriber|phone|account|iban|"
+                              r"card_?n|customer|caller|callee|person|user_?id|device|token", re.I)
+# values shaped like a phone number / IMSI / IMEI (9+ digits) or a digest-based pseudonym (20+ hex)
+_IDENTIFIER_VALUE = re.compile(r"^\+?\d{9,}$|^[0-9a-fA-F]{20,}$")
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """One release: exactly one budget (epsilon -> discrete Laplace, rho -> discrete Gaussian)."""
+
+    release_id: str
+    agreement_id: str
+    period: str  # YYYY-MM; its calendar year is the year charged
+    purpose: str
+    requested_by: str
+    query: Mapping[str, Any]
+    privacy_unit: str
+    epsilon: float | None = None
+    rho: float | None = None
+    input_versions: Mapping[str, int] = field(default_factory=dict)
+    max_contributions: int = 1
+    table_shares: Mapping[str, float] | None = None  # None: equal split across tables
+
+    def __post_init__(self):
+        def refuse(msg: str, hint: str | None = None):
+            raise ReleaseRefusedError(f"release {self.release_id!r}: {msg}; nothing was charged", hint=hint)
+
+        if not isinstance(self.release_id, str) or not _RELEASE_ID.match(self.release_id):
+            refuse("release_id must be 1-128 letters, digits, '.', '_' or '-' and not start with '.'")
+        for name in ("agreement_id", "purpose", "requested_by", "privacy_unit"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                refuse(f"{name} must be a non-empty string")
+        try:
+            accountant.year_of(self.period)
+        except ValueError as exc:
+            refuse(str(exc))
+        if (self.epsilon is None) == (self.rho is None):
+            refuse("give exactly one budget: epsilon (discrete Laplace) or rho (discrete Gaussian)")
+        budget = self.epsilon if self.epsilon is not None else self.rho
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) \
+                or budget <= 0:
+            refuse(f"the budget must be a positive number, got {budget!r}", hint="request epsilon > 0 or rho > 0")
+        if isinstance(self.max_contributions, bool) or not isinstance(self.max_contributions, int) \
+                or self.max_contributions < 1:
+            refuse(f"max_contributions must be a positive integer, got {self.max_contributions!r}")
+        if not isinstance(self.query, Mapping):
+            refuse("query must be a mapping (table names, group-by keys, period, domain sizes)")
+        try:
+            canonical_json(dict(self.query))
+        except (TypeError, ValueError) as exc:
+            refuse(f"query is not plain JSON: {exc}")
+        for path, value in _walk(self.query):
+            if isinstance(value, str) and _IDENTIFIER_VALUE.match(value.strip()):
+                refuse(f"query field {path} holds a value that looks like an identifier")
+        for key, value in dict(self.input_versions).items():
+            if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                refuse(f"input_versions must map Delta table paths to versions >= 0, got {key!r}: {value!r}")
+
+    @property
+    def mechanism(self) -> str:
+        return DISCRETE_LAPLACE if self.epsilon is not None else DISCRETE_GAUSSIAN
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    release_id: str
+    path: Path
+    manifest: dict
+    charge: LedgerEntry
+    publication: LedgerEntry
+    tables: dict[str, pd.DataFrame]
+    reused: bool  # True when a stored release was returned (no new noise, no new charge)
+
+
+def _walk(value: Any, path: str = "query"):
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def _validate_table(name: str, frame: pd.DataFrame, request: ReleaseRequest) -> tuple[list[str], pd.DataFrame]:
+    """Key columns and the frame sorted by them; refuses identifiers, bad counts and partial domains."""
+    def refuse(msg: str, hint: str | None = None):
+        raise ReleaseRefusedError(f"release {request.release_id!r}, table {name!r}: {msg}; nothing was charged",
+                                  hint=hint)
+
+    if not isinstance(name, str) or not _TABLE_NAME.match(name):
+        refuse("table names must be lower-case letters, digits and '_' (they become file names)")
+    if not isinstance(frame, pd.DataFrame):
+        refuse(f"expected a pandas DataFrame, got {type(frame).__name__}")
+    columns = [str(c) for c in frame.columns]
+    if len(set(columns)) != len(columns) or COUNT not in columns:
+        refuse(f"needs unique column names and a '{COUNT}' column of exact counts, got {columns}")
+    keys = [c for c in columns if c != COUNT]
+    named = [c for c in keys if _IDENTIFIER_NAME.search(c)]
+    if named:
+        refuse(f"column(s) {named} look like personal identifiers", hint="release only public category keys")
+    counts = frame[COUNT]
+    if not pd.api.types.is_integer_dtype(counts.dtype) or counts.isna().any():
+        refuse(f"'{COUNT}' must be integers without missing values, got dtype {counts.dtype}")
+    if (counts < 0).any():
+        refuse(f"'{COUNT}' has negative values; exact counts are never negative")
+    for key in keys:
+        column = frame[key]
+        if column.isna().any():
+            refuse(f"key column {key!r} has missing values; every cell needs a public key value")
+        values = column.drop_duplicates()
+        if pd.api.types.is_integer_dtype(column.dtype) and (values.abs() >= 10**8).any():
+            refuse(f"key column {key!r} has integers of 9+ digits that look like phone numbers or IMSIs",
+                   hint="publish keys as public codes")
+        if any(isinstance(v, str) and _IDENTIFIER_VALUE.match(v.strip()) for v in values):
+            refuse(f"key column {key!r} has values that look like identifiers (long digit or hex strings)")
+    if keys and frame.duplicated(keys).any():
+        refuse("duplicate key rows; each cell must appear once")
+    declared = request.query.get("domain_sizes") if isinstance(request.query.get("domain_sizes"), Mapping) else {}
+    expected = declared.get(name)
+    if expected is None:  # no declared size: the domain must be the full cross product of its keys
+        expected = math.prod(frame[k].nunique() for k in keys) if keys else 1
+    if len(frame) != expected or len(frame) == 0:
+        refuse(f"has {len(frame)} cells but its domain has {expected}; include every public cell, zeros too",
+               hint="build the full cross product of public keys (or declare query.domain_sizes)")
+    ordered = frame.sort_values(keys, kind="stable").reset_index(drop=True) if keys else frame.reset_index(drop=True)
+    return keys, ordered
+
+
+def _shares(request: ReleaseRequest, names: list[str]) -> dict[str, float]:
+    if request.table_shares is None:
+        return {n: 1.0 / len(names) for n in names}
+    shares = {str(k): float(v) for k, v in request.table_shares.items()}
+    if sorted(shares) != sorted(names):
+        raise ReleaseRefusedError(f"table_shares names {sorted(shares)} but the tables are {sorted(names)}; "
+                                  "nothing was charged")
+    return shares
+
+
+def _plan(request: ReleaseRequest, shares: dict[str, float], delta: float) -> NoisePlan:
+    try:
+        return plan_noise(shares=shares, sensitivity=request.max_contributions, delta=delta,
+                          epsilon=request.epsilon, rho=request.rho)
+    except ValueError as exc:
+        raise ReleaseRefusedError(f"release {request.release_id!r}: {exc}; nothing was charged") from None
+
+
+def _read_tables(release_dir: Path, manifest: dict) -> dict[str, pd.DataFrame]:
+    return {name: pq.ParquetFile(release_dir / f"{name}.parquet").read().to_pandas()
+            for name in manifest.get("tables", {})}
+
+
+def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, noisy: dict[str, pd.DataFrame],
+                   keys: dict[str, list[str]], charge: LedgerEntry, ledger_query: dict) -> dict:
+    """Write CSV + Parquet per table and manifest.json into ``work``; returns the manifest."""
+    tables = {}
+    for name, frame in noisy.items():
+        csv_path, parquet_path = work / f"{name}.csv", work / f"{name}.parquet"
+        frame.to_csv(csv_path, index=False, lineterminator="\n")
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), parquet_path)
+        tables[name] = {"key_columns": keys[name], "rows": len(frame), "count_column": COUNT,
+                        **plan.tables[name].describe(),
+                        "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                                  for p in (csv_path, parquet_path)}}
+    manifest = {
+        "format": MANIFEST_FORMAT, "release_id": request.release_id, "agreement_id": request.agreement_id,
+        "period": request.period, "purpose": request.purpose, "requested_by": request.requested_by,
+        "query": dict(request.query), "privacy_unit": request.privacy_unit,
+        "max_contributions": request.max_contributions, "mechanism": plan.mechanism,
+        "noise_source": f"OpenDP {package_version('opendp')} "
+                        f"{'make_laplace' if plan.mechanism == DISCRETE_LAPLACE else 'make_gaussian'} "
+                        "on an i64 count vector (contrib features only)",
+        "privacy": {"epsilon": charge.epsilon, "delta": charge.delta, "rho": charge.rho,
+                    "requested": ledger_query["budget"], "accounting": "zCDP; rho adds across tables and releases",
+                    "epsilon_conversion": ("pure epsilon-DP" if plan.mechanism == DISCRETE_LAPLACE else
+                                           "OpenDP make_zCDP_to_approxDP at the agreement's delta")},
+        "error_bound": {"confidence": 1 - ALPHA,
+                        "meaning": "each cell's noisy count before clamping is within +/- error_bound_95 of "
+                                   "its exact count with probability >= 95%"},
+        "input_versions": dict(request.input_versions),
+        "ledger": {"seq": charge.seq, "entry_hash": charge.entry_hash, "table": "ledger"},
+        "post_processing": POST_PROCESSING, "tables": tables,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (work / MANIFEST).write_text(_manifest_text(manifest), encoding="utf-8")
+    return manifest
+
+
+def _manifest_text(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n"
+
+
+def _stored(ledger: Ledger, target: Path, charge: LedgerEntry) -> ReleaseResult:
+    """Return an existing release after checking it against the ledger (completing a crashed publish)."""
+    publication = ledger.publication(charge.release_id)
+    problems = release_dir_problems(target, charge, publication)
+    if publication is None and problems == [NOT_PUBLISHED]:  # renamed into place, then interrupted
+        publication = ledger.record_publication(charge.release_id, sha256_file(target / MANIFEST))
+        problems = []
+    if problems:
+        raise LedgerIntegrityError(f"stored release {charge.release_id!r} does not match the ledger: "
+                                   + "; ".join(problems), where=str(target),
+                                   hint="do not publish it; run `mobility ledger verify` and investigate")
+    manifest = json.loads((target / MANIFEST).read_text(encoding="utf-8"))
+    return ReleaseResult(charge.release_id, target, manifest, charge, publication,
+                         _read_tables(target, manifest), reused=True)
+
+
+def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mapping[str, pd.DataFrame],
+            caps: BudgetCaps) -> ReleaseResult:
+    """Charge the ledger, add OpenDP noise to every cell and publish ``releases/RELEASE_ID``.
+
+    Re-running a published release_id returns the stored files without new noise or charge.
+    A release_id charged but never published (a crash after the charge) is refused: its
+    budget stays spent and its noise may have been drawn, so publish under a new release_id.
+    """
+    lake = Lake(lake_root)
+    if not tables:
+        raise ReleaseRefusedError(f"release {request.release_id!r} has no tables; nothing was charged")
+    checked = {name: _validate_table(name, frame, request) for name, frame in tables.items()}
+    keys = {name: k for name, (k, _) in checked.items()}
+    shares = _shares(request, list(checked))
+    plan = _plan(request, shares, caps.delta)  # measurements only: no noise is drawn here
+    ledger_query = {"query": dict(request.query), "max_contributions": request.max_contributions,
+                    "budget": {"epsilon": request.epsilon} if request.epsilon is not None else {"rho": request.rho},
+                    "tables": {n: {"key_columns": keys[n], "cells": len(checked[n][1]), "budget_share": shares[n]}
+                               for n in checked}}
+    charge_request = ChargeRequest(
+        release_id=request.release_id, agreement_id=request.agreement_id, period=request.period,
+        purpose=request.purpose, requested_by=request.requested_by, query=ledger_query,
+        privacy_unit=request.privacy_unit, mechanism=plan.mechanism, epsilon=plan.epsilon, delta=plan.delta,
+        rho=plan.rho, input_versions=dict(request.input_versions))
+
+    lake.releases.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(lake.ledger)
+    target = lake.releases / request.release_id
+    # one publisher at a time, so "charged but no directory" really means an interrupted release
+    with FileLock(str(lake.root / "releases.lock")):
+        existing = ledger.find(request.release_id)
+        if existing is not None:
+            diff = charge_request.matches(existing)
+            if diff:
+                raise ReleaseRefusedError(
+                    f"release_id {request.release_id!r} was already charged (seq {existing.seq}) for a different "
+                    f"request; differing fields: {', '.join(diff)}", hint="use a new release_id")
+            if target.is_dir():
+                return _stored(ledger, target, existing)
+            raise ReleaseRefusedError(
+                f"release_id {request.release_id!r} was charged (seq {existing.seq}) but never published; "
+                "its budget stays spent and it will not be noised again", hint="publish under a new release_id")
+        if target.exists():
+            raise LedgerIntegrityError("release directory exists without a ledger entry", where=str(target),
+                                       hint="run `mobility ledger verify`; remove the directory only after review")
+
+        charge = ledger.charge(charge_request, caps)  # refusal raises before anything is written
+        noisy = {}
+        for name, (key_columns, frame) in checked.items():
+            drawn = plan.tables[name].draw(frame[COUNT].tolist())
+            out = frame[key_columns].copy()
+            out[COUNT] = pd.Series([max(v, 0) for v in drawn], dtype="int64")
+            noisy[name] = out
+        work = Path(tempfile.mkdtemp(prefix=f".tmp-{request.release_id}-", dir=lake.releases))
+        try:
+            manifest = _write_release(work, request, plan, noisy, keys, charge, ledger_query)
+            os.rename(work, target)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        publication = ledger.record_publication(request.release_id, sha256_hex((target / MANIFEST).read_bytes()))
+    return ReleaseResult(request.release_id, target, manifest, charge, publication, noisy, reused=False)

@@ -1,0 +1,16 @@
+"""Fixtures of the privacy-budget tests (helpers live in pb_helpers.py, a unique module name)."""
+
+from __future__ import annotations
+
+import pytest
+from pb_helpers import CAPS, flows, request
+
+from mobility.privacy_budget import publish
+
+
+@pytest.fixture
+def published_lake(tmp_path):
+    """A lake with three published releases: six ledger entries (a charge and a publication each)."""
+    for period in ["2024-03", "2024-04", "2024-05"]:
+        publish(tmp_path, request(f"flows-{period}", period=period), {"flows": flows()}, CAPS)
+    return tmp_path

@@ -1,0 +1,193 @@
+"""The release boundary: OpenDP noise on every cell, charge before noise, nothing leaks, reruns reuse."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+from pb_helpers import CAPS, flows, request
+
+from mobility.config import BudgetCaps
+from mobility.errors import BudgetExceededError, LedgerIntegrityError, ReleaseRefusedError
+from mobility.lake import Lake
+from mobility.privacy_budget import Ledger, publish, verify
+from mobility.privacy_budget import release as release_module
+
+
+def _digests(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _big_flows(n=60):
+    frame = pd.DataFrame({"cell": [f"c{i:03d}" for i in range(n)]})
+    frame["count"] = pd.Series([i % 7 for i in range(n)], dtype="int64")
+    return frame
+
+
+def test_release_has_every_cell_integer_counts_and_a_complete_manifest(tmp_path):
+    result = publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    folder = Lake(tmp_path).releases / "flows-2024-05"
+    assert result.path == folder and not result.reused
+    csv = pd.read_csv(folder / "flows.csv")
+    parquet = pd.read_parquet(folder / "flows.parquet")
+    for frame in (csv, parquet, result.tables["flows"]):
+        assert len(frame) == 9 and not frame.duplicated(["origin", "destination"]).any()
+        assert pd.api.types.is_integer_dtype(frame["count"]) and (frame["count"] >= 0).all()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["mechanism"] == "discrete_gaussian" and "OpenDP" in manifest["noise_source"]
+    assert manifest["privacy"]["rho"] == 0.05 and manifest["privacy"]["delta"] == CAPS.delta
+    table = manifest["tables"]["flows"]
+    assert table["rows"] == 9 and table["error_bound_95"] >= 1 and table["noise_scale"] > 0
+    assert set(table["files"]) == {"flows.csv", "flows.parquet"}
+    assert manifest["ledger"] == {"seq": result.charge.seq, "entry_hash": result.charge.entry_hash,
+                                  "table": "ledger"}
+    assert "set to 0" in manifest["post_processing"]
+    assert manifest["input_versions"] == {"office/moves": 4}
+    assert result.publication.release_digest == hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
+    assert verify(tmp_path, caps={"PHL-DEMO": CAPS}).ok
+
+
+def test_laplace_release_charges_epsilon_squared_over_two(tmp_path):
+    result = publish(tmp_path, request(rho=None, epsilon=0.5), {"flows": flows()}, CAPS)
+    assert result.manifest["mechanism"] == "discrete_laplace"
+    assert result.charge.epsilon == 0.5 and result.charge.delta == 0.0
+    assert result.charge.rho == pytest.approx(0.125)
+
+
+def test_noise_differs_between_release_ids_and_rerun_reuses_files(tmp_path):
+    first = publish(tmp_path, request("a"), {"cells": _big_flows()}, CAPS)
+    second = publish(tmp_path, request("b"), {"cells": _big_flows()}, CAPS)
+    # 60 cells with sigma ~3: identical outputs would mean the noise is not being drawn
+    assert not first.tables["cells"]["count"].equals(second.tables["cells"]["count"])
+    before = _digests(first.path)
+    entries = len(Ledger.of_lake(tmp_path).entries())
+    again = publish(tmp_path, request("a"), {"cells": _big_flows()}, CAPS)
+    assert again.reused and again.charge == first.charge and again.publication == first.publication
+    assert again.tables["cells"].equals(first.tables["cells"])
+    assert _digests(first.path) == before
+    assert len(Ledger.of_lake(tmp_path).entries()) == entries
+
+
+def test_rerun_with_a_different_budget_is_refused(tmp_path):
+    publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    with pytest.raises(ReleaseRefusedError, match="different request"):
+        publish(tmp_path, request(rho=0.06), {"flows": flows()}, CAPS)
+
+
+def test_over_cap_release_writes_nothing(tmp_path):
+    tight = BudgetCaps(rho_per_year=0.08, rho_lifetime=0.08, delta=1e-7)
+    publish(tmp_path, request("first"), {"flows": flows()}, tight)
+    with pytest.raises(BudgetExceededError, match=r"remaining rho=0\.03"):
+        publish(tmp_path, request("second"), {"flows": flows()}, tight)
+    releases = Lake(tmp_path).releases
+    assert sorted(p.name for p in releases.iterdir() if p.is_dir()) == ["first"]
+    assert list(Ledger.of_lake(tmp_path).entries()["release_id"]) == ["first", "first"]
+
+
+@pytest.mark.parametrize("budget", [{"rho": 0.0}, {"rho": -0.5}, {"epsilon": 0.0}, {"epsilon": -1.0},
+                                    {"rho": float("nan")}, {"rho": 0.1, "epsilon": 0.1}, {"rho": None}])
+def test_non_positive_or_ambiguous_budget_refused_before_any_charge(tmp_path, budget):
+    with pytest.raises(ReleaseRefusedError):
+        publish(tmp_path, request(**budget), {"flows": flows()}, CAPS)
+    assert Ledger.of_lake(tmp_path).entries().empty
+    assert not (Lake(tmp_path).releases / "flows-2024-05").exists()
+
+
+@pytest.mark.parametrize("column", ["pseudonym", "msisdn", "subject_id", "subscriber", "imei"])
+def test_identifier_columns_are_refused(tmp_path, column):
+    frame = flows()
+    frame[column] = [f"p{i}" for i in range(len(frame))]
+    with pytest.raises(ReleaseRefusedError, match="identifier"):
+        publish(tmp_path, request(), {"flows": frame}, CAPS)
+    assert Ledger.of_lake(tmp_path).entries().empty
+
+
+@pytest.mark.parametrize("value", ["639171234567", "+966501234567", "a3f1c9e07b2d4f6a8c0e1d3b"])
+def test_identifier_values_in_key_columns_are_refused(tmp_path, value):
+    frame = pd.DataFrame({"origin": ["PHL", value], "count": pd.Series([3, 1], dtype="int64")})
+    with pytest.raises(ReleaseRefusedError, match="identifier"):
+        publish(tmp_path, request(), {"flows": frame}, CAPS)
+    assert Ledger.of_lake(tmp_path).entries().empty
+
+
+def test_released_files_hold_only_public_keys_and_counts(tmp_path):
+    result = publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    csv = pd.read_csv(result.path / "flows.csv")
+    assert list(csv.columns) == ["origin", "destination", "count"]
+    assert set(csv["origin"]) | set(csv["destination"]) == {"ARE", "PHL", "SAU"}
+
+
+@pytest.mark.parametrize("damage", ["missing_cell", "duplicate", "negative", "float", "no_count"])
+def test_incomplete_or_malformed_tables_refused(tmp_path, damage):
+    frame = flows()
+    if damage == "missing_cell":
+        frame = frame[frame["count"] > 0]  # dropping zeros would reveal which cells are empty
+    elif damage == "duplicate":
+        frame = pd.concat([frame, frame.iloc[[0]]])
+    elif damage == "negative":
+        frame.loc[0, "count"] = -1
+    elif damage == "float":
+        frame["count"] = frame["count"].astype(float)
+    else:
+        frame = frame.rename(columns={"count": "n"})
+    with pytest.raises(ReleaseRefusedError):
+        publish(tmp_path, request(), {"flows": frame}, CAPS)
+    assert Ledger.of_lake(tmp_path).entries().empty
+
+
+def test_declared_domain_size_allows_non_product_domains(tmp_path):
+    frame = flows()
+    frame = frame[frame["origin"] != frame["destination"]].reset_index(drop=True)  # no self-flows
+    with pytest.raises(ReleaseRefusedError, match="domain has 9"):
+        publish(tmp_path, request(), {"flows": frame}, CAPS)
+    result = publish(tmp_path, request(query={"domain_sizes": {"flows": 6}}), {"flows": frame}, CAPS)
+    assert len(result.tables["flows"]) == 6
+
+
+def test_failure_after_charge_keeps_the_charge_and_blocks_a_rerun(tmp_path, monkeypatch):
+    def broken_write(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(release_module, "_write_release", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    ledger = Ledger.of_lake(tmp_path)
+    assert list(ledger.entries()["status"]) == ["charged"]
+    assert ledger.spent("PHL-DEMO", 2024) == pytest.approx(0.05)
+    assert [p.name for p in Lake(tmp_path).releases.iterdir() if p.is_dir()] == []  # temp dir removed
+    monkeypatch.undo()
+    with pytest.raises(ReleaseRefusedError, match="never published"):
+        publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    report = verify(tmp_path)
+    assert report.ok and any("never published" in n for n in report.notes)
+
+
+def test_interrupted_publication_record_is_completed_on_rerun(tmp_path, monkeypatch):
+    real = Ledger.record_publication
+    monkeypatch.setattr(Ledger, "record_publication", lambda *a, **k: (_ for _ in ()).throw(OSError("crash")))
+    with pytest.raises(OSError):
+        publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    assert not verify(tmp_path).ok  # a directory without its published entry
+    monkeypatch.setattr(Ledger, "record_publication", real)
+    result = publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    assert result.reused and verify(tmp_path).ok
+
+
+def test_tampered_stored_release_is_not_returned(tmp_path):
+    result = publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    (result.path / "flows.csv").write_text("origin,destination,count\nPHL,SAU,999\n")
+    with pytest.raises(LedgerIntegrityError, match="altered"):
+        publish(tmp_path, request(), {"flows": flows()}, CAPS)
+
+
+def test_unequal_table_shares(tmp_path):
+    stocks = flows().groupby("origin", as_index=False)["count"].sum()
+    result = publish(tmp_path, request(table_shares={"flows": 0.8, "stocks": 0.2}),
+                     {"flows": flows(), "stocks": stocks}, CAPS)
+    tables = result.manifest["tables"]
+    assert tables["flows"]["rho"] == pytest.approx(0.04) and tables["stocks"]["rho"] == pytest.approx(0.01)
+    assert tables["stocks"]["noise_scale"] > tables["flows"]["noise_scale"]
+    with pytest.raises(ReleaseRefusedError, match="table_shares"):
+        publish(tmp_path, request("other", table_shares={"flows": 1.0}), {"flows": flows(), "stocks": stocks}, CAPS)
