@@ -28,6 +28,9 @@ def test_untouched_lake_verifies(published_lake):
     assert report.ok, report.summary()
     assert report.entries == 6 and report.releases == 3 and report.delta_version == 5
     assert report.first_bad_seq is None and report.summary().startswith("OK")
+    from mobility.privacy_budget.ledger import verify as ledger_verify  # the CLI's import path
+
+    assert ledger_verify(published_lake).to_dict() == report.to_dict()
 
 
 def test_edited_row_is_named(published_lake):

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from mobility.config import BudgetCaps
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
@@ -257,7 +257,7 @@ def _stored(ledger: Ledger, target: Path, charge: LedgerEntry) -> ReleaseResult:
 
 
 def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mapping[str, pd.DataFrame],
-            caps: BudgetCaps) -> ReleaseResult:
+            caps: BudgetCaps, *, lock_timeout: float = 600.0) -> ReleaseResult:
     """Charge the ledger, add OpenDP noise to every cell and publish ``releases/RELEASE_ID``.
 
     Re-running a published release_id returns the stored files without new noise or charge.
@@ -285,7 +285,13 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
     ledger = Ledger(lake.ledger)
     target = lake.releases / request.release_id
     # one publisher at a time, so "charged but no directory" really means an interrupted release
-    with FileLock(str(lake.root / "releases.lock")):
+    try:
+        lock = FileLock(str(lake.root / "releases.lock"), timeout=lock_timeout)
+        lock.acquire()
+    except Timeout:
+        raise ReleaseRefusedError(f"another release held {lake.root / 'releases.lock'} for {lock_timeout:.0f} s; "
+                                  "nothing was charged", hint="retry when the other release has finished") from None
+    try:
         existing = ledger.find(request.release_id)
         if existing is not None:
             diff = charge_request.matches(existing)
@@ -317,4 +323,6 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
             shutil.rmtree(work, ignore_errors=True)
             raise
         publication = ledger.record_publication(request.release_id, sha256_hex((target / MANIFEST).read_bytes()))
+    finally:
+        lock.release()
     return ReleaseResult(request.release_id, target, manifest, charge, publication, noisy, reused=False)
