@@ -1,0 +1,216 @@
+"""The anonymization job end to end on a tiny input with one row per quarantine reason."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import json
+import secrets
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import CDR_ROWS, PAYMENT_ROWS, SUBSCRIBER_ROWS, make_agreement, make_inputs
+from mobility.anonymize.job import run
+from mobility.config import load_agreement
+from mobility.errors import InputContractError, KeyMaterialError, QualityGateError
+
+pytestmark = pytest.mark.spark
+
+SUBJECT = "+639171234567"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, spark):
+    """One run shared by the read-only tests below (Spark runs are the slow part)."""
+    root = tmp_path_factory.mktemp("anon")
+    mp = pytest.MonkeyPatch()
+    key = secrets.token_hex(32)
+    mp.setenv("MOBILITY_KEY_TEST", key)
+    agreement = load_agreement(make_agreement(root))
+    inputs = make_inputs(root / "input")
+    result = run(agreement, inputs, root / "lake", spark=spark)
+    yield {"root": root, "key": key, "agreement": agreement, "inputs": inputs, "lake": root / "lake",
+           "result": result, "spark": spark}
+    mp.undo()
+
+
+def _delta(spark, path):
+    return spark.read.format("delta").load(str(path))
+
+
+def _expected(rows, dataset):
+    c = collections.Counter(r[-1] for r in rows)
+    c.pop("accepted", None)
+    c.pop("duplicate", None)
+    return {(dataset, reason): n for reason, n in c.items()}
+
+
+def test_every_quarantine_reason_is_recorded(world):
+    q = _delta(world["spark"], world["lake"] / "operator" / "quarantine").toPandas()
+    got = collections.Counter(zip(q["dataset"], q["reason"]))
+    expected = {**_expected(CDR_ROWS, "cdr"), **_expected(SUBSCRIBER_ROWS, "subscribers"),
+                **_expected(PAYMENT_ROWS, "payments")}
+    expected[("cdr", "malformed_row")] = 1  # the extra-field line appended to part-2.csv
+    expected[("cells", "cell_outside_boundaries")] = 1
+    expected[("cells", "invalid_coordinates")] = 1
+    assert dict(got) == expected
+    assert set(q["source_file"]) >= {"part-1.csv.gz", "part-2.csv", "cells.csv", "subscribers.csv", "payments.csv"}
+
+
+def test_counts_reconcile_per_file_with_lines_in_the_files(world):
+    manifest = world["result"].manifest
+    for f in manifest["files"]:
+        assert f["read"] == f["accepted"] + f["quarantined"] + f["duplicates"] + f["suppressed"], f
+        assert sum(f["reasons"].values()) == f["quarantined"]
+        path = next(world["inputs"].rglob(f["file"]))
+        import gzip
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt") as fh:
+            assert f["read"] == sum(1 for _ in fh) - 1, f["file"]  # minus the header
+    accepted_events = _delta(world["spark"], world["lake"] / "office" / "events").count()
+    assert accepted_events == manifest["totals"]["cdr"]["accepted"]
+    assert manifest["totals"]["cdr"]["accepted"] == sum(r[-1] == "accepted" for r in CDR_ROWS)
+    assert manifest["totals"]["cdr"]["duplicates"] == sum(r[-1] == "duplicate" for r in CDR_ROWS)
+
+
+def test_pseudonyms_are_hmac_of_e164_under_the_agreement_key(world):
+    events = _delta(world["spark"], world["lake"] / "office" / "events").toPandas()
+    expected = hmac.new(bytes.fromhex(world["key"]), SUBJECT.encode(), hashlib.sha256).hexdigest()
+    # three spellings of the same number (E.164, national, national with spaces) -> one pseudonym
+    mine = events[events["pseudonym"] == expected]
+    assert len(mine) == 4
+    assert set(mine["key_id"]) == {"k-test"}
+    roaming = mine[mine["country"] == "SAU"]
+    assert len(roaming) == 1 and roaming["h3_cell"].isna().all()
+    home = mine[mine["country"] == "PHL"]
+    assert home["h3_cell"].str.len().eq(15).all()
+    # inbound roamer keeps its own pseudonym and is placed at home
+    qat = hmac.new(bytes.fromhex(world["key"]), b"+97455123456", hashlib.sha256).hexdigest()
+    assert (events["pseudonym"] == qat).sum() == 1
+
+
+def test_time_is_coarsened_to_the_local_hour_in_utc(world):
+    events = _delta(world["spark"], world["lake"] / "office" / "events").toPandas()
+    assert (events["event_hour"].dt.minute == 0).all() and (events["event_hour"].dt.second == 0).all()
+    # 2025-01-05T21:13 in Manila (UTC+8) is 13:00 UTC
+    assert (events["event_hour"] == "2025-01-05 13:00:00").any()
+    assert set(events["month"]) == {"2025-01", "2025-03"}
+
+
+def test_office_zone_has_no_raw_identifier_nor_key(world):
+    raw_values = set()
+    for rows in (CDR_ROWS, SUBSCRIBER_ROWS):
+        for r in rows:
+            raw_values.add(r[0])
+    for r in CDR_ROWS:
+        raw_values.update(x for x in (r[6], r[7]) if x)
+    for r in PAYMENT_ROWS:
+        raw_values.update(x for x in (r[0], r[2], r[3]) if x)
+    digits = {"".join(ch for ch in v if ch.isdigit()) for v in raw_values}
+    needles = {v for v in raw_values | digits if len(v) >= 5} | {"639171234567", "9171234567"}
+    key = bytes.fromhex(world["key"])
+    office = world["lake"] / "office"
+    files = [p for p in office.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    for path in files:
+        blob = path.read_bytes()
+        assert key not in blob and world["key"].encode() not in blob, path
+        texts = [blob.decode("utf-8", "ignore")]
+        if path.suffix == ".parquet":  # compressed pages: scan the decoded values too
+            table = pq.read_table(path)
+            texts += [str(v) for col in table.columns for v in col.to_pylist()]
+        for text in texts:
+            for needle in needles:
+                assert needle not in text, f"{needle} found in {path}"
+
+
+def test_rerun_of_same_inputs_adds_nothing(world):
+    before = _delta(world["spark"], world["lake"] / "office" / "events").count()
+    again = run(world["agreement"], world["inputs"], world["lake"], spark=world["spark"])
+    assert again.already_done and again.run_id == world["result"].run_id
+    other_id = run(world["agreement"], world["inputs"], world["lake"], run_id="manual-2", spark=world["spark"])
+    assert {f["file"] for f in other_id.manifest["skipped_files"]} >= {"part-1.csv.gz", "part-2.csv"}
+    assert _delta(world["spark"], world["lake"] / "office" / "events").count() == before
+
+
+def test_crashed_run_is_completed_by_rerun_without_duplicates(world, tmp_path):
+    lake = tmp_path / "lake"
+    first = run(world["agreement"], world["inputs"], lake, run_id="r1", spark=world["spark"])
+    n = _delta(world["spark"], lake / "office" / "events").count()
+    # Simulate a kill after the Delta commits but before the commit marker.
+    first.manifest_path.unlink()
+    assert "r1" not in json.dumps([p.name for p in (lake / "office" / "manifests").glob("*")])
+    again = run(world["agreement"], world["inputs"], lake, run_id="r1", spark=world["spark"])
+    assert not again.already_done
+    assert _delta(world["spark"], lake / "office" / "events").count() == n
+    assert _delta(world["spark"], lake / "operator" / "quarantine").count() == first.manifest["totals"]["cdr"][
+        "quarantined"] + first.manifest["totals"]["subscribers"]["quarantined"] + \
+        first.manifest["totals"]["payments"]["quarantined"] + first.manifest["totals"]["cells"]["quarantined"]
+
+
+def test_other_key_gives_other_pseudonyms(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILITY_KEY_TEST", secrets.token_hex(32))
+    small = tmp_path / "input"
+    (small / "cdr").mkdir(parents=True)
+    shutil.copytree(world["inputs"] / "cells", small / "cells")
+    shutil.copy(world["inputs"] / "cdr" / "part-1.csv.gz", small / "cdr")
+    agreement = load_agreement(make_agreement(tmp_path))
+    run(agreement, small, tmp_path / "lake", spark=world["spark"])
+    ours = set(_delta(world["spark"], world["lake"] / "office" / "events").toPandas()["pseudonym"])
+    theirs = set(_delta(world["spark"], tmp_path / "lake" / "office" / "events").toPandas()["pseudonym"])
+    assert theirs and not (ours & theirs)
+
+
+def test_suppressed_subject_is_dropped_and_counted(world, tmp_path):
+    pseudonym = hmac.new(bytes.fromhex(world["key"]), SUBJECT.encode(), hashlib.sha256).hexdigest()
+    listing = tmp_path / "suppressed.txt"
+    listing.write_text(f"# erased on request\n{pseudonym}\n")
+    agreement = load_agreement(make_agreement(tmp_path, suppression_list=str(listing)))
+    result = run(agreement, world["inputs"], tmp_path / "lake", spark=world["spark"])
+    events = _delta(world["spark"], tmp_path / "lake" / "office" / "events").toPandas()
+    assert pseudonym not in set(events["pseudonym"])
+    assert result.manifest["totals"]["cdr"]["suppressed"] >= 4
+    quarantine = _delta(world["spark"], tmp_path / "lake" / "operator" / "quarantine").toPandas()
+    assert not quarantine["record"].str.contains("9171234567").any()
+
+
+def test_quality_gate_fails_and_writes_nothing(world, tmp_path):
+    agreement = load_agreement(make_agreement(tmp_path, max_invalid_share=0.05))
+    with pytest.raises(QualityGateError, match="max_invalid_share") as err:
+        run(agreement, world["inputs"], tmp_path / "lake", spark=world["spark"])
+    message = str(err.value)
+    assert "nothing was written" in message and "What to do" in message
+    assert any(f"of 6 cells rows" in message or f"of 20 cdr rows" in message for _ in [0])
+    assert not (tmp_path / "lake" / "office" / "events").exists()
+    assert not (tmp_path / "lake" / "operator" / "quarantine").exists()
+
+
+def test_missing_key_and_loose_key_file_are_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("MOBILITY_KEY_TEST", raising=False)
+    inputs = make_inputs(tmp_path / "input")
+    with pytest.raises(KeyMaterialError, match="MOBILITY_KEY_TEST is not set"):
+        run(str(make_agreement(tmp_path)), inputs, tmp_path / "lake")
+    key_file = tmp_path / "k.hex"
+    key_file.write_text(secrets.token_hex(32))
+    key_file.chmod(0o644)
+    path = make_agreement(tmp_path, key={"file": str(key_file), "key_id": "k"})
+    with pytest.raises(KeyMaterialError, match="0600"):
+        run(str(path), inputs, tmp_path / "lake")
+    key_file.chmod(0o600)
+    key_file.write_text("abcd")
+    with pytest.raises(KeyMaterialError, match="at least 32"):
+        run(str(path), inputs, tmp_path / "lake")
+    assert not (tmp_path / "lake").exists()
+
+
+def test_file_missing_a_required_column_names_file_and_column(tmp_path, key_hex):
+    inputs = make_inputs(tmp_path / "input")
+    (inputs / "cdr" / "part-3.csv").write_text("msisdn,event_time,cell_id\n+639171234567,2025-01-01T00:00:00,C1\n")
+    with pytest.raises(InputContractError) as err:
+        run(str(make_agreement(tmp_path)), inputs, tmp_path / "lake")
+    message = str(err.value)
+    assert "part-3.csv" in message and "event_type" in message and "visited_plmn" in message
