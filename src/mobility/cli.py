@@ -77,6 +77,70 @@ def _describe_anonymize(result) -> str:
     return "\n".join(lines)
 
 
+@main.group()
+def ledger():
+    """Auditors: read-only views of the privacy-budget ledger (no Spark needed)."""
+
+
+def _caps_of(agreements: tuple[str, ...]) -> dict:
+    from mobility.config import load_agreement
+
+    return {a.agreement_id: a.budget for a in map(load_agreement, agreements)}
+
+
+@ledger.command("show")
+@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--agreement", default=None, help="agreement id or file: only its entries, with its caps")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def ledger_show(lake, agreement, as_json):
+    """Entries and the budget spent and left per agreement and calendar year."""
+    from mobility.privacy_budget import show
+
+    agreement_id, caps = None, {}
+    if agreement:
+        caps = _caps_of((agreement,))
+        agreement_id = next(iter(caps))
+    view = show(lake, agreement_id=agreement_id, caps=caps)
+    if as_json:
+        click.echo(json.dumps(view, indent=2, default=str))
+        return
+    click.echo(f"ledger {view['ledger']} (Delta version {view['delta_version']}): {len(view['entries'])} entries")
+    for e in view["entries"]:
+        click.echo(f"  #{e['seq']:<4} {e['entry_time'][:19]}  {e['status']:9s} {e['release_id']:32s} "
+                   f"rho={e['rho']:.4g} eps={e['epsilon']:.4g} delta={e['delta']:.1g}  {e['entry_hash'][:12]}")
+    for agr, budget in view["budget"].items():
+        life = budget["lifetime"]
+        click.echo(f"  {agr}: lifetime " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                   for k, v in life.items()))
+        for year, b in budget["years"].items():
+            click.echo(f"    {year}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                for k, v in b.items()))
+
+
+@ledger.command("verify")
+@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--agreement", "agreements", multiple=True, help="also check totals against this agreement's caps")
+@click.option("--anchor", default=None, help="a tail hash recorded at an earlier audit")
+@click.option("--json", "as_json", is_flag=True)
+def ledger_verify(lake, agreements, anchor, as_json):
+    """Check the hash chain, sequence, caps and every release directory; non-zero exit on tampering."""
+    from mobility.privacy_budget import verify
+
+    report = verify(lake, caps=_caps_of(agreements) or None, anchor=anchor)
+    click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else report.summary())
+    sys.exit(0 if report.ok else 1)
+
+
+@ledger.command("export")
+@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+def ledger_export(lake, fmt):
+    """Every ledger entry, hashes included, as CSV or JSON on standard output."""
+    from mobility.privacy_budget import export
+
+    click.echo(export(lake, fmt), nl=False)
+
+
 @main.command()
 @click.option("--workdir", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--subscribers", default=400, show_default=True, type=click.IntRange(50, 100_000))
