@@ -1,0 +1,186 @@
+"""Entry point: draw a synthetic population and write its inputs and its ground truth."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mobility.config import iso3 as check_iso3
+from mobility.errors import ConfigError
+from mobility.reference import plmns_of
+from mobility.synth import events, payments, truth
+from mobility.synth.cells import make_cells
+from mobility.synth.clock import PAD, TimeRenderer, daily_offsets, make_calendar, zone_of
+from mobility.synth.faults import CDR_MALFORMED, PAYMENT_MALFORMED, corrupt_rows, build_table, plan_person_faults
+from mobility.synth.geo import country_geometry, nearest_foreign_country
+from mobility.synth.numbers import invalid_numbers
+from mobility.synth.params import corridors_for, currency_of, origins_for
+from mobility.synth.population import behaviour_counts, make_population
+from mobility.synth.rng import stream
+from mobility.synth.sims import make_sims
+from mobility.synth.trajectories import make_trajectories
+from mobility.synth.world import World
+from mobility.synth.writer import CsvWriter, write_csv, write_parquet
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SynthSummary:
+    """What a run wrote: paths relative to ``out_dir``, rows per dataset and every injected fault."""
+
+    out_dir: Path
+    parameters: dict
+    files: dict[str, list[str]] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # rows written per dataset, duplicates included
+    events: int = 0  # distinct CDR records written (rows minus exact duplicates)
+    faults: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset or "person" -> kind -> count
+    behaviours: dict[str, int] = field(default_factory=dict)
+    residence_changes: dict[str, int] = field(default_factory=dict)
+
+    def path(self, dataset: str) -> list[Path]:
+        return [self.out_dir / p for p in self.files[dataset]]
+
+    def to_dict(self) -> dict:
+        """JSON-ready; paths stay relative so the same seed gives the same synth.json anywhere."""
+        out = asdict(self)
+        out.pop("out_dir")
+        return {"format_version": FORMAT_VERSION, **out}
+
+
+def _check(home: str, subscribers: int, fault_rate: float, events_per_day: float, corridors: dict) -> None:
+    if subscribers < 1:
+        raise ConfigError(f"subscribers must be at least 1 (got {subscribers})")
+    if not 0 <= fault_rate <= 0.5:
+        raise ConfigError(f"fault_rate must be between 0 and 0.5 (got {fault_rate})")
+    if not events_per_day > 0:
+        raise ConfigError(f"events_per_day must be positive (got {events_per_day})")
+    for country in (home, *corridors):
+        if not plmns_of(country):
+            raise ConfigError(f"no mobile network known for {country}", where="mobility.reference.plmns_of",
+                              hint="choose a country listed in the MCC/MNC table")
+        currency_of(country)
+        country_geometry(country)
+
+
+def generate(out_dir, subscribers: int, months: int, start: str, home_country: str, seed: int,
+             fault_rate: float = 0.02, events_per_day: float = 6.0, corridors: dict[str, float] | None = None,
+             behaviours: dict[str, float] | None = None, time_zone: str | None = None) -> SynthSummary:
+    """Write a synthetic operator extract and its truth under ``out_dir``; same arguments, same bytes."""
+    try:
+        home = check_iso3(home_country)
+        corridor_weights = corridors_for(home, {check_iso3(k): v for k, v in (corridors or {}).items()}
+                                         if corridors is not None else None)
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint="use ISO 3166-1 alpha-3 codes such as PHL") from None
+    _check(home, subscribers, fault_rate, events_per_day, corridor_weights)
+    cal = make_calendar(start, months)
+    out = Path(out_dir)
+    params = {"subscribers": subscribers, "months": months, "start": start, "home_country": home, "seed": seed,
+              "fault_rate": fault_rate, "events_per_day": events_per_day, "corridors": corridor_weights,
+              "behaviours": behaviour_counts(subscribers, behaviours), "time_zone": time_zone or zone_of(home)}
+    world, cells_table = _world(seed, cal, home, subscribers, fault_rate, events_per_day, corridor_weights, behaviours, time_zone)
+    summary = SynthSummary(out, params, behaviours=params["behaviours"])
+    _clear_parts(out)
+    summary.files["cells"] = ["cells/cells.csv"]
+    summary.rows["cells"] = write_csv(out / "cells/cells.csv", cells_table)
+    summary.files["subscribers"] = ["subscribers/subscribers.csv"]
+    summary.rows["subscribers"] = write_csv(out / "subscribers/subscribers.csv",
+                                            truth.subscribers(world, stream(seed, "subscribers")))
+    spill_written = _write_cdr(world, out, events_per_day, summary)
+    _write_payments(world, out, summary)
+    _write_truth(world, out, summary, spill_written)
+    (out / "synth.json").write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return summary
+
+
+def _world(seed, cal, home, subscribers, fault_rate, events_per_day, corridors, behaviours, time_zone):
+    cells, cells_table, operator = make_cells(stream(seed, "cells"), home, subscribers, cal)
+    pop = make_population(stream(seed, "population"), subscribers, behaviours, events_per_day, cells, cal.start.year)
+    neighbour = nearest_foreign_country(home)
+    traj = make_trajectories(stream(seed, "trajectories"), pop, cal, home, corridors, origins_for(home), (neighbour,))
+    faults = plan_person_faults(stream(seed, "person_faults"), pop, cal, PAD, fault_rate)
+    sims = make_sims(stream(seed, "numbers"), traj, faults)
+    zones = [time_zone or zone_of(home)] + [zone_of(c) for c in traj.countries[1:]]
+    rng = stream(seed, "bad_values")
+    world = World(seed, cal, fault_rate, pop, traj, cells, sims, faults, traj.code(neighbour),
+                  np.stack([daily_offsets(z, cal) for z in zones]), TimeRenderer(zones[0], cal),
+                  tuple(np.array(plmns_of(c), dtype=object) for c in traj.countries),
+                  invalid_numbers(rng, home, 50),
+                  np.array([f"{operator[:3]}-{operator[3:]}-9999-{v:05d}" for v in rng.integers(10000, 99999, 50)],
+                           dtype=object),
+                  tuple(corridors))
+    return world, cells_table
+
+
+def _clear_parts(out: Path) -> None:
+    """Remove month files of an earlier run in the same folder, so no stale month survives."""
+    for folder in ("cdr", "payments"):
+        for old in sorted((out / folder).glob("part-*.csv.gz")):
+            old.unlink()
+
+
+def _merge(total: dict[str, int], more: dict[str, int]) -> None:
+    for kind, count in more.items():
+        total[kind] = total.get(kind, 0) + count
+
+
+def _write_cdr(world: World, out: Path, events_per_day: float, summary: SynthSummary) -> np.ndarray:
+    faults = {k: 0 for k in (*CDR_MALFORMED, "duplicate")}
+    spill_written = np.zeros(len(world.faults.spill_person), dtype=np.int64)
+    summary.files["cdr"], summary.rows["cdr"] = [], 0
+    bad = {"invalid_msisdn": world.invalid_msisdn, "msisdn_column": "msisdn", "time_column": "event_time",
+           "unknown_cell_id": world.unknown_cells}
+    for month, label in enumerate(world.cal.months):
+        rel = f"cdr/part-{label}.csv.gz"
+        with CsvWriter(out / rel, events.CDR_COLUMNS) as writer:
+            for block, (lo, hi) in enumerate(events.blocks(world, month, events_per_day)):
+                rng = stream(world.seed, "cdr", month, block)
+                draw = events.draw_events(world, rng, month, lo, hi)
+                spill_written += np.bincount(draw.spill[draw.spill >= 0], minlength=len(spill_written))
+                columns = events.render(world, rng, draw)
+                order, counts = corrupt_rows(rng, columns, world.fault_rate, CDR_MALFORMED, bad)
+                _merge(faults, counts)
+                writer.write(build_table(columns, order))
+        summary.files["cdr"].append(rel)
+        summary.rows["cdr"] += writer.rows
+    summary.faults["cdr"] = faults
+    summary.events = summary.rows["cdr"] - faults["duplicate"]
+    return spill_written
+
+
+def _write_payments(world: World, out: Path, summary: SynthSummary) -> None:
+    faults = {k: 0 for k in (*PAYMENT_MALFORMED, "duplicate")}
+    places = payments.place_pools(stream(world.seed, "payment_places"), world)
+    summary.files["payments"], summary.rows["payments"] = [], 0
+    for month, label in enumerate(world.cal.months):
+        rng = stream(world.seed, "payments", month)
+        columns = payments.month_payments(world, rng, month, places)
+        order, counts = corrupt_rows(rng, columns, world.fault_rate, PAYMENT_MALFORMED, {})
+        _merge(faults, counts)
+        rel = f"payments/part-{label}.csv.gz"
+        summary.rows["payments"] += write_csv(out / rel, build_table(columns, order))
+        summary.files["payments"].append(rel)
+    summary.faults["payments"] = faults
+
+
+def _write_truth(world: World, out: Path, summary: SynthSummary, spill_written: np.ndarray) -> None:
+    tables = {
+        "truth/subjects.csv": truth.subjects(world),
+        "truth/daily_country.parquet": truth.daily_country(world),
+        "truth/residence_changes.csv": truth.residence_changes(world),
+    }
+    faults_table, summary.faults["person"] = truth.person_faults(world, spill_written)
+    tables["truth/faults.csv"] = faults_table
+    for rel, table in tables.items():
+        name = rel.split("/")[1].split(".")[0]
+        summary.files[f"truth_{name}"] = [rel]
+        writer = write_parquet if rel.endswith(".parquet") else write_csv
+        summary.rows[f"truth_{name}"] = writer(out / rel, table)
+    changes = tables["truth/residence_changes.csv"].to_pydict()
+    for kind, direction, decidable in zip(changes["kind"], changes["direction"], changes["decidable"]):
+        key = f"{kind}_{direction}" + ("" if decidable else "_undecidable")
+        summary.residence_changes[key] = summary.residence_changes.get(key, 0) + 1
