@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pycountry
 import shapely
+from synth_helpers import HOME, ZONE, parse_instants, to_e164
 
 from mobility.reference import load_boundaries, plmn_countries
 from mobility.schemas import CDR, CELLS, EVENT_TYPES, PAYMENTS, SUBSCRIBERS
 from mobility.synth.params import CURRENCIES
 
-from synth_helpers import HOME, parse_instants, to_e164
+
+def _read_any(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -116,3 +120,12 @@ def test_payments_follow_the_contract_and_their_faults_are_counted(run):
     remit = clean[clean["sender_country"] != clean["receiver_country"]]
     assert (remit["receiver_country"] == HOME).mean() > 0.5, "most cross-border payments are remittances home"
     assert (remit["fx_margin"] != "").all()
+
+
+def test_each_month_file_holds_that_months_records_in_the_home_zone(run):
+    for dataset, column in (("cdr", "event_time"), ("payments", "txn_time")):
+        for path in run.summary.path(dataset):
+            frame = _read_any(path)
+            instants = parse_instants(frame[column]).dropna()
+            months = set(instants.dt.tz_convert(ZONE).dt.strftime("%Y-%m"))
+            assert months == {path.name[5:12]}, path

@@ -54,8 +54,9 @@ def make_calendar(start: str, months: int) -> Calendar:
     try:
         year, month = (int(x) for x in start.split("-"))
         first = date(year, month, 1)
-    except (ValueError, TypeError):
-        raise ConfigError(f"start {start!r} is not a month", hint="write the first month as YYYY-MM, e.g. 2024-01") from None
+    except (ValueError, TypeError, AttributeError):
+        raise ConfigError(f"start {start!r} is not a month",
+                          hint="write the first month as YYYY-MM, e.g. 2024-01") from None
     if months < 1:
         raise ConfigError(f"months must be at least 1 (got {months})")
     labels, firsts = [], []

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from mobility.schemas import CDR
+from mobility.schemas import CDR, EVENT_TYPES
 from mobility.synth.clock import DAY_S, PAD
 from mobility.synth.columns import Column
 from mobility.synth.params import (ABROAD_ACTIVITY, CALL_MAX_S, CALL_MEDIAN_S, CALL_SIGMA, COUNTERPART_MISSING,
-                                   DAY_START_HOUR, EVENT_TYPE_SHARES, EVENT_TYPES, HOURLY_PROFILE,
+                                   DAY_START_HOUR, EVENT_TYPE_SHARES, HOURLY_PROFILE,
                                    MSISDN_FORMAT_SHARES, NIGHT_HOME_CELL, TIME_FORMAT_SHARES, VISITOR_ACTIVITY,
                                    WEEKDAY_FACTOR)
 from mobility.synth.world import World
@@ -20,7 +20,7 @@ CDR_COLUMNS = CDR.columns
 DAY_ANCHOR_SHARES = (0.25, 0.40, 0.20, 0.15)  # home, work-like, two other usual cells
 TRAVEL_SHARE = 0.04  # home events on any cell of the country (travel within it)
 PREFERRED_NETWORK = 0.85  # abroad, the share of events on the person's usual foreign network
-EVENTS_PER_BLOCK = 1_000_000
+EVENTS_PER_BLOCK = 500_000  # bounds memory per block; it does not grow with the period
 # Presence-day hour slots start at DAY_START_HOUR; the profile is rotated to match.
 _SLOT_P = np.roll(np.array(HOURLY_PROFILE), -DAY_START_HOUR) / sum(HOURLY_PROFILE)
 
@@ -106,7 +106,7 @@ def render(world: World, rng: np.random.Generator, d: Draw) -> dict[str, Column]
     n = len(d.person)
     cells, sims = world.cells, world.sims
     etype = rng.choice(len(EVENT_TYPES), n, p=EVENT_TYPE_SHARES)
-    is_call = etype < 2
+    is_call = np.isin(etype, [EVENT_TYPES.index("call_out"), EVENT_TYPES.index("call_in")])
     duration = np.clip(np.round(rng.lognormal(np.log(CALL_MEDIAN_S), CALL_SIGMA, n)), 1, CALL_MAX_S).astype(np.int64)
     roaming = (d.country != 0) | (d.spill >= 0)
     # Home-network events: mostly the home cell at night, the usual cells by day, a few anywhere.
@@ -128,7 +128,7 @@ def render(world: World, rng: np.random.Generator, d: Draw) -> dict[str, Column]
     other = (rng.random(n) * sizes[net_country]).astype(np.int64)
     network = starts[net_country] + np.where(rng.random(n) < PREFERRED_NETWORK, usual, other)
     counterpart = rng.integers(0, len(sims.counterparts), n)
-    no_counterpart = (etype == 4) | (rng.random(n) < COUNTERPART_MISSING)
+    no_counterpart = (etype == EVENT_TYPES.index("data")) | (rng.random(n) < COUNTERPART_MISSING)
     return {
         "msisdn": Column.pick(sims.spellings, d.sim * 3 + rng.choice(3, n, p=MSISDN_FORMAT_SHARES)),
         "event_time": Column.of(world.renderer.render(d.utc, rng.choice(3, n, p=TIME_FORMAT_SHARES))),

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from mobility.reference import plmn_countries
-from mobility.synth.clock import Calendar
+from mobility.synth.clock import PAD, Calendar
 from mobility.synth.columns import Column
 from mobility.synth.population import Population
 
@@ -35,8 +35,7 @@ class PersonFaults:
     spill_events: np.ndarray
 
 
-def plan_person_faults(rng: np.random.Generator, pop: Population, cal: Calendar, n_cols_pad: int,
-                       fault_rate: float) -> PersonFaults:
+def plan_person_faults(rng: np.random.Generator, pop: Population, cal: Calendar, fault_rate: float) -> PersonFaults:
     """Pick people for each fault among stayers, so the truth of where they slept stays simple."""
     n, days = len(pop), cal.n_days
     per_kind = int(round(fault_rate * n))
@@ -44,8 +43,8 @@ def plan_person_faults(rng: np.random.Generator, pop: Population, cal: Calendar,
     take = min(per_kind, len(stayers) // 4)
     churn, dual, spill, silent_people = (stayers[i * take:(i + 1) * take] for i in range(4))
     silent = np.zeros((n, cal.n_cols), dtype=bool)
-    for _ in range(2):  # up to two runs of 1-4 silent days per person
-        first = rng.integers(0, max(days - 4, 1), len(silent_people)) + n_cols_pad
+    for _ in range(2):  # two runs of 1-4 silent days per person (they may overlap)
+        first = rng.integers(0, max(days - 4, 1), len(silent_people)) + PAD
         length = rng.integers(1, 5, len(silent_people))
         for j in range(4):
             on = j < length

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
@@ -13,11 +14,11 @@ from mobility.errors import ConfigError
 from mobility.reference import plmns_of
 from mobility.synth import events, payments, truth
 from mobility.synth.cells import make_cells
-from mobility.synth.clock import PAD, TimeRenderer, daily_offsets, make_calendar, zone_of
-from mobility.synth.faults import CDR_MALFORMED, PAYMENT_MALFORMED, corrupt_rows, build_table, plan_person_faults
+from mobility.synth.clock import TimeRenderer, daily_offsets, make_calendar, zone_of
+from mobility.synth.faults import CDR_MALFORMED, PAYMENT_MALFORMED, build_table, corrupt_rows, plan_person_faults
 from mobility.synth.geo import country_geometry, nearest_foreign_country
 from mobility.synth.numbers import invalid_numbers
-from mobility.synth.params import corridors_for, currency_of, origins_for
+from mobility.synth.params import DEFAULT_BEHAVIOUR_SHARES, corridors_for, currency_of, origins_for
 from mobility.synth.population import behaviour_counts, make_population
 from mobility.synth.rng import stream
 from mobility.synth.sims import make_sims
@@ -51,13 +52,21 @@ class SynthSummary:
         return {"format_version": FORMAT_VERSION, **out}
 
 
-def _check(home: str, subscribers: int, fault_rate: float, events_per_day: float, corridors: dict) -> None:
+def _check(home: str, subscribers: int, seed: int, fault_rate: float, events_per_day: float, corridors: dict,
+           time_zone: str | None) -> None:
     if subscribers < 1:
         raise ConfigError(f"subscribers must be at least 1 (got {subscribers})")
+    if seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer (got {seed})")
     if not 0 <= fault_rate <= 0.5:
         raise ConfigError(f"fault_rate must be between 0 and 0.5 (got {fault_rate})")
     if not events_per_day > 0:
         raise ConfigError(f"events_per_day must be positive (got {events_per_day})")
+    if time_zone is not None:
+        try:
+            ZoneInfo(time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"{time_zone!r} is not an IANA time zone", hint="for example Asia/Manila") from None
     for country in (home, *corridors):
         if not plmns_of(country):
             raise ConfigError(f"no mobile network known for {country}", where="mobility.reference.plmns_of",
@@ -72,17 +81,18 @@ def generate(out_dir, subscribers: int, months: int, start: str, home_country: s
     """Write a synthetic operator extract and its truth under ``out_dir``; same arguments, same bytes."""
     try:
         home = check_iso3(home_country)
-        corridor_weights = corridors_for(home, {check_iso3(k): v for k, v in (corridors or {}).items()}
-                                         if corridors is not None else None)
+        chosen = None if corridors is None else {check_iso3(k): v for k, v in corridors.items()}
     except ValueError as exc:
         raise ConfigError(str(exc), hint="use ISO 3166-1 alpha-3 codes such as PHL") from None
-    _check(home, subscribers, fault_rate, events_per_day, corridor_weights)
+    corridor_weights = corridors_for(home, chosen)
+    _check(home, subscribers, seed, fault_rate, events_per_day, corridor_weights, time_zone)
     cal = make_calendar(start, months)
-    out = Path(out_dir)
     params = {"subscribers": subscribers, "months": months, "start": start, "home_country": home, "seed": seed,
               "fault_rate": fault_rate, "events_per_day": events_per_day, "corridors": corridor_weights,
+              "behaviour_shares": dict(DEFAULT_BEHAVIOUR_SHARES if behaviours is None else behaviours),
               "behaviours": behaviour_counts(subscribers, behaviours), "time_zone": time_zone or zone_of(home)}
-    world, cells_table = _world(seed, cal, home, subscribers, fault_rate, events_per_day, corridor_weights, behaviours, time_zone)
+    world, cells_table = _world(cal, params, behaviours)
+    out = Path(out_dir)
     summary = SynthSummary(out, params, behaviours=params["behaviours"])
     _clear_parts(out)
     summary.files["cells"] = ["cells/cells.csv"]
@@ -97,22 +107,23 @@ def generate(out_dir, subscribers: int, months: int, start: str, home_country: s
     return summary
 
 
-def _world(seed, cal, home, subscribers, fault_rate, events_per_day, corridors, behaviours, time_zone):
-    cells, cells_table, operator = make_cells(stream(seed, "cells"), home, subscribers, cal)
-    pop = make_population(stream(seed, "population"), subscribers, behaviours, events_per_day, cells, cal.start.year)
+def _world(cal, params: dict, behaviours: dict | None):
+    """Draw everything that does not depend on the month: cells, people, journeys, SIMs, planned faults."""
+    seed, home, corridors = params["seed"], params["home_country"], params["corridors"]
+    cells, cells_table, operator = make_cells(stream(seed, "cells"), home, params["subscribers"], cal)
+    pop = make_population(stream(seed, "population"), params["subscribers"], behaviours, params["events_per_day"],
+                          cells, cal.start.year)
     neighbour = nearest_foreign_country(home)
     traj = make_trajectories(stream(seed, "trajectories"), pop, cal, home, corridors, origins_for(home), (neighbour,))
-    faults = plan_person_faults(stream(seed, "person_faults"), pop, cal, PAD, fault_rate)
+    faults = plan_person_faults(stream(seed, "person_faults"), pop, cal, params["fault_rate"])
     sims = make_sims(stream(seed, "numbers"), traj, faults)
-    zones = [time_zone or zone_of(home)] + [zone_of(c) for c in traj.countries[1:]]
+    zones = [params["time_zone"]] + [zone_of(c) for c in traj.countries[1:]]
     rng = stream(seed, "bad_values")
-    world = World(seed, cal, fault_rate, pop, traj, cells, sims, faults, traj.code(neighbour),
+    unknown_cells = [f"{operator[:3]}-{operator[3:]}-9999-{v:05d}" for v in rng.integers(10000, 99999, 50)]
+    world = World(seed, cal, params["fault_rate"], pop, traj, cells, sims, faults, traj.code(neighbour),
                   np.stack([daily_offsets(z, cal) for z in zones]), TimeRenderer(zones[0], cal),
                   tuple(np.array(plmns_of(c), dtype=object) for c in traj.countries),
-                  invalid_numbers(rng, home, 50),
-                  np.array([f"{operator[:3]}-{operator[3:]}-9999-{v:05d}" for v in rng.integers(10000, 99999, 50)],
-                           dtype=object),
-                  tuple(corridors))
+                  invalid_numbers(rng, home, 50), np.array(unknown_cells, dtype=object), tuple(corridors))
     return world, cells_table
 
 

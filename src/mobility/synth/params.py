@@ -70,8 +70,7 @@ ACTIVITY_SIGMA = 0.9  # lognormal spread of per-person event rates: a heavy uppe
 ABROAD_ACTIVITY = 0.5  # roaming is expensive: home SIMs are used less abroad
 VISITOR_ACTIVITY = 0.7
 
-EVENT_TYPES = ("call_out", "call_in", "sms_out", "sms_in", "data")
-EVENT_TYPE_SHARES = (0.18, 0.18, 0.12, 0.14, 0.38)
+EVENT_TYPE_SHARES = (0.18, 0.18, 0.12, 0.14, 0.38)  # in the order of mobility.schemas.EVENT_TYPES
 COUNTERPART_MISSING = 0.08
 CALL_MEDIAN_S, CALL_SIGMA, CALL_MAX_S = 60.0, 1.0, 7200
 MSISDN_FORMAT_SHARES = (0.60, 0.30, 0.10)  # E.164, national compact, national spaced

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from mobility.schemas import PAYMENTS
+from mobility.schemas import CHANNELS, PAYMENTS  # channel shares below follow CHANNELS' order
 from mobility.synth.clock import DAY_S, PAD
 from mobility.synth.columns import Column
 from mobility.synth.geo import clustered_points, jitter_inside
@@ -18,7 +18,6 @@ from mobility.synth.rng import stream
 from mobility.synth.world import World
 
 PAYMENT_COLUMNS = PAYMENTS.columns
-CHANNELS = ("mobile_money", "card", "agent", "bank")  # order matters: the shares below follow it
 REMITTANCE_CHANNELS = (0.70, 0.05, 0.10, 0.15)
 DOMESTIC_CHANNELS = (0.20, 0.35, 0.40, 0.05)
 REMITTANCE_USD = (250.0, 0.5, 50.0, 2000.0)  # lognormal median, sigma, clip low, clip high
@@ -81,12 +80,12 @@ def month_payments(world: World, rng: np.random.Generator, month: int, places: d
     hit = abroad & (rng.random(abroad.shape) < ABROAD_CARD_DAILY)
     rows, days = np.nonzero(hit)
     parts.append(_payments(world, rng, rows, days, country, to_home=False, channels=(0, 1, 0, 0),
-                           usd=ABROAD_CARD_USD, fx=True, places=places))
+                           usd=ABROAD_CARD_USD, fx=True))
     merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return _columns(world, rng, month, merged, first, places)
 
 
-def _payments(world, rng, rows, day_cols, country, *, to_home, channels, usd, fx, to_origin=False, places=None):
+def _payments(world, rng, rows, day_cols, country, *, to_home, channels, usd, fx, to_origin=False):
     n = len(rows)
     where = country[rows, day_cols].astype(np.int64)
     receiver = np.where(to_origin, world.traj.origin[rows], np.where(to_home, 0, where))
@@ -99,9 +98,14 @@ def _columns(world: World, rng, month: int, p: dict[str, np.ndarray], first: int
     cal, countries = world.cal, world.traj.countries
     n = len(p["person"])
     day = p["day"] + first
-    # Pay between 08:00 and 22:00 local where the payer is.
-    utc = ((cal.epoch_day0 + day) * DAY_S + rng.integers(8 * 3600, 22 * 3600, n)
-           - world.zone_offsets[p["where"], day + PAD])
+    # Pay between 08:00 and 22:00 local where the payer is, on the same calendar day at home, so that
+    # each month's file holds exactly the payments dated in that month in the home zone.
+    payer_offset = world.zone_offsets[p["where"], day + PAD]
+    ahead = world.zone_offsets[0, day + PAD] - payer_offset
+    earliest = np.maximum(8 * 3600, -ahead)
+    latest = np.maximum(np.minimum(22 * 3600, DAY_S - ahead), earliest + 1)
+    local = earliest + (rng.random(n) * (latest - earliest)).astype(np.int64)
+    utc = (cal.epoch_day0 + day) * DAY_S + local - payer_offset
     order = np.lexsort((p["person"], utc))
     p = {k: v[order] for k, v in p.items()}
     utc, day = utc[order], day[order]
