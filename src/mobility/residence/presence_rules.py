@@ -21,6 +21,7 @@ Order of the two smoothing steps (both per subject, on known days sorted by date
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +40,7 @@ SOURCE_SPILLOVER = "spillover_fixed"
 _SOURCES = np.array([SOURCE_OBSERVED, SOURCE_CARRIED, SOURCE_SPILLOVER], dtype=object)
 _OBS, _CARRIED, _SPILL = 0, 1, 2
 WHERE = "daily presence"
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 class Prepared:
@@ -74,22 +76,14 @@ def prepare(presence: pd.DataFrame) -> Prepared:
         raise InputContractError(
             f"missing column(s) {missing}; found {list(presence.columns)}", where=WHERE,
             hint="give columns subject_id, date (a calendar day) and country (ISO3), one row per known day")
-    frame = presence.loc[:, list(PRESENCE_COLUMNS)]
-    nulls = [c for c in PRESENCE_COLUMNS if frame[c].isna().any()]
+    nulls = [c for c in PRESENCE_COLUMNS if presence[c].isna().any()]
     if nulls:
         raise InputContractError(
             f"null values in {nulls}", where=WHERE,
             hint="drop days without a country: a day with no events is simply absent (unknown)")
-    try:
-        dates = pd.to_datetime(frame["date"])
-    except (ValueError, TypeError) as exc:
-        raise InputContractError(f"column 'date' is not a calendar date: {exc}", where=WHERE,
-                                 hint="use datetime.date or datetime64 values") from exc
-    if getattr(dates.dt, "tz", None) is not None:
-        dates = dates.dt.tz_localize(None)
-    days = dates.to_numpy().astype("datetime64[D]").astype(np.int64)
-    codes, countries = pd.factorize(frame["country"].astype(str).to_numpy(), sort=True)
-    subjects = frame[SUBJECT].to_numpy()
+    days = _day_numbers(presence["date"])
+    codes, countries = pd.factorize(presence["country"].astype(str).to_numpy(), sort=True)
+    subjects = presence[SUBJECT].to_numpy()
     order = np.lexsort((days, pd.factorize(subjects, sort=True)[0]))
     subjects, days, codes = subjects[order], days[order], codes[order].astype(np.int64)
     if len(days):
@@ -105,6 +99,24 @@ def prepare(presence: pd.DataFrame) -> Prepared:
     else:
         bounds = np.array([0])
     return Prepared(subjects, days, codes, np.asarray(countries, dtype=object), bounds)
+
+
+def _day_numbers(dates: pd.Series) -> np.ndarray:
+    """Calendar days as int64 days since 1970-01-01; numpy first (Spark hands over date objects)."""
+    if dates.dtype == object:
+        try:  # date/datetime/Timestamp objects; toordinal is far cheaper than numpy's date parsing
+            ordinals = np.fromiter((d.toordinal() for d in dates), dtype=np.int64, count=len(dates))
+            return ordinals - _EPOCH_ORDINAL
+        except (AttributeError, TypeError):
+            pass  # strings or mixed objects: let pandas parse them below
+    try:
+        parsed = pd.to_datetime(dates)
+    except (ValueError, TypeError) as exc:
+        raise InputContractError(f"column 'date' is not a calendar date: {exc}", where=WHERE,
+                                 hint="use datetime.date or datetime64 values") from exc
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_localize(None)
+    return parsed.to_numpy().astype("datetime64[D]").astype(np.int64)
 
 
 def smooth_subject(days: np.ndarray, codes: np.ndarray, params: "ResidenceParams"

@@ -275,28 +275,27 @@ def detect_changes(presence: pd.DataFrame, home_country: str, params: ResidenceP
 
 
 def _to_frame(rows: list[dict], countries: np.ndarray, subject_dtype) -> pd.DataFrame:
-    if not rows:
-        empty = {c: pd.Series([], dtype=object) for c in CHANGE_COLUMNS}
-        empty[SUBJECT] = pd.Series([], dtype=subject_dtype)
-        for c in ("days_counted", "gap_days"):
-            empty[c] = pd.Series([], dtype="int64")
-        empty["stay_days"] = pd.Series([], dtype="Int64")
-        empty["in_initial_period"] = pd.Series([], dtype=bool)
-        return pd.DataFrame(empty)[list(CHANGE_COLUMNS)]
-    frame = pd.DataFrame(rows)
-    resolved = frame["resolved_date"]
-    out = pd.DataFrame({
-        SUBJECT: frame[SUBJECT].astype(subject_dtype),
-        "from_country": countries[frame["from_country"].to_numpy(dtype=np.int64)],
-        "to_country": countries[frame["to_country"].to_numpy(dtype=np.int64)],
-        "crossing_date": as_dates(frame["crossing_date"].to_numpy(dtype=np.int64)),
-        "resolved_date": [None if pd.isna(v) else as_dates(np.array([int(v)]))[0] for v in resolved],
-        "kind": frame["kind"].astype(object),
-        "direction": frame["direction"].astype(object),
-        "days_counted": frame["days_counted"].astype("int64"),
-        "stay_days": frame["stay_days"].astype("Int64"),
-        "gap_days": frame["gap_days"].astype("int64"),
-        "in_initial_period": frame["in_initial_period"].astype(bool),
-    })
-    # subjects are already grouped in sorted order and crossings ascend within a subject
-    return out.reset_index(drop=True)
+    def col(name):
+        return [r[name] for r in rows]
+
+    def dates(values):
+        return as_dates(np.asarray(values, dtype=np.int64))
+
+    resolved = col("resolved_date")
+    known = [v for v in resolved if v is not None]
+    resolved_dates = iter(dates(known))
+    # built column by column: this runs once per subject inside Spark, so frame overhead matters
+    return pd.DataFrame({
+        SUBJECT: pd.Series(col(SUBJECT), dtype=subject_dtype),
+        "from_country": countries[np.asarray(col("from_country"), dtype=np.int64)],
+        "to_country": countries[np.asarray(col("to_country"), dtype=np.int64)],
+        "crossing_date": dates(col("crossing_date")),
+        "resolved_date": np.array([None if v is None else next(resolved_dates) for v in resolved],
+                                  dtype=object),
+        "kind": np.array(col("kind"), dtype=object),
+        "direction": np.array(col("direction"), dtype=object),
+        "days_counted": np.asarray(col("days_counted"), dtype=np.int64),
+        "stay_days": pd.array(col("stay_days"), dtype="Int64"),
+        "gap_days": np.asarray(col("gap_days"), dtype=np.int64),
+        "in_initial_period": np.asarray(col("in_initial_period"), dtype=bool),
+    }, columns=list(CHANGE_COLUMNS))
