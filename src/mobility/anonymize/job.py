@@ -104,9 +104,9 @@ def _cells(ctx: _Context, files: list[inp.InputFile]) -> tuple[pd.DataFrame, pd.
 def _cell_lookup(ctx: _Context, binned: pd.DataFrame, rejected: pd.DataFrame) -> DataFrame:
     good = binned.assign(cell_reason=None)[["cell_id", "h3_cell", "country", "cell_reason", "valid_from", "valid_to"]]
     bad_ids = set(rejected["cell_id"].dropna().astype(str).str.strip()) - set(good["cell_id"]) - {""}
-    bad = pd.DataFrame({"cell_id": sorted(bad_ids)})
-    bad = bad.merge(rejected.assign(cell_id=rejected["cell_id"].astype(str).str.strip())
-                    .drop_duplicates("cell_id")[["cell_id", "reason"]], on="cell_id", how="left")
+    bad = pd.DataFrame({"cell_id": pd.Series(sorted(bad_ids), dtype="object")})
+    reasons = rejected.assign(cell_id=rejected["cell_id"].astype(str).str.strip()).drop_duplicates("cell_id")
+    bad = bad.merge(reasons.reindex(columns=["cell_id", "reason"]).astype(object), on="cell_id", how="left")
     bad = bad.assign(h3_cell=None, country=None, valid_from=None, valid_to=None,
                      cell_reason=bad["reason"].map(lambda r: "cell_outside_boundaries"
                                                    if r == "cell_outside_boundaries" else "unusable_cell"))

@@ -1,0 +1,138 @@
+"""Office side: daily presence, monthly home cells and residence changes (12/16-month rule).
+
+Reads office-zone events of completed anonymization runs and writes three Delta tables:
+``office/presence``, ``office/home_cells`` and ``office/residence_changes``. The rule itself is
+``detect_changes``, applied per pseudonym with ``applyInPandas``: one implementation for tests
+and cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from mobility import progress
+from mobility.anonymize.runs import completed_runs, write_json_atomic
+from mobility.config import Agreement, load_agreement
+from mobility.errors import InputContractError
+from mobility.lake import Lake, is_delta
+from mobility.residence.presence import PSEUDONYM, daily_presence, monthly_home_cells
+from mobility.residence.rules import ResidenceParams, detect_changes
+from mobility.spark import get_spark
+
+CHANGES_SCHEMA = ("pseudonym STRING, from_country STRING, to_country STRING, crossing_date DATE, "
+                  "resolved_date DATE, kind STRING, direction STRING, days_counted INT, stay_days INT, "
+                  "gap_days INT, in_initial_period BOOLEAN")
+
+
+@dataclass
+class ResidenceResult:
+    run_id: str
+    manifest: dict
+    manifest_path: Path
+
+
+def office_events(spark: SparkSession, lake: Lake, agreement_id: str) -> DataFrame:
+    """Events of this agreement from completed anonymization runs only (partial runs stay invisible)."""
+    path = lake.office_table("events")
+    if not is_delta(path):
+        raise InputContractError("no office-zone events yet", where=str(path),
+                                 hint="run `mobility anonymize` on the operator side first")
+    runs = [r for r, m in completed_runs(lake).items() if m.get("agreement_id") == agreement_id]
+    return (spark.read.format("delta").load(str(path))
+            .where((F.col("agreement_id") == agreement_id) & F.col("run_id").isin(runs)))
+
+
+def _month_end(month: str) -> dt.date:
+    first = dt.date.fromisoformat(month + "-01")
+    return (pd.Timestamp(first) + pd.offsets.MonthEnd(0)).date()
+
+
+def detect_in_spark(presence: DataFrame, home_country: str, params: ResidenceParams, data_end: dt.date) -> DataFrame:
+    def per_subject(frame: pd.DataFrame) -> pd.DataFrame:
+        found = detect_changes(frame.rename(columns={PSEUDONYM: "subject_id"}), home_country, params,
+                               data_end=data_end)
+        return found.rename(columns={"subject_id": PSEUDONYM})
+
+    return (presence.select(PSEUDONYM, "date", "country")
+            .groupBy(PSEUDONYM).applyInPandas(per_subject, CHANGES_SCHEMA))
+
+
+def attach_cells(changes: DataFrame, home_cells: DataFrame) -> DataFrame:
+    """Origin cell of a departure (latest home month up to the crossing) and destination cell of an
+    arrival (earliest home month from the crossing)."""
+    c = changes.withColumn("_month", F.date_format("crossing_date", "yyyy-MM"))
+    j = c.join(home_cells.select(PSEUDONYM, F.col("month").alias("_hm"), F.col("h3_cell").alias("_cell")),
+               PSEUDONYM, "left")
+    fits = F.when(F.col("direction") == "departure", F.col("_hm") <= F.col("_month")) \
+        .otherwise(F.col("_hm") >= F.col("_month"))
+    j = j.where(F.col("_hm").isNull() | fits)
+    order = F.when(F.col("direction") == "departure", -F.unix_timestamp(F.to_timestamp("_hm", "yyyy-MM"))) \
+        .otherwise(F.unix_timestamp(F.to_timestamp("_hm", "yyyy-MM")))
+    w = Window.partitionBy(PSEUDONYM, "crossing_date", "direction").orderBy(order.asc_nulls_last())
+    picked = j.withColumn("_r", F.row_number().over(w)).where(F.col("_r") == 1)
+    return (changes.join(picked.select(PSEUDONYM, "crossing_date", "direction", F.col("_cell").alias("h3_cell")),
+                         [PSEUDONYM, "crossing_date", "direction"], "left"))
+
+
+def run(agreement: str | Agreement, lake_root: str | Path, through: str | None = None,
+        spark: SparkSession | None = None, params: ResidenceParams | None = None) -> ResidenceResult:
+    started = time.time()
+    agreement = agreement if isinstance(agreement, Agreement) else load_agreement(agreement)
+    params = params or ResidenceParams()
+    lake = Lake(lake_root)
+    spark = spark or get_spark("mobility-residence")
+    events = office_events(spark, lake, agreement.agreement_id)
+    if through:
+        events = events.where(F.col("month") <= through)
+    last_month = events.agg(F.max("month")).collect()[0][0]
+    if last_month is None:
+        raise InputContractError("no events for this agreement" + (f" through {through}" if through else ""),
+                                 where=str(lake.office_table("events")))
+    data_end = _month_end(through or last_month)
+    tz, home = agreement.time_zone, agreement.home_country
+
+    progress.say("residence", "daily presence from night-time events")
+    presence = daily_presence(events, tz, params).where(F.col("date") <= F.lit(data_end))
+    presence.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
+        .save(str(lake.office_table("presence")))
+    presence = spark.read.format("delta").load(str(lake.office_table("presence")))
+
+    progress.say("residence", f"monthly home cells (H3 res {params.home_cell_resolution})")
+    home_cells = monthly_home_cells(spark, events, home, tz, params)
+    home_cells.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
+        .save(str(lake.office_table("home_cells")))
+    home_cells = spark.read.format("delta").load(str(lake.office_table("home_cells")))
+
+    progress.say("residence", "12/16-month rule per pseudonym")
+    changes = attach_cells(detect_in_spark(presence, home, params, data_end), home_cells)
+    changes.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
+        .save(str(lake.office_table("residence_changes")))
+    changes = spark.read.format("delta").load(str(lake.office_table("residence_changes")))
+
+    kinds = {f"{r['direction']}_{r['kind']}": r["count"]
+             for r in changes.groupBy("direction", "kind").count().collect()}
+    run_id = f"residence-{agreement.agreement_id}-{data_end:%Y-%m}"
+    manifest = {
+        "run_id": run_id, "stage": "residence", "agreement_id": agreement.agreement_id,
+        "data_end": data_end.isoformat(), "through": through, "params": params.model_dump(),
+        "subjects": presence.select(PSEUDONYM).distinct().count(), "presence_days": presence.count(),
+        "changes": kinds, "duration_s": round(time.time() - started, 1),
+        "office_versions": {t: _version(spark, lake.office_table(t))
+                            for t in ("events", "presence", "home_cells", "residence_changes")},
+    }
+    path = lake.office_manifests.parent / "residence_manifests" / f"{run_id}.json"
+    write_json_atomic(path, manifest)
+    return ResidenceResult(run_id, manifest, path)
+
+
+def _version(spark: SparkSession, path: Path) -> int:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"]
