@@ -110,7 +110,6 @@ class _Subject:
         self.not_abroad_sum = elapsed - self.abroad_sum
         # runs of known days alternate home / abroad; a run of >= k known days can be a crossing
         kidx = np.flatnonzero(known)
-        self.kidx = kidx
         flag = at_home[kidx]
         starts = np.flatnonzero(np.r_[True, flag[1:] != flag[:-1]]) if len(kidx) else np.array([], int)
         lengths = np.diff(np.r_[starts, len(kidx)])
