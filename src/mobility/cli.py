@@ -77,6 +77,27 @@ def _describe_anonymize(result) -> str:
     return "\n".join(lines)
 
 
+@main.command()
+@click.option("--agreement", required=True, help="agreement id or file")
+@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root")
+@click.option("--through", default=None, help="use data up to this month, YYYY-MM (default: all)")
+def residence(agreement, lake, through):
+    """Statistics office: daily presence, home cells, and residence changes by the 12/16-month rule."""
+    from mobility.residence.job import run
+
+    click.echo(_describe_residence(run(agreement, lake, through=through)))
+
+
+def _describe_residence(result) -> str:
+    m = result.manifest
+    lines = [f"residence {result.run_id}: {m['subjects']:,} pseudonyms, {m['presence_days']:,} known days "
+             f"through {m['data_end']}"]
+    for kind, n in sorted(m["changes"].items()):
+        lines.append(f"  {kind:28s} {n:>8,}")
+    lines.append(f"  manifest: {result.manifest_path}")
+    return "\n".join(lines)
+
+
 @main.group()
 def ledger():
     """Auditors: read-only views of the privacy-budget ledger (no Spark needed)."""

@@ -41,8 +41,15 @@ def first_reason(checks: list[tuple[Column, str]]) -> Column:
 
 
 def mark_duplicates(df: DataFrame, contract: InputContract) -> DataFrame:
-    """Flag exact copies of a row (all contract columns equal); the first by file name is kept."""
-    window = Window.partitionBy(*[F.col(c) for c in contract.columns]).orderBy(F.col(SOURCE_FILE))
+    """Flag exact copies of a row (all contract columns equal); the first by file name is kept.
+
+    Rows are grouped by two independent hashes (96 bits) of their values instead of the values
+    themselves: sorting two numbers is about twice as fast as sorting every column, and a false
+    match needs a 96-bit collision (about 1e-9 over 1e10 rows). NUL stands in for a missing value
+    so that nulls in different columns do not hash alike.
+    """
+    values = [F.coalesce(F.col(c), F.lit("\u0000")) for c in contract.columns]
+    window = Window.partitionBy(F.xxhash64(*values), F.hash(*values)).orderBy(F.col(SOURCE_FILE))
     return df.withColumn("_copy", F.row_number().over(window) > 1)
 
 
