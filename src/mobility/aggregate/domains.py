@@ -1,0 +1,120 @@
+"""Public release domains of the flow tables, built from the agreement and reference data only.
+
+Every cell of a domain is published, zeros included, so the presence of a row says nothing about
+the data. Nothing in this module reads the office zone.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Sequence
+
+import h3
+import pandas as pd
+
+OTHER = "OTHER"  # a country outside the agreement's public country list
+UNKNOWN = "UNKNOWN"  # a change without a usable home-country cell
+UNKNOWN_SEX = "U"
+UNKNOWN_AGE = "unknown"
+SEXES = ("F", "M", "X")
+SEX_VALUES = SEXES + (UNKNOWN_SEX,)
+
+# 0-14, 15-24 and 65+ are the broad groups of the UN Provisional Guidelines on Standard
+# International Age Classifications (ST/ESA/STAT/SER.M/74, 1982); 10-year groups in between.
+AGE_BANDS = ((0, 14), (15, 24), (25, 34), (35, 44), (45, 54), (55, 64), (65, None))
+AGE_BAND_VALUES = tuple(f"{lo}-{hi}" if hi is not None else f"{lo}+" for lo, hi in AGE_BANDS) + (UNKNOWN_AGE,)
+# Project choice: a birth year implying more than this age at the crossing is a data error.
+MAX_AGE = 120
+
+BY_COLUMNS = ("sex", "age_band")  # the optional breakdowns of the international table, in key order
+FROM, TO = "from_country", "to_country"
+ORIGIN_CELL, DESTINATION_CELL = "origin_h3_cell", "destination_h3_cell"
+COUNT = "count"
+
+
+def age_band(age: int | None) -> str:
+    """Band of an age in whole years (``unknown`` when missing, negative or above MAX_AGE)."""
+    if age is None or pd.isna(age) or age < 0 or age > MAX_AGE:
+        return UNKNOWN_AGE
+    for (lo, hi), label in zip(AGE_BANDS, AGE_BAND_VALUES):
+        if age >= lo and (hi is None or age <= hi):
+            return label
+    return UNKNOWN_AGE  # unreachable: the bands cover 0..MAX_AGE
+
+
+def sex_value(sex: str | None) -> str:
+    return sex if sex in SEXES else UNKNOWN_SEX
+
+
+def foreign_values(countries: Sequence[str], home: str) -> list[str]:
+    """The other side of a flow: every listed country but home, then OTHER."""
+    return [c for c in countries if c != home] + [OTHER]
+
+
+def country_value(country: str | None, countries: Sequence[str]) -> str:
+    return country if country in set(countries) else OTHER
+
+
+def international_domain(countries: Sequence[str], home: str, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Ordered (from_country, to_country) pairs with home on exactly one side, times the breakdowns.
+
+    This operator observes its own subscribers only, so a change is either a departure from home or
+    an arrival to home: pairs between two foreign countries (and home -> home) can never be
+    counted, and publishing them as structural zeros would only add noise.
+    """
+    foreign = foreign_values(countries, home)
+    pairs = [(home, c) for c in foreign] + [(c, home) for c in foreign]
+    levels = [{"sex": SEX_VALUES, "age_band": AGE_BAND_VALUES}[b] for b in by]
+    rows = [pair + combo for pair in pairs for combo in itertools.product(*levels)]
+    return pd.DataFrame(rows, columns=[FROM, TO, *by], dtype=object)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_cells(home: str, resolution: int) -> tuple[str, ...]:
+    return tuple(country_cells(home, resolution, boundaries=None))
+
+
+def country_cells(home: str, resolution: int, boundaries=None) -> list[str]:
+    """Every H3 cell at ``resolution`` that overlaps the home country, sorted.
+
+    ``h3_cells_of_country`` keeps cells whose centre is on land; coastal cells of an archipelago
+    often have their centre at sea yet hold towns, so the cells overlapping the boundary are added.
+    """
+    from mobility.anonymize.spatial import h3_cells_of_country
+    from mobility.reference import load_boundaries
+
+    boundaries = load_boundaries() if boundaries is None else boundaries
+    centred = h3_cells_of_country(home, resolution, boundaries)
+    shape = boundaries[boundaries["iso3"] == home].geometry.union_all()
+    if shape.is_empty:
+        raise ValueError(f"no boundary for country {home!r} in the reference boundaries")
+    overlapping = h3.h3shape_to_cells_experimental(h3.geo_to_h3shape(shape.__geo_interface__), resolution,
+                                                   contain="overlap")
+    return sorted(set(centred) | set(overlapping))
+
+
+def cell_domain(home: str, resolution: int, boundaries=None) -> list[str]:
+    """The H3 cells of the home country plus UNKNOWN (no cell, or a cell outside these)."""
+    cells = _cached_cells(home, resolution) if boundaries is None else country_cells(home, resolution, boundaries)
+    return [*cells, UNKNOWN]
+
+
+def cells_frame(cells: Sequence[str], column: str) -> pd.DataFrame:
+    return pd.DataFrame({column: list(cells)}, dtype=object)
+
+
+def on_domain(domain: pd.DataFrame, counts: pd.DataFrame) -> pd.DataFrame:
+    """Exact counts merged onto every domain cell (zeros where absent), in domain order.
+
+    ``counts`` must already use domain values; a key outside the domain is a bug upstream.
+    """
+    keys = list(domain.columns)
+    summed = counts.groupby(keys, as_index=False, dropna=False)[COUNT].sum() if len(counts) else \
+        pd.DataFrame({**{k: pd.Series(dtype=object) for k in keys}, COUNT: pd.Series(dtype="int64")})
+    merged = domain.merge(summed, on=keys, how="left", indicator=True)
+    stray = summed.merge(domain, on=keys, how="left", indicator=True)
+    if (stray["_merge"] == "left_only").any():
+        raise ValueError(f"counts with keys outside the public domain of columns {keys}; map them first")
+    merged[COUNT] = merged[COUNT].fillna(0).astype("int64")
+    return merged.drop(columns="_merge").reset_index(drop=True)

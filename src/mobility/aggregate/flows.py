@@ -1,0 +1,163 @@
+"""Exact counts of long-term residence changes for one crossing month, on public domains.
+
+Spark does the per-pseudonym work (filter, bound, join demographics, one group-by); the grouped
+counts are small and are mapped onto the public domains in pandas. The exact tables returned
+here exist only in memory and must go only to ``mobility.privacy_budget.publish``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from mobility.aggregate import domains as D
+from mobility.residence.rules import ARRIVAL, DEPARTURE, KIND_LONG_TERM
+
+PSEUDONYM = "pseudonym"
+INTERNATIONAL = "international"
+EMIGRANTS = "emigrants_by_origin"
+IMMIGRANTS = "immigrants_by_destination"
+TABLES = (INTERNATIONAL, EMIGRANTS, IMMIGRANTS)
+MAX_CONTRIBUTIONS = 1  # bounded_changes keeps one change per pseudonym, so each table moves by at most 1
+
+
+def last_day_of(period: str) -> dt.date:
+    first = dt.date.fromisoformat(period + "-01")
+    following = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    return following - dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """What to count: public parameters only (from the agreement and the request)."""
+
+    home: str
+    countries: tuple[str, ...]
+    period: str  # crossing month, YYYY-MM
+    by: tuple[str, ...] = ()  # breakdowns of the international table, a subset of domains.BY_COLUMNS
+    cells: tuple[str, ...] = ()  # home-country H3 cells (without UNKNOWN)
+
+    def __post_init__(self):
+        unknown = [b for b in self.by if b not in D.BY_COLUMNS]
+        if unknown or len(set(self.by)) != len(self.by):
+            raise ValueError(f"by must be distinct values of {list(D.BY_COLUMNS)}, got {list(self.by)}")
+
+    @property
+    def first_day(self) -> dt.date:
+        return dt.date.fromisoformat(self.period + "-01")
+
+    @property
+    def last_day(self) -> dt.date:
+        return last_day_of(self.period)
+
+    def domains(self) -> dict[str, pd.DataFrame]:
+        cells = [*self.cells, D.UNKNOWN]
+        return {INTERNATIONAL: D.international_domain(self.countries, self.home, self.by),
+                EMIGRANTS: D.cells_frame(cells, D.ORIGIN_CELL),
+                IMMIGRANTS: D.cells_frame(cells, D.DESTINATION_CELL)}
+
+
+def countable_changes(changes: DataFrame, home: str) -> DataFrame:
+    """Long-term changes whose direction agrees with home being on exactly one side.
+
+    The residence rule only produces such rows; anything else cannot sit in the public domain.
+    """
+    departure = (F.col("direction") == DEPARTURE) & (F.col("from_country") == home) \
+        & (F.col("to_country") != home)
+    arrival = (F.col("direction") == ARRIVAL) & (F.col("to_country") == home) & (F.col("from_country") != home)
+    return changes.where((F.col("kind") == KIND_LONG_TERM) & F.col("crossing_date").isNotNull()
+                         & F.col(PSEUDONYM).isNotNull() & (departure | arrival))
+
+
+def bounded_changes(changes: DataFrame, spec: FlowSpec) -> DataFrame:
+    """At most one change per pseudonym crossing in the month: the first by crossing_date.
+
+    This is the contribution bound behind MAX_CONTRIBUTIONS; ties on the same day are broken on
+    the other columns so reruns keep the same row.
+    """
+    in_month = changes.where(F.col("crossing_date").between(F.lit(spec.first_day), F.lit(spec.last_day)))
+    first = Window.partitionBy(PSEUDONYM).orderBy(
+        F.col("crossing_date").asc(), F.col("direction").asc(), F.col("from_country").asc(),
+        F.col("to_country").asc(), F.col("h3_cell").asc_nulls_last())
+    return in_month.withColumn("_nth", F.row_number().over(first)).where(F.col("_nth") == 1).drop("_nth")
+
+
+def subscriber_profile(subscribers: DataFrame, agreement_id: str | None = None) -> DataFrame:
+    """One row per pseudonym: sex and birth_year, null where the records disagree."""
+    if agreement_id is not None and "agreement_id" in subscribers.columns:
+        subscribers = subscribers.where(F.col("agreement_id") == agreement_id)
+    grouped = subscribers.groupBy(PSEUDONYM).agg(
+        F.min("sex").alias("_sex_lo"), F.max("sex").alias("_sex_hi"),
+        F.min("birth_year").alias("_by_lo"), F.max("birth_year").alias("_by_hi"))
+    # one row per pseudonym, so the join below can never duplicate a change
+    return grouped.select(
+        PSEUDONYM,
+        F.when(F.col("_sex_lo") == F.col("_sex_hi"), F.col("_sex_lo")).alias("sex"),
+        F.when(F.col("_by_lo") == F.col("_by_hi"), F.col("_by_lo")).alias("birth_year"))
+
+
+def _age_band_column(age) -> F.Column:
+    expr = F.lit(D.UNKNOWN_AGE)
+    for (lo, hi), label in reversed(list(zip(D.AGE_BANDS, D.AGE_BAND_VALUES))):
+        upper = F.lit(D.MAX_AGE) if hi is None else F.lit(hi)
+        expr = F.when((age >= lo) & (age <= upper), F.lit(label)).otherwise(expr)
+    return F.when(age.isNull(), F.lit(D.UNKNOWN_AGE)).otherwise(expr)
+
+
+def with_demographics(changes: DataFrame, profile: DataFrame) -> DataFrame:
+    """Adds ``sex`` (F/M/X/U) and ``age_band`` (age reached in the crossing year, from birth_year)."""
+    joined = changes.join(profile, PSEUDONYM, "left")
+    age = F.year("crossing_date") - F.col("birth_year")
+    return (joined.withColumn("sex", F.when(F.col("sex").isin(*D.SEXES), F.col("sex")).otherwise(D.UNKNOWN_SEX))
+            .withColumn("age_band", _age_band_column(age)))
+
+
+def grouped_counts(changes: DataFrame, profile: DataFrame | None, spec: FlowSpec) -> pd.DataFrame:
+    """One Spark group-by of the bounded changes; the result has one row per distinct key combination."""
+    bounded = bounded_changes(countable_changes(changes, spec.home), spec)
+    if spec.by:
+        if profile is None:
+            raise ValueError("a breakdown by sex or age_band needs the subscribers profile")
+        bounded = with_demographics(bounded, profile)
+    keys = ["direction", "from_country", "to_country", "h3_cell", *spec.by]
+    return bounded.groupBy(*keys).agg(F.count(F.lit(1)).alias(D.COUNT)).toPandas()
+
+
+def tables_from_counts(counts: pd.DataFrame, spec: FlowSpec) -> dict[str, pd.DataFrame]:
+    """Map grouped counts to public values (OTHER, UNKNOWN, U) and onto every domain cell."""
+    frame = counts.copy()
+    frame[D.COUNT] = frame[D.COUNT].astype("int64")
+    frame[D.FROM] = [D.country_value(c, spec.countries) for c in frame["from_country"]]
+    frame[D.TO] = [D.country_value(c, spec.countries) for c in frame["to_country"]]
+    known = set(spec.cells)
+    frame["_cell"] = [c if c in known else D.UNKNOWN for c in frame["h3_cell"]]
+    if "sex" in spec.by:
+        frame["sex"] = [D.sex_value(s) for s in frame["sex"]]
+    if "age_band" in spec.by:
+        frame["age_band"] = [b if b in D.AGE_BAND_VALUES else D.UNKNOWN_AGE for b in frame["age_band"]]
+    domains = spec.domains()
+    departures = frame[frame["direction"] == DEPARTURE].rename(columns={"_cell": D.ORIGIN_CELL})
+    arrivals = frame[frame["direction"] == ARRIVAL].rename(columns={"_cell": D.DESTINATION_CELL})
+    return {
+        INTERNATIONAL: D.on_domain(domains[INTERNATIONAL], frame[[D.FROM, D.TO, *spec.by, D.COUNT]]),
+        EMIGRANTS: D.on_domain(domains[EMIGRANTS], departures[[D.ORIGIN_CELL, D.COUNT]]),
+        IMMIGRANTS: D.on_domain(domains[IMMIGRANTS], arrivals[[D.DESTINATION_CELL, D.COUNT]]),
+    }
+
+
+def exact_tables(changes: DataFrame, profile: DataFrame | None, spec: FlowSpec) -> dict[str, pd.DataFrame]:
+    """The three exact tables of ``spec.period``, every domain cell present (zeros included)."""
+    return tables_from_counts(grouped_counts(changes, profile, spec), spec)
+
+
+def domain_sizes(spec: FlowSpec) -> dict[str, int]:
+    return {name: len(frame) for name, frame in spec.domains().items()}
+
+
+def key_columns(spec: FlowSpec) -> dict[str, list[str]]:
+    return {name: list(frame.columns) for name, frame in spec.domains().items()}
+

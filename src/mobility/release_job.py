@@ -1,0 +1,262 @@
+"""Release of monthly migration flows: read the office zone, count exactly, hand over to ``publish``.
+
+Order: check the request (purpose, budget, breakdowns) -> pin the Delta versions read -> refuse a
+period that is not final -> exact counts on the public domains (Spark) -> the release boundary,
+which charges the ledger, adds OpenDP noise and writes ``LAKE/releases/RELEASE_ID``. Every
+refusal before the boundary charges nothing; exact counts never leave memory except into it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from mobility.aggregate import domains as D
+from mobility.aggregate.flows import (
+    INTERNATIONAL, MAX_CONTRIBUTIONS, TABLES, FlowSpec, domain_sizes, exact_tables, key_columns,
+    last_day_of, subscriber_profile,
+)
+from mobility.config import Agreement, load_agreement
+from mobility.errors import InputContractError, ReleaseRefusedError
+from mobility.lake import Lake, is_delta
+from mobility.privacy_budget.ledger import canonical_json
+from mobility.privacy_budget.release import ReleaseRequest, ReleaseResult, publish
+from mobility.residence.rules import ResidenceParams
+
+CHANGES_TABLE = "residence_changes"
+SUBSCRIBERS_TABLE = "subscribers"
+PRIVACY_UNIT = "subscriber (pseudonym): at most one long-term residence change per crossing month"
+CHANGES_COLUMNS = ("pseudonym", "from_country", "to_country", "crossing_date", "kind", "direction", "h3_cell")
+_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+@dataclass(frozen=True)
+class FlowInputs:
+    """The exact tables of one period and what they were computed from (memory only)."""
+
+    spec: FlowSpec
+    tables: dict[str, pd.DataFrame]
+    input_versions: dict[str, int]
+    data_end: dt.date
+    window_days: int
+
+
+# ---- checks that need no data ------------------------------------------------------------------
+def _refuse(message: str, hint: str | None = None):
+    raise ReleaseRefusedError(f"{message}; nothing was charged", hint=hint)
+
+
+def parse_by(by: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"sex,age_band"`` (or a list) -> the breakdowns in their fixed key order."""
+    items = [b.strip() for b in (by.split(",") if isinstance(by, str) else (by or ())) if b and b.strip()]
+    unknown = sorted(set(items) - set(D.BY_COLUMNS))
+    if unknown:
+        _refuse(f"unknown breakdown(s) {unknown} in --by", hint=f"use a comma list of {', '.join(D.BY_COLUMNS)}")
+    return tuple(b for b in D.BY_COLUMNS if b in items)
+
+
+def check_request(agreement: Agreement, period: str, purpose: str, epsilon: float | None,
+                  rho: float | None) -> None:
+    if not _PERIOD.match(str(period)):
+        _refuse(f"period {period!r} is not a crossing month in the form YYYY-MM")
+    if agreement.purpose(purpose) is None:
+        declared = ", ".join(p.id for p in agreement.purposes)
+        _refuse(f"purpose {purpose!r} is not declared in agreement {agreement.agreement_id}",
+                hint=f"use one of the declared purposes: {declared}")
+    if (epsilon is None) == (rho is None):
+        _refuse("give exactly one budget: --epsilon (discrete Laplace) or --rho (discrete Gaussian)")
+    budget = epsilon if epsilon is not None else rho
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
+        _refuse(f"the budget must be a positive number, got {budget!r}", hint="request epsilon > 0 or rho > 0")
+
+
+def default_release_id(agreement_id: str, period: str, purpose: str, by: Sequence[str],
+                       epsilon: float | None = None, rho: float | None = None) -> str:
+    """Same request, same id: a retry finds the stored release instead of drawing new noise."""
+    budget = {"epsilon": float(epsilon)} if epsilon is not None else {"rho": float(rho)}
+    body = {"agreement_id": agreement_id, "period": period, "purpose": purpose, "tables": list(TABLES),
+            "by": list(by), "budget": budget}
+    digest = hashlib.sha256(canonical_json(body).encode("ascii")).hexdigest()[:10]
+    return f"flows-{agreement_id}-{period}-{digest}"
+
+
+def final_from(period: str, window_days: int) -> dt.date:
+    """First data_end at which every crossing of ``period`` can be decided."""
+    # the window counts the crossing day, so a crossing on the last day needs window_days - 1 more days
+    return last_day_of(period) + dt.timedelta(days=window_days - 1)
+
+
+def check_final(period: str, data_end: dt.date, window_days: int) -> None:
+    needed = final_from(period, window_days)
+    if data_end < needed:
+        _refuse(f"period {period} is not final: a crossing on its last day is decided within {window_days} days "
+                f"(crossing day included), so the data must reach {needed.isoformat()} but end on "
+                f"{data_end.isoformat()}; {period} becomes releasable with data through {needed:%Y-%m}",
+                hint=f"wait for data through {needed:%Y-%m}, re-run `mobility residence`, then release")
+
+
+# ---- reading the office zone ---------------------------------------------------------------------
+def _delta_version(spark, path: Path) -> int:
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"])
+
+
+def residence_manifest(lake: Lake, agreement_id: str, changes_version: int) -> dict:
+    """The residence manifest that describes the residence_changes version being read."""
+    folder = lake.office / "residence_manifests"
+    candidates = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(manifest, dict) and manifest.get("agreement_id") == agreement_id:
+            candidates.append(manifest)
+    if not candidates:
+        raise InputContractError(f"no residence manifest for agreement {agreement_id}", where=str(folder),
+                                 hint=f"run `mobility residence --agreement {agreement_id}` first")
+    matching = [m for m in candidates
+                if (m.get("office_versions") or {}).get(CHANGES_TABLE) == changes_version]
+    if not matching:
+        seen = sorted({str((m.get("office_versions") or {}).get(CHANGES_TABLE)) for m in candidates})
+        raise InputContractError(
+            f"no residence manifest describes {CHANGES_TABLE} version {changes_version} "
+            f"(manifests describe versions {', '.join(seen)})", where=str(folder),
+            hint="the table was rewritten after its manifest; re-run `mobility residence`")
+    manifest = max(matching, key=lambda m: str(m.get("data_end", "")))
+    try:
+        dt.date.fromisoformat(str(manifest.get("data_end")))
+    except ValueError:
+        raise InputContractError(f"residence manifest {manifest.get('run_id')!r} has no valid data_end "
+                                 "(YYYY-MM-DD)", where=str(folder), hint="re-run `mobility residence`") from None
+    return manifest
+
+
+def read_flow_inputs(agreement: Agreement, lake_root: str | os.PathLike, period: str, by: Sequence[str] = (),
+                     spark=None, boundaries=None) -> FlowInputs:
+    """Pin versions, refuse a non-final period, then count exactly (every domain cell, zeros included)."""
+    from mobility.spark import get_spark
+
+    lake = Lake(lake_root)
+    changes_path = lake.office_table(CHANGES_TABLE)
+    if not is_delta(changes_path):
+        raise InputContractError("no residence changes yet", where=str(changes_path),
+                                 hint="run `mobility residence` on the office zone first")
+    spark = spark or get_spark("mobility-release")
+    versions = {f"office/{CHANGES_TABLE}": _delta_version(spark, changes_path)}
+    manifest = residence_manifest(lake, agreement.agreement_id, versions[f"office/{CHANGES_TABLE}"])
+    params = manifest.get("params") or {}
+    window_days = int(params.get("window_days", ResidenceParams().window_days))
+    resolution = int(params.get("home_cell_resolution", ResidenceParams().home_cell_resolution))
+    data_end = dt.date.fromisoformat(manifest["data_end"])
+    check_final(period, data_end, window_days)
+
+    changes = spark.read.format("delta").option("versionAsOf", versions[f"office/{CHANGES_TABLE}"]) \
+        .load(str(changes_path))
+    missing = [c for c in CHANGES_COLUMNS if c not in changes.columns]
+    if missing:
+        raise InputContractError(f"residence changes lack column(s) {missing}", where=str(changes_path),
+                                 hint="re-run `mobility residence` with this version of the package")
+    profile = None
+    if by:
+        subscribers_path = lake.office_table(SUBSCRIBERS_TABLE)
+        if not is_delta(subscribers_path):
+            raise InputContractError("a breakdown by sex or age_band needs the office subscribers table",
+                                     where=str(subscribers_path),
+                                     hint="anonymize a subscribers file, or release without --by")
+        versions[f"office/{SUBSCRIBERS_TABLE}"] = _delta_version(spark, subscribers_path)
+        subscribers = spark.read.format("delta").option("versionAsOf", versions[f"office/{SUBSCRIBERS_TABLE}"]) \
+            .load(str(subscribers_path))
+        profile = subscriber_profile(subscribers, agreement.agreement_id)
+
+    cells = tuple(D.cell_domain(agreement.home_country, resolution, boundaries)[:-1])
+    spec = FlowSpec(home=agreement.home_country, countries=tuple(agreement.countries), period=period,
+                    by=tuple(by), cells=cells)
+    return FlowInputs(spec, exact_tables(changes, profile, spec), versions, data_end, window_days)
+
+
+def flow_query(inputs: FlowInputs) -> dict:
+    """What the release counts, in public terms; it goes into the ledger and the manifest."""
+    spec = inputs.spec
+    resolution = None
+    if spec.cells:
+        import h3
+
+        resolution = h3.get_resolution(spec.cells[0])
+    return {
+        "statistic": "long-term residence changes (12/16-month rule) by crossing month",
+        "period": spec.period, "home_country": spec.home, "countries": list(spec.countries),
+        "other_country": f"{D.OTHER}: any country not in the agreement's list",
+        "international_domain": "ordered pairs with the home country on exactly one side",
+        "cells": f"H3 res {resolution} overlapping {spec.home}; {D.UNKNOWN}: no cell or a cell outside them",
+        "by": list(spec.by), "tables": key_columns(spec), "domain_sizes": domain_sizes(spec),
+        "bounding": "the first long-term change per pseudonym in the month (by crossing_date)",
+        "finality": f"data_end {inputs.data_end.isoformat()} >= last day of the period + "
+                    f"{inputs.window_days - 1} days",
+    }
+
+
+def release_flows(agreement: str | Agreement, lake_root: str | os.PathLike, period: str, *, purpose: str,
+                  requested_by: str, epsilon: float | None = None, rho: float | None = None,
+                  by: str | Sequence[str] | None = (), release_id: str | None = None, spark=None,
+                  boundaries=None) -> ReleaseResult:
+    """Publish the three flow tables of crossing month ``period`` through the release boundary."""
+    agreement = agreement if isinstance(agreement, Agreement) else load_agreement(agreement)
+    check_request(agreement, period, purpose, epsilon, rho)
+    by = parse_by(by)
+    release_id = release_id or default_release_id(agreement.agreement_id, period, purpose, by, epsilon, rho)
+    inputs = read_flow_inputs(agreement, lake_root, period, by, spark=spark, boundaries=boundaries)
+    request = ReleaseRequest(
+        release_id=release_id, agreement_id=agreement.agreement_id, period=period, purpose=purpose,
+        requested_by=requested_by, query=flow_query(inputs), privacy_unit=PRIVACY_UNIT,
+        epsilon=None if epsilon is None else float(epsilon), rho=None if rho is None else float(rho),
+        input_versions=inputs.input_versions, max_contributions=MAX_CONTRIBUTIONS)
+    return publish(lake_root, request, inputs.tables, agreement.budget)
+
+
+def describe(result: ReleaseResult, rows: int = 10) -> str:
+    """Where the release is, what it cost, how noisy it is, and the first rows of the international table."""
+    m = result.manifest
+    state = "already published earlier; stored files returned (no new noise, nothing charged)" \
+        if result.reused else "published"
+    p = m["privacy"]
+    lines = [f"release {result.release_id}: {state}",
+             f"  directory: {result.path}",
+             f"  international table: {result.path / (INTERNATIONAL + '.csv')}",
+             f"  mechanism: {m['mechanism']}  rho={p['rho']:.6g}  epsilon={p['epsilon']:.6g}  delta={p['delta']:.3g}"]
+    for name, info in m["tables"].items():
+        lines.append(f"  {name}: {info['rows']} cells, 95% error bound +/- {info['error_bound_95']:.4g}")
+    head = result.tables[INTERNATIONAL].head(rows)
+    lines.append(f"  {INTERNATIONAL} (first {len(head)} rows):")
+    lines.extend("    " + line for line in head.to_string(index=False).splitlines())
+    return "\n".join(lines)
+
+
+@click.command("flows")
+@click.option("--agreement", required=True, help="agreement id or file (conf/agreements/ID.yaml)")
+@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root")
+@click.option("--period", required=True, help="crossing month, YYYY-MM; must be final (16 months of data after it)")
+@click.option("--by", default=None, help="breakdowns of the international table: sex, age_band or sex,age_band")
+@click.option("--epsilon", type=float, default=None, help="pure epsilon-DP budget (discrete Laplace)")
+@click.option("--rho", type=float, default=None, help="rho-zCDP budget (discrete Gaussian)")
+@click.option("--purpose", required=True, help="one of the agreement's declared purpose ids")
+@click.option("--requested-by", required=True, help="who asked for the release (name or role)")
+@click.option("--release-id", default=None, help="default: derived from agreement, period, purpose, --by, budget")
+def flows_command(agreement, lake, period, by, epsilon, rho, purpose, requested_by, release_id):
+    """Statistics office: publish differentially private migration flows of one crossing month."""
+    if (epsilon is None) == (rho is None):
+        raise click.UsageError("give exactly one of --epsilon or --rho")
+    result = release_flows(agreement, lake, period, purpose=purpose, requested_by=requested_by, epsilon=epsilon,
+                           rho=rho, by=by, release_id=release_id)
+    click.echo(describe(result))
