@@ -35,6 +35,11 @@ class Lake:
         return self.operator / "manifests"
 
     @property
+    def suppression(self) -> Path:
+        """Keyed pseudonyms never to be ingested again (erasures, opt-outs)."""
+        return self.operator / "suppression"
+
+    @property
     def rights_log(self) -> Path:
         return self.operator / "rights_log"
 

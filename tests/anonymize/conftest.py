@@ -49,6 +49,8 @@ SUBSCRIBER_ROWS = [
     ("+639181234567", "", "", "accepted"),
     ("+639191234567", "Q", "1980", "invalid_sex"),
     ("+639201234567", "M", "1850", "invalid_birth_year"),
+    ("+639221234567", "F", "2001", "accepted"),
+    ("+639221234567", "F", "2001", "duplicate"),  # an exact copy is a duplicate, not a conflict
     ("+639211234567", "M", "1985", "conflicting_subscriber_record"),
     ("09211234567", "F", "1985", "conflicting_subscriber_record"),
 ]
@@ -60,6 +62,12 @@ PAYMENT_ROWS = [
      "mobile_money", "", "", "accepted"),
     ("T2", "2025-01-06T10:00:00", "+639181234567", "", "PHL", "PHL", "500", "PHP", "10", "", "agent",
      "14.5995", "120.9842", "accepted"),
+    ("T2", "2025-01-06T10:00:00", "+639181234567", "", "PHL", "PHL", "500", "PHP", "10", "", "agent",
+     "14.5995", "120.9842", "duplicate"),
+    ("T8", "2025-01-07T10:00:00", "+639181234567", "+639171234567", "PHL", "PHL", "50", "PHP", "1", "", "mobile_money",
+     "", "", "accepted"),
+    ("T9", "2025-01-06T10:00:00", "+639181234567", "", "PHL", "PHL", "NaN", "PHP", "1", "", "agent", "", "",
+     "invalid_amount"),
     ("T3", "2025-01-06T10:00:00", "+639181234567", "", "PHL", "PHL", "-5", "PHP", "1", "", "agent", "", "",
      "invalid_amount"),
     ("T4", "2025-01-06T10:00:00", "+639181234567", "", "PHL", "PHL", "5", "XXQ", "1", "", "agent", "", "",
@@ -86,9 +94,10 @@ def make_inputs(root: Path) -> Path:
     write_csv(root / "cells" / "cells.csv", ["cell_id", "latitude", "longitude", "valid_from", "valid_to"], HOME_CELLS)
     half = len(CDR_ROWS) // 2
     write_csv(root / "cdr" / "part-1.csv.gz", CDR_HEADER, [r[:-1] for r in CDR_ROWS[:half]], gz=True)
-    write_csv(root / "cdr" / "part-2.csv", CDR_HEADER, [r[:-1] for r in CDR_ROWS[half:]])
+    # a sub-folder and a space in the name: files are named by their path under the input folder
+    write_csv(root / "cdr" / "2025" / "part 2.csv", CDR_HEADER, [r[:-1] for r in CDR_ROWS[half:]])
     # a row with too many fields: malformed
-    with open(root / "cdr" / "part-2.csv", "a") as fh:
+    with open(root / "cdr" / "2025" / "part 2.csv", "a") as fh:
         fh.write('+639171234567,2025-01-05T21:13:00,call_out,C1,,,,,EXTRA,"more"\n')
     write_csv(root / "subscribers" / "subscribers.csv", ["msisdn", "sex", "birth_year"],
               [r[:-1] for r in SUBSCRIBER_ROWS])

@@ -54,11 +54,12 @@ def test_every_quarantine_reason_is_recorded(world):
     got = collections.Counter(zip(q["dataset"], q["reason"]))
     expected = {**_expected(CDR_ROWS, "cdr"), **_expected(SUBSCRIBER_ROWS, "subscribers"),
                 **_expected(PAYMENT_ROWS, "payments")}
-    expected[("cdr", "malformed_row")] = 1  # the extra-field line appended to part-2.csv
+    expected[("cdr", "malformed_row")] = 1  # the extra-field line appended to part 2.csv
     expected[("cells", "cell_outside_boundaries")] = 1
     expected[("cells", "invalid_coordinates")] = 1
     assert dict(got) == expected
-    assert set(q["source_file"]) >= {"part-1.csv.gz", "part-2.csv", "cells.csv", "subscribers.csv", "payments.csv"}
+    assert set(q["source_file"]) >= {"cdr/part-1.csv.gz", "cdr/2025/part 2.csv", "cells/cells.csv",
+                                     "subscribers/subscribers.csv", "payments/payments.csv"}
 
 
 def test_counts_reconcile_per_file_with_lines_in_the_files(world):
@@ -66,7 +67,7 @@ def test_counts_reconcile_per_file_with_lines_in_the_files(world):
     for f in manifest["files"]:
         assert f["read"] == f["accepted"] + f["quarantined"] + f["duplicates"] + f["suppressed"], f
         assert sum(f["reasons"].values()) == f["quarantined"]
-        path = next(world["inputs"].rglob(f["file"]))
+        path = world["inputs"] / f["file"]
         import gzip
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt") as fh:
@@ -74,7 +75,9 @@ def test_counts_reconcile_per_file_with_lines_in_the_files(world):
     accepted_events = _delta(world["spark"], world["lake"] / "office" / "events").count()
     assert accepted_events == manifest["totals"]["cdr"]["accepted"]
     assert manifest["totals"]["cdr"]["accepted"] == sum(r[-1] == "accepted" for r in CDR_ROWS)
-    assert manifest["totals"]["cdr"]["duplicates"] == sum(r[-1] == "duplicate" for r in CDR_ROWS)
+    for dataset, rows in (("cdr", CDR_ROWS), ("subscribers", SUBSCRIBER_ROWS), ("payments", PAYMENT_ROWS)):
+        assert manifest["totals"][dataset]["duplicates"] == sum(r[-1] == "duplicate" for r in rows), dataset
+        assert manifest["totals"][dataset]["accepted"] == sum(r[-1] == "accepted" for r in rows), dataset
 
 
 def test_pseudonyms_are_hmac_of_e164_under_the_agreement_key(world):
@@ -133,7 +136,7 @@ def test_rerun_of_same_inputs_adds_nothing(world):
     again = run(world["agreement"], world["inputs"], world["lake"], spark=world["spark"])
     assert again.already_done and again.run_id == world["result"].run_id
     other_id = run(world["agreement"], world["inputs"], world["lake"], run_id="manual-2", spark=world["spark"])
-    assert {f["file"] for f in other_id.manifest["skipped_files"]} >= {"part-1.csv.gz", "part-2.csv"}
+    assert {f["file"] for f in other_id.manifest["skipped_files"]} >= {"cdr/part-1.csv.gz", "cdr/2025/part 2.csv"}
     assert _delta(world["spark"], world["lake"] / "office" / "events").count() == before
 
 
@@ -176,6 +179,10 @@ def test_suppressed_subject_is_dropped_and_counted(world, tmp_path):
     assert result.manifest["totals"]["cdr"]["suppressed"] >= 4
     quarantine = _delta(world["spark"], tmp_path / "lake" / "operator" / "quarantine").toPandas()
     assert not quarantine["record"].str.contains("9171234567").any()
+    # named as the receiver of someone else's transfer: the transfer stays, the person does not
+    payments = _delta(world["spark"], tmp_path / "lake" / "office" / "payments").toPandas()
+    assert pseudonym not in set(payments["sender_pseudonym"]) | set(payments["receiver_pseudonym"].dropna())
+    assert (payments["amount"] == 50).sum() == 1
 
 
 def test_quality_gate_fails_and_writes_nothing(world, tmp_path):

@@ -34,10 +34,7 @@ class InputFile:
     fmt: str  # csv | parquet
     columns: tuple[str, ...]
     fingerprint: str  # content fingerprint: name, size, first and last 64 KiB
-
-    @property
-    def name(self) -> str:
-        return self.path.name
+    name: str  # path relative to the input folder: how manifests and quarantine name the file
 
 
 def _fmt(path: Path) -> str | None:
@@ -109,7 +106,8 @@ def discover(input_dir: str | Path) -> dict[str, list[InputFile]]:
                                          hint="use .csv, .csv.gz or .parquet")
             cols = _csv_header(path) if fmt == "csv" else tuple(pq.read_schema(path).names)
             _check_columns(contract, path, cols)
-            found[name].append(InputFile(name, path.resolve(), fmt, cols, _fingerprint(path)))
+            found[name].append(InputFile(name, path.resolve(), fmt, cols, _fingerprint(path),
+                                         path.relative_to(root).as_posix()))
     if not found.get("cdr") and not found.get("payments"):
         raise InputContractError("no CDR or payment files found", where=str(root),
                                  hint="put CDR files under cdr/ and payment files under payments/")
@@ -119,10 +117,21 @@ def discover(input_dir: str | Path) -> dict[str, list[InputFile]]:
     return dict(found)
 
 
+def _as_text(df: DataFrame, column: str):
+    """A Parquet column as text; timestamps keep their instant (written with an explicit offset)."""
+    kind = df.schema[column].dataType.typeName()
+    col = F.col(f"`{column}`")
+    if kind in ("timestamp", "timestamp_ntz"):
+        fmt = "yyyy-MM-dd'T'HH:mm:ssXXX" if kind == "timestamp" else "yyyy-MM-dd'T'HH:mm:ss"
+        return F.date_format(col, fmt).alias(column)
+    return col.cast("string").alias(column)
+
+
 def read(spark: SparkSession, files: list[InputFile], contract: InputContract) -> DataFrame:
     """All files of one dataset as one DataFrame of strings with the contract's columns,
     the source file name, and ``_corrupt_record`` for rows that do not parse as CSV."""
     frames = []
+    names = spark.createDataFrame([(str(f.path), f.name) for f in files], f"_abs STRING, {SOURCE_FILE} STRING")
     by_header: dict[tuple, list[InputFile]] = defaultdict(list)
     for f in files:
         by_header[(f.fmt, f.columns)].append(f)
@@ -137,9 +146,11 @@ def read(spark: SparkSession, files: list[InputFile], contract: InputContract) -
                   .csv(paths))
         else:
             df = spark.read.parquet(*paths)
-            df = df.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in columns])
+            df = df.select(*[_as_text(df, c) for c in columns], "_metadata")
             df = df.withColumn(CORRUPT, F.lit(None).cast("string"))
-        df = df.withColumn(SOURCE_FILE, F.element_at(F.split(F.col("_metadata.file_path"), "/"), -1))
+        # Spark reports a URI (percent-encoded); name files by their path under the input folder.
+        local = F.regexp_replace(F.url_decode(F.col("_metadata.file_path")), "^file:(//)?", "")
+        df = df.withColumn("_abs", local).join(F.broadcast(names), "_abs").drop("_abs")
         for c in contract.columns:
             if c not in columns:
                 df = df.withColumn(c, F.lit(None).cast("string"))

@@ -62,7 +62,7 @@ class _Context:
 def _suppression(ctx: _Context, key_id: str) -> DataFrame:
     """Pseudonyms under this key that must never be ingested (erased or opted out)."""
     frames = []
-    table = ctx.lake.operator / "suppression"
+    table = ctx.lake.suppression
     if is_delta(table):
         frames.append(ctx.spark.read.format("delta").load(str(table))
                       .filter(F.col("key_id") == key_id).select(PSEUDONYM))
@@ -82,6 +82,14 @@ def _suppression(ctx: _Context, key_id: str) -> DataFrame:
 def _flag_suppressed(df: DataFrame, suppression: DataFrame, column: str) -> DataFrame:
     s = suppression.withColumnRenamed(PSEUDONYM, "_supp_key")
     return df.join(F.broadcast(s), df[column] == s["_supp_key"], "left").drop("_supp_key")
+
+
+def _blank_if_suppressed(df: DataFrame, suppression: DataFrame, column: str) -> DataFrame:
+    """A suppressed person named as the other party (counterpart, receiver) is removed from the row."""
+    s = suppression.select(F.col(PSEUDONYM).alias("_other"), F.lit(True).alias("_other_suppressed"))
+    df = df.join(F.broadcast(s), df[column] == s["_other"], "left")
+    return df.withColumn(column, F.when(F.col("_other_suppressed").isNull(), F.col(column))) \
+        .drop("_other", "_other_suppressed")
 
 
 def _cells(ctx: _Context, files: list[inp.InputFile]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
@@ -156,6 +164,7 @@ def _cdr(ctx: _Context, files, cells: DataFrame, suppression: DataFrame) -> Data
     if ctx.agreement.counterpart == "pseudonymize":
         df = df.withColumn("_cp164", e164_column(F.col("counterpart_msisdn"), ctx.region))
         df = ctx.with_pseudonym(df, "_cp164", "counterpart_pseudonym")
+        df = _blank_if_suppressed(df, suppression, "counterpart_pseudonym")
     else:
         df = df.withColumn("counterpart_pseudonym", F.lit(None).cast("string"))
     df = drop_key_pads(df)
@@ -175,7 +184,7 @@ def _cdr(ctx: _Context, files, cells: DataFrame, suppression: DataFrame) -> Data
         F.when(roaming, plmn_country).otherwise(F.col("c_country")).alias("country"),
         F.col("counterpart_pseudonym"),
         F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"),
-        F.date_format(event_hour, "yyyy-MM").alias("month"),
+        F.date_format(F.date_trunc(coarse, local), "yyyy-MM").alias("month"),  # the local month
     )
 
 
@@ -186,8 +195,8 @@ def _subscribers(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
     df = _flag_suppressed(df, suppression, PSEUDONYM)
     checks = v.subscriber_checks(F.col("_e164"), dt.date.today().year)
     # One person, two differing registrations: neither can be trusted.
-    w = F.count(F.lit(1)).over(Window.partitionBy("_e164"))
-    df = df.withColumn("_n", F.when(~F.col("_copy") & F.col("_e164").isNotNull(), w))
+    kept = F.sum(F.when(~F.col("_copy"), 1).otherwise(0)).over(Window.partitionBy("_e164"))
+    df = df.withColumn("_n", F.when(~F.col("_copy") & F.col("_e164").isNotNull(), kept))
     checks.append((F.col("_n") > 1, "conflicting_subscriber_record"))
     df = v.finish(df, v.first_reason(checks), F.col("_suppressed"))
     sex = F.upper(F.trim(F.col("sex")))
@@ -207,9 +216,10 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
     df = with_key_pads(ctx.spark, df, ctx.key)
     df = ctx.with_pseudonym(df, "_s164", PSEUDONYM)
     df = drop_key_pads(ctx.with_pseudonym(df, "_r164", "receiver_pseudonym"))
+    df = _blank_if_suppressed(df, suppression, "receiver_pseudonym")
     df = _flag_suppressed(df, suppression, PSEUDONYM)
     checks = v.payment_checks(F.col("_s164"), F.col("_r164"), F.col("_ts"))
-    same_id = F.count(F.lit(1)).over(Window.partitionBy(F.trim(F.col("txn_id"))))
+    same_id = F.sum(F.when(~F.col("_copy"), 1).otherwise(0)).over(Window.partitionBy(F.trim(F.col("txn_id"))))
     df = df.withColumn("_n", F.when(~F.col("_copy"), same_id))
     checks.append((F.col("_n") > 1, "duplicate_txn_id"))
     df = v.finish(df, v.first_reason(checks), F.col("_suppressed"))
@@ -220,7 +230,9 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
         return locate_points(lat, lon, res, boundaries)
 
     loc = _locate(F.col("latitude"), F.col("longitude"))
-    txn_hour = F.to_utc_timestamp(F.date_trunc("hour", F.from_utc_timestamp(F.col("_ts"), ctx.tz)), ctx.tz)
+    coarse = "day" if ctx.agreement.time_resolution == "day" else "hour"
+    local = F.date_trunc(coarse, F.from_utc_timestamp(F.col("_ts"), ctx.tz))
+    txn_hour = F.to_utc_timestamp(local, ctx.tz)
     num = lambda c: F.expr(f"try_cast(trim({c}) AS DOUBLE)")  # noqa: E731
     return df.select(
         *_kept(PAYMENTS),
@@ -233,7 +245,7 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
         F.lower(F.trim(F.col("channel"))).alias("channel"),
         F.when(F.col(v.STATUS) == v.ACCEPTED, loc).alias("_loc"),
         F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"),
-        F.date_format(txn_hour, "yyyy-MM").alias("month"),
+        F.date_format(local, "yyyy-MM").alias("month"),
     ).withColumn("h3_cell", F.col("_loc.h3_cell")).withColumn("location_country", F.col("_loc.location_country")) \
      .drop("_loc")
 

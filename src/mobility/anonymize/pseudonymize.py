@@ -129,6 +129,7 @@ def e164_column(value: Column, region: str) -> Column:
     def _normalize(numbers: pd.Series) -> pd.Series:
         uniques = numbers.dropna().unique()
         mapping = {u: to_e164(u, region) for u in uniques}
-        return numbers.map(mapping)
+        # object dtype even when no value is valid, so Arrow always sees strings or nulls
+        return pd.Series([mapping.get(n) for n in numbers], index=numbers.index, dtype=object)
 
     return _normalize(value)

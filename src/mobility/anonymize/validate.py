@@ -111,10 +111,11 @@ def payment_checks(sender: Column, receiver: Column, txn_ts: Column) -> list[tup
          | ~F.upper(F.trim(F.col("receiver_country"))).isin(*ISO3_CODES)
          | F.col("sender_country").isNull() | F.col("receiver_country").isNull(), "unknown_country"),
         (~F.upper(F.trim(F.col("currency"))).isin(*CURRENCY_CODES) | F.col("currency").isNull(), "unknown_currency"),
-        (amount.isNull() | (amount <= 0), "invalid_amount"),
-        (fee.isNull() | (fee < 0), "invalid_fee"),
+        (amount.isNull() | F.isnan(amount) | (amount <= 0) | (amount == float("inf")), "invalid_amount"),
+        (fee.isNull() | F.isnan(fee) | (fee < 0) | (fee == float("inf")), "invalid_fee"),
         (fee > amount, "fee_exceeds_amount"),
-        (~blank(F.col("fx_margin")) & (margin.isNull() | (margin < 0)), "invalid_fx_margin"),
+        (~blank(F.col("fx_margin")) & (margin.isNull() | F.isnan(margin) | (margin < 0) | (margin == float("inf"))),
+         "invalid_fx_margin"),
         (~F.lower(F.trim(F.col("channel"))).isin(*CHANNELS) | F.col("channel").isNull(), "unknown_channel"),
         ((~blank(F.col("latitude")) | ~blank(F.col("longitude")))
          & (lat.isNull() | lon.isNull() | ~lat.between(-90, 90) | ~lon.between(-180, 180)), "invalid_coordinates"),
