@@ -166,9 +166,23 @@ def test_initial_tie_keeps_home():
     assert brief(rows) == [("PHL", "SAU", day(215), day(215 + 364), "long_term")]
 
 
-def test_departure_in_the_first_half_year_reads_as_a_foreign_resident():
-    # documented limitation: 100 nights at home then abroad looks like a visitor leaving
-    assert changes(presence(("PHL", 100), ("SAU", 600))) == []
+def test_departure_after_a_observed_home_stay_in_the_first_half_year_is_judged():
+    # 100 nights at home first: the residence is observed, so the departure is a migration
+    rows = changes(presence(("PHL", 100), ("SAU", 600)))
+    assert brief(rows) == [("PHL", "SAU", day(100), day(100 + 364), "long_term")]
+    assert rows[0]["in_initial_period"] is True
+
+
+def test_early_temporary_worker_is_not_read_as_an_arriving_foreigner():
+    # leaves after 105 home nights, works abroad 260 days, comes home for good
+    rows = changes(presence(("PHL", 105), ("ARE", 260), ("PHL", 600)))
+    # decided once 365 days abroad are out of reach: 123 days not abroad after 260 abroad
+    assert brief(rows) == [("PHL", "ARE", day(105), day(105 + 260 + 122), "temporary")]
+
+
+def test_short_first_home_stay_still_reads_as_a_foreign_resident():
+    # documented limitation: 60 nights at home then abroad looks like a visitor going back
+    assert changes(presence(("PHL", 60), ("SAU", 600))) == []
 
 
 def test_subjects_are_independent_and_sorted():

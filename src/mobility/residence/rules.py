@@ -157,6 +157,12 @@ def _initial_status(s: _Subject, home: int, params: ResidenceParams) -> int:
     counts = np.bincount(head[head >= 0])
     if 0 <= home < len(counts) and counts[home] >= params.initial_resident_nights:
         return home
+    # Seen living at home first (a stay at least as long as a temporary move) and then leaving:
+    # the residence is observed, not inferred, and that departure is judged by the 12/16 rule.
+    # Without this, a worker who leaves in month four and returns within the year reads as an
+    # arrival of a foreign resident.
+    if len(s.run_len) and s.run_home[0] and s.run_len[0] >= params.temporary_min_days:
+        return home
     best = np.flatnonzero(counts == counts.max())
     # a tie with home keeps the subject at home; otherwise the alphabetically first country
     return home if home in best else int(best[0])
