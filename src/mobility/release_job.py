@@ -235,7 +235,8 @@ def describe(result: ReleaseResult, rows: int = 10) -> str:
              f"  directory: {result.path}",
              f"  international table: {result.path / (INTERNATIONAL + '.csv')}",
              f"  mechanism: {m['mechanism']}  rho={p['rho']:.6g}  epsilon={p['epsilon']:.6g}  delta={p['delta']:.3g}"]
-    for name, info in m["tables"].items():
+    for name in (t for t in TABLES if t in m["tables"]):
+        info = m["tables"][name]
         lines.append(f"  {name}: {info['rows']} cells, 95% error bound +/- {info['error_bound_95']:.4g}")
     head = result.tables[INTERNATIONAL].head(rows)
     lines.append(f"  {INTERNATIONAL} (first {len(head)} rows):")

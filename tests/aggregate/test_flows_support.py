@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -99,12 +100,25 @@ def write_residence_manifest(spark, lake: Path, data_end: dt.date, agreement_id:
     return path
 
 
+CHANGES_ARROW = pa.schema([
+    ("pseudonym", pa.string()), ("from_country", pa.string()), ("to_country", pa.string()),
+    ("crossing_date", pa.date32()), ("resolved_date", pa.date32()), ("kind", pa.string()),
+    ("direction", pa.string()), ("days_counted", pa.int32()), ("stay_days", pa.int32()), ("gap_days", pa.int32()),
+    ("in_initial_period", pa.bool_()), ("h3_cell", pa.string())])
+SUBSCRIBERS_ARROW = pa.schema([("pseudonym", pa.string()), ("key_id", pa.string()), ("sex", pa.string()),
+                               ("birth_year", pa.int32()), ("agreement_id", pa.string()), ("run_id", pa.string())])
+
+
 def write_office(spark, lake: Path, changes=CHANGES, subscribers=SUBSCRIBERS, data_end=FINAL_DATA_END) -> Path:
-    spark.createDataFrame(changes, CHANGES_DDL).coalesce(1).write.format("delta") \
-        .save(str(lake / "office/residence_changes"))
+    """Delta tables written with delta-rs (much quicker than a first Spark write); Spark reads them."""
+    from deltalake import write_deltalake
+
+    def table(rows, schema):
+        return pa.Table.from_pylist([dict(zip(schema.names, r)) for r in rows], schema=schema)
+
+    write_deltalake(str(lake / "office/residence_changes"), table(changes, CHANGES_ARROW))
     if subscribers is not None:
-        spark.createDataFrame(subscribers, SUBSCRIBERS_DDL).coalesce(1).write.format("delta") \
-            .save(str(lake / "office/subscribers"))
+        write_deltalake(str(lake / "office/subscribers"), table(subscribers, SUBSCRIBERS_ARROW))
     write_residence_manifest(spark, lake, data_end)
     return lake
 
@@ -112,7 +126,14 @@ def write_office(spark, lake: Path, changes=CHANGES, subscribers=SUBSCRIBERS, da
 @pytest.fixture(scope="module")
 def office_template(spark, tmp_path_factory):
     """The office zone written once per module; tests copy it so each has its own ledger."""
-    return write_office(spark, tmp_path_factory.mktemp("office-template"))
+    # Delta's default of 50 partitions for replaying a one-commit log dominates tiny tests
+    previous = spark.conf.get("spark.databricks.delta.snapshotPartitions", None)
+    spark.conf.set("spark.databricks.delta.snapshotPartitions", "1")
+    yield write_office(spark, tmp_path_factory.mktemp("office-template"))
+    if previous is None:
+        spark.conf.unset("spark.databricks.delta.snapshotPartitions")
+    else:
+        spark.conf.set("spark.databricks.delta.snapshotPartitions", previous)
 
 
 @pytest.fixture
