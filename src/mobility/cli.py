@@ -99,6 +99,20 @@ def _describe_residence(result) -> str:
 
 
 @main.group()
+def release():
+    """Statistics office: publish differentially private tables through the release boundary."""
+
+
+def _attach_release_commands() -> None:
+    from mobility.release_job import flows_command
+
+    release.add_command(flows_command)
+
+
+_attach_release_commands()
+
+
+@main.group()
 def ledger():
     """Auditors: read-only views of the privacy-budget ledger (no Spark needed)."""
 

@@ -11,6 +11,8 @@ import yaml
 from mobility.config import PACKAGE_DATA, load_agreement
 
 DEMO_AGREEMENT = PACKAGE_DATA / "demo-phl-2026.yaml"
+# 24 months of data from 2024-01: crossings up to 2024-08 have their 16-month window inside it.
+RELEASE_PERIOD = "2024-08"
 
 
 def _step(n: int, title: str) -> float:
@@ -37,7 +39,12 @@ def _demo_agreement(workdir: Path) -> Path:
 
 def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
     from mobility.anonymize.job import run as anonymize
-    from mobility.cli import _describe_anonymize
+    from mobility.cli import _describe_anonymize, _describe_residence
+    from mobility.privacy_budget import show as show_ledger
+    from mobility.privacy_budget import verify as verify_ledger
+    from mobility.release_job import describe as describe_release
+    from mobility.release_job import release_flows
+    from mobility.residence.job import run as run_residence
     from mobility.synth import generate
 
     workdir = Path(workdir).resolve()
@@ -57,12 +64,35 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
     result = anonymize(agreement, inputs, lake)
     print(_describe_anonymize(result) + f"\n    ({time.time() - t:.0f}s)")
 
+    t = _step(3, "Statistics office: daily presence and the 12-of-16-months rule")
+    residence = run_residence(agreement, lake)
+    print(_describe_residence(residence) + f"\n    ({time.time() - t:.0f}s)")
+
+    t = _step(4, f"Release: differentially private flows for crossing month {RELEASE_PERIOD} (rho = 0.5)")
+    released = release_flows(agreement, lake, RELEASE_PERIOD, purpose="migration-statistics",
+                             requested_by="demo analyst", rho=0.5, by="sex,age_band")
+    print(describe_release(released, rows=8) + f"\n    ({time.time() - t:.0f}s)")
+
+    _step(5, "Auditor: the privacy-budget ledger")
+    view = show_ledger(lake, agreement_id=agreement.agreement_id, caps=agreement.budget)
+    for e in view["entries"]:
+        print(f"    #{e['seq']} {e['status']:9s} {e['release_id']} rho={e['rho']:.3g} hash {e['entry_hash'][:16]}")
+    year = view["budget"][agreement.agreement_id]["years"]
+    for y, b in year.items():
+        print(f"    {y}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in b.items()))
+    print("    " + verify_ledger(lake, caps={agreement.agreement_id: agreement.budget}).summary().splitlines()[0])
+
     print(f"\nDone in {time.time() - started:.0f}s. What was produced, and where:")
     rows = [
         ("synthetic inputs and ground truth", inputs),
         ("demo agreement (key in operator-secrets/, 0600)", agreement_path),
         ("operator zone: quarantine, cells, run manifests", lake / "operator"),
         ("office zone: pseudonymized events, subscribers, payments", lake / "office"),
+        ("office zone: daily presence, home cells, residence changes", lake / "office" / "residence_changes"),
+        ("release (CSV, Parquet, manifest.json)", released.path),
+        ("privacy-budget ledger (Delta, hash-chained)", lake / "ledger"),
     ]
     for what, where in rows:
         print(f"  {what:58s} {where}")
+    print("\nNext: `mobility ledger verify --lake " + str(lake) + "` as an auditor would; "
+          "docs/architecture.md for how the pieces fit.")
