@@ -1,0 +1,103 @@
+"""Configuration errors name the file, the field and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mobility.config import load_agreement, load_pipeline
+from mobility.errors import ConfigError
+
+DEMO = Path(__file__).parents[1] / "src" / "mobility" / "data" / "demo-phl-2026.yaml"
+
+
+def _write(tmp_path: Path, data: dict, name: str = "demo-phl-2026.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _demo() -> dict:
+    return yaml.safe_load(DEMO.read_text())
+
+
+def test_shipped_agreement_and_pipeline_load():
+    agreement = load_agreement(DEMO)
+    assert agreement.home_country == "PHL" and agreement.home_region == "PH"
+    assert agreement.purpose("migration-statistics") is not None
+    pipeline = load_pipeline(Path(__file__).parents[1] / "conf" / "pipeline.yaml")
+    assert pipeline.boundaries.is_file()
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("home_country", "XYZ", "field 'home_country': 'XYZ' is not an ISO 3166-1 alpha-3 country code"),
+    ("time_zone", "Mars/Olympus", "field 'time_zone': 'Mars/Olympus' is not an IANA time zone"),
+    ("retention_days", 5, "field 'retention_days'"),
+    ("countries", ["PHL", "SAU", "SAU"], "country list has duplicates"),
+    ("countries", ["SAU"], "home_country PHL must be in 'countries'"),
+    ("max_invalid_share", 1.5, "field 'max_invalid_share'"),
+])
+def test_invalid_field_is_named_with_the_file(tmp_path, field, value, expected):
+    data = _demo()
+    data[field] = value
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_agreement(path)
+    assert str(path) in str(err.value) and expected in str(err.value)
+
+
+def test_key_must_name_exactly_one_source_and_never_hold_the_key(tmp_path):
+    data = _demo()
+    data["key"] = {"env": "MOBILITY_KEY_X", "file": "/tmp/k", "key_id": "k1"}
+    with pytest.raises(ConfigError, match="exactly one of 'env'"):
+        load_agreement(_write(tmp_path, data))
+    data["key"] = {"value": "00" * 32, "key_id": "k1"}
+    with pytest.raises(ConfigError, match="field 'key.value'"):
+        load_agreement(_write(tmp_path, data))
+
+
+def test_budget_caps_must_be_positive_and_consistent(tmp_path):
+    data = _demo()
+    data["budget"] = {"rho_per_year": 5.0, "rho_lifetime": 1.0}
+    with pytest.raises(ConfigError, match="rho_per_year cannot exceed rho_lifetime"):
+        load_agreement(_write(tmp_path, data))
+    data["budget"] = {"rho_per_year": -1, "rho_lifetime": 1.0}
+    with pytest.raises(ConfigError, match="field 'budget.rho_per_year'"):
+        load_agreement(_write(tmp_path, data))
+
+
+def test_missing_fields_and_unknown_fields_are_listed(tmp_path):
+    data = _demo()
+    del data["controllers"]
+    data["colour"] = "blue"
+    message = str(pytest.raises(ConfigError, load_agreement, _write(tmp_path, data)).value)
+    assert "field 'controllers': Field required" in message and "field 'colour'" in message
+
+
+def test_missing_file_bad_yaml_and_mismatched_name(tmp_path):
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_agreement(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agreement_id: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_agreement(bad)
+    with pytest.raises(ConfigError, match="rename the file to demo-phl-2026.yaml"):
+        load_agreement(_write(tmp_path, _demo(), name="other.yaml"))
+
+
+def test_unknown_agreement_id_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="MOBILITY_CONF"):
+        load_agreement("no-such-agreement")
+    monkeypatch.setenv("MOBILITY_CONF", str(tmp_path / "conf"))
+    (tmp_path / "conf" / "agreements").mkdir(parents=True)
+    _write(tmp_path / "conf" / "agreements", _demo())
+    assert load_agreement("demo-phl-2026").agreement_id == "demo-phl-2026"
+
+
+def test_pipeline_config_errors(tmp_path):
+    path = _write(tmp_path, {"lake": "lake", "h3_resolution": 16}, name="pipeline.yaml")
+    with pytest.raises(ConfigError, match="field 'h3_resolution'"):
+        load_pipeline(path)
