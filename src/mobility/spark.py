@@ -26,6 +26,8 @@ LOCAL_DEFAULTS = {
     "spark.ui.enabled": "false",
     "spark.sql.adaptive.enabled": "true",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    # Delta replays its log with this many tasks (default 50): tiny tasks dominate on one machine.
+    "spark.databricks.delta.snapshotPartitions": str(max(2, os.cpu_count() or 2)),
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.driver.memory": os.environ.get("MOBILITY_DRIVER_MEMORY", "4g"),
 }
