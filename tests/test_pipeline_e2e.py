@@ -35,7 +35,7 @@ def pipeline(tmp_path_factory, spark):
     mp = pytest.MonkeyPatch()
     mp.setenv("MOBILITY_KEY_TEST", key)
     generate(root / "input", subscribers=300, months=30, start=START, home_country="PHL", seed=11,
-             fault_rate=0.02, events_per_day=3.0, behaviours=SHARES)
+             fault_rate=0.02, events_per_day=6.0, behaviours=SHARES)
     agreement = load_agreement(make_agreement(root, max_invalid_share=0.2))
     anonymize(agreement, root / "input", root / "lake", spark=spark)
     residence(agreement, root / "lake", spark=spark)
