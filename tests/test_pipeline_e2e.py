@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "anonymize"))
-from conftest import make_agreement  # noqa: E402
+from anon_fixtures import make_agreement  # noqa: E402
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

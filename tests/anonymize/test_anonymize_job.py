@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CDR_ROWS, PAYMENT_ROWS, SUBSCRIBER_ROWS, make_agreement, make_inputs
+from anon_fixtures import CDR_ROWS, PAYMENT_ROWS, SUBSCRIBER_ROWS, make_agreement, make_inputs
 from mobility.anonymize.job import run
 from mobility.config import load_agreement
 from mobility.errors import InputContractError, KeyMaterialError, QualityGateError
