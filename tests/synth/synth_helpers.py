@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pandas as pd
-import phonenumbers
+
+from mobility.anonymize.pseudonymize import to_e164 as _pipeline_e164
 
 HOME, REGION, ZONE = "PHL", "PH", "Asia/Manila"
 # Small on purpose: 200 people over 18 months at 3 events a day is about 300k records.
@@ -11,13 +12,7 @@ RUN = dict(subscribers=200, months=18, start="2024-01", home_country=HOME, seed=
 
 def to_e164(text: str, region: str = REGION) -> str | None:
     """E.164 of a written number, or None when phonenumbers does not accept it as valid."""
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return _pipeline_e164(text, region)
 
 
 def parse_instants(text: pd.Series, zone: str = ZONE) -> pd.Series:
