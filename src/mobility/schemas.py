@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyspark.sql.types import (
+    BooleanType,
     DateType,
     DoubleType,
     IntegerType,
@@ -154,9 +155,13 @@ RESIDENCE_CHANGES = StructType([
     StructField("to_country", StringType(), False),
     StructField("crossing_date", DateType(), False),
     StructField("resolved_date", DateType(), True),
-    StructField("kind", StringType(), False),
-    StructField("h3_cell", StringType(), True),
+    StructField("kind", StringType(), False),  # long_term, temporary, unresolved
+    StructField("direction", StringType(), False),  # departure, arrival
+    StructField("days_counted", IntegerType(), True),
+    StructField("stay_days", IntegerType(), True),
     StructField("gap_days", IntegerType(), True),
+    StructField("in_initial_period", BooleanType(), True),
+    StructField("h3_cell", StringType(), True),  # origin (departure) or destination (arrival), res 5
 ])
 
 SCHEMAS_DOC = {

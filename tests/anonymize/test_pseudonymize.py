@@ -55,3 +55,24 @@ def test_normalization_is_idempotent(raw):
     if e164 is not None:
         assert e164.startswith("+") and e164[1:].isdigit()
         assert to_e164(e164, "PH") == e164
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("text, utc", [
+    ("2025-01-05T21:13:00", "2025-01-05 13:13:00"),  # naive: Asia/Manila, UTC+8
+    ("2025-01-05 21:13", "2025-01-05 13:13:00"),
+    ("2025-01-05T21:13:00+08:00", "2025-01-05 13:13:00"),
+    ("2025-01-05T13:13:00Z", "2025-01-05 13:13:00"),
+    ("2025-01-05T15:13:00+0200", "2025-01-05 13:13:00"),
+    ("2025-01-05", "2025-01-04 16:00:00"),  # a bare date is local midnight, not an offset of -05
+    ("2025-13-45T99:00:00", None),
+    ("05/01/2025 21:13", None),
+])
+def test_times_parse_to_the_right_instant(spark, text, utc):
+    from pyspark.sql import functions as F
+
+    from mobility.anonymize.validate import parse_time
+
+    row = spark.createDataFrame([(text,)], "t STRING").select(
+        F.date_format(parse_time(F.col("t"), "Asia/Manila"), "yyyy-MM-dd HH:mm:ss").alias("u")).collect()[0]
+    assert row["u"] == utc

@@ -31,7 +31,7 @@ from mobility.config import Agreement, load_agreement
 from mobility.errors import QualityGateError
 from mobility.lake import Lake, is_delta
 from mobility.reference import load_boundaries
-from mobility.schemas import CDR, CELLS, PAYMENTS, PSEUDONYM, QUARANTINE, SUBSCRIBERS
+from mobility.schemas import CDR, CELLS, PAYMENTS, PRESENCE_CHANNELS, PSEUDONYM, QUARANTINE, SUBSCRIBERS
 from mobility.spark import get_spark
 
 SUPPRESSION_SCHEMA = StructType([StructField(PSEUDONYM, StringType(), False)])
@@ -243,7 +243,9 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
         num("amount").alias("amount"), F.upper(F.trim(F.col("currency"))).alias("currency"),
         num("fee").alias("fee"), num("fx_margin").alias("fx_margin"),
         F.lower(F.trim(F.col("channel"))).alias("channel"),
-        F.when(F.col(v.STATUS) == v.ACCEPTED, loc).alias("_loc"),
+        # Only an agent desk or card terminal places the payer; other channels' positions are dropped.
+        F.when((F.col(v.STATUS) == v.ACCEPTED) & F.lower(F.trim(F.col("channel"))).isin(*PRESENCE_CHANNELS),
+               loc).alias("_loc"),
         F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"),
         F.date_format(local, "yyyy-MM").alias("month"),
     ).withColumn("h3_cell", F.col("_loc.h3_cell")).withColumn("location_country", F.col("_loc.location_country")) \
@@ -293,7 +295,8 @@ def _upsert_subscribers(spark: SparkSession, df: DataFrame, path: Path) -> None:
         return
     (DeltaTable.forPath(spark, str(path)).alias("t")
      .merge(df.alias("s"), "t.pseudonym = s.pseudonym AND t.key_id = s.key_id")
-     .whenMatchedUpdate(set={"sex": "s.sex", "birth_year": "s.birth_year", "run_id": "s.run_id"})
+     # run_id stays the inserting run's: rows must not vanish while a later run is incomplete
+     .whenMatchedUpdate(set={"sex": "s.sex", "birth_year": "s.birth_year"})
      .whenNotMatchedInsertAll().execute())
 
 

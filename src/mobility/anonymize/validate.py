@@ -20,7 +20,8 @@ STATUS, REASON = "_status", "_reason"
 ACCEPTED, QUARANTINED, DUPLICATE, SUPPRESSED = "accepted", "quarantined", "duplicate", "suppressed"
 ISO3_CODES = sorted(c.alpha_3 for c in pycountry.countries)
 CURRENCY_CODES = sorted(c.alpha_3 for c in pycountry.currencies)
-_OFFSET = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
+# An offset only counts after a time: the "-05" ending "2025-01-05" is a day, not a zone.
+_OFFSET = r"T.*(Z|z|[+-]\d{2}(:?\d{2})?)$"
 
 
 def blank(col: Column) -> Column:
