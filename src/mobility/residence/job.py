@@ -54,14 +54,24 @@ def _month_end(month: str) -> dt.date:
     return (pd.Timestamp(first) + pd.offsets.MonthEnd(0)).date()
 
 
-def detect_in_spark(presence: DataFrame, home_country: str, params: ResidenceParams, data_end: dt.date) -> DataFrame:
-    def per_subject(frame: pd.DataFrame) -> pd.DataFrame:
-        found = detect_changes(frame.rename(columns={PSEUDONYM: "subject_id"}), home_country, params,
-                               data_end=data_end)
+SUBJECTS_PER_BATCH = 2000  # pandas frames of ~1.5M presence rows at most: one call per batch, not per person
+
+
+def detect_in_spark(presence: DataFrame, home_country: str, params: ResidenceParams, data_end: dt.date,
+                    subjects: int | None = None) -> DataFrame:
+    """The pure rule over batches of pseudonyms (``detect_changes`` groups by subject itself), so
+    Spark's per-call cost is paid once per batch instead of once per person."""
+    subjects = subjects if subjects is not None else presence.select(PSEUDONYM).distinct().count()
+    batches = max(1, -(-subjects // SUBJECTS_PER_BATCH))
+
+    def per_batch(frame: pd.DataFrame) -> pd.DataFrame:
+        found = detect_changes(frame.drop(columns="_batch").rename(columns={PSEUDONYM: "subject_id"}),
+                               home_country, params, data_end=data_end)
         return found.rename(columns={"subject_id": PSEUDONYM})
 
     return (presence.select(PSEUDONYM, "date", "country")
-            .groupBy(PSEUDONYM).applyInPandas(per_subject, CHANGES_SCHEMA))
+            .withColumn("_batch", F.pmod(F.xxhash64(PSEUDONYM), F.lit(batches)))
+            .groupBy("_batch").applyInPandas(per_batch, CHANGES_SCHEMA))
 
 
 def attach_cells(changes: DataFrame, home_cells: DataFrame) -> DataFrame:
@@ -110,8 +120,9 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
         .save(str(lake.office_table("home_cells")))
     home_cells = spark.read.format("delta").load(str(lake.office_table("home_cells")))
 
-    progress.say("residence", "12/16-month rule per pseudonym")
-    changes = attach_cells(detect_in_spark(presence, home, params, data_end), home_cells)
+    subjects = presence.select(PSEUDONYM).distinct().count()
+    progress.say("residence", f"12/16-month rule for {subjects:,} pseudonyms")
+    changes = attach_cells(detect_in_spark(presence, home, params, data_end, subjects), home_cells)
     changes.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
         .save(str(lake.office_table("residence_changes")))
     changes = spark.read.format("delta").load(str(lake.office_table("residence_changes")))
@@ -122,7 +133,7 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
     manifest = {
         "run_id": run_id, "stage": "residence", "agreement_id": agreement.agreement_id,
         "data_end": data_end.isoformat(), "through": through, "params": params.model_dump(),
-        "subjects": presence.select(PSEUDONYM).distinct().count(), "presence_days": presence.count(),
+        "subjects": subjects, "presence_days": presence.count(),
         "changes": kinds, "duration_s": round(time.time() - started, 1),
         "office_versions": {t: _version(spark, lake.office_table(t))
                             for t in ("events", "presence", "home_cells", "residence_changes")},
