@@ -6,7 +6,7 @@ Presence is built directly in Spark (no events): one row per pseudonym and known
 except for up to two stays abroad whose start, length and country come from hashes of the
 subject number, with about 10 % of days unknown (absent rows). It is persisted and counted
 first, so the timed part is only ``detect_in_spark`` (shuffle by pseudonym, the rule per subject
-in ``applyInPandas``) and the Parquet write of the changes.
+in ``applyInPandas``, batched by pseudonym hash) and the Parquet write of the changes.
 """
 
 from __future__ import annotations
