@@ -72,3 +72,12 @@ class Lake:
 
 def is_delta(path: Path) -> bool:
     return (Path(path) / "_delta_log").is_dir()
+
+
+def delta_version(spark, path: Path) -> int | None:
+    """Current version of a Delta table (recorded in manifests), or None when there is none."""
+    if not is_delta(path):
+        return None
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"])

@@ -28,7 +28,7 @@ from mobility.aggregate.flows import (
 )
 from mobility.config import Agreement, load_agreement
 from mobility.errors import InputContractError, ReleaseRefusedError
-from mobility.lake import Lake, is_delta
+from mobility.lake import Lake, delta_version, is_delta
 from mobility.privacy_budget.ledger import canonical_json
 from mobility.privacy_budget.release import ReleaseRequest, ReleaseResult, publish
 from mobility.residence.rules import ResidenceParams
@@ -106,12 +106,6 @@ def check_final(period: str, data_end: dt.date, window_days: int) -> None:
 
 
 # ---- reading the office zone ---------------------------------------------------------------------
-def _delta_version(spark, path: Path) -> int:
-    from delta.tables import DeltaTable
-
-    return int(DeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"])
-
-
 def residence_manifest(lake: Lake, agreement_id: str, changes_version: int) -> dict:
     """The residence manifest that describes the residence_changes version being read."""
     folder = lake.office / "residence_manifests"
@@ -154,7 +148,7 @@ def read_flow_inputs(agreement: Agreement, lake_root: str | os.PathLike, period:
         raise InputContractError("no residence changes yet", where=str(changes_path),
                                  hint="run `mobility residence` on the office zone first")
     spark = spark or get_spark("mobility-release")
-    versions = {f"office/{CHANGES_TABLE}": _delta_version(spark, changes_path)}
+    versions = {f"office/{CHANGES_TABLE}": delta_version(spark, changes_path)}
     manifest = residence_manifest(lake, agreement.agreement_id, versions[f"office/{CHANGES_TABLE}"])
     params = manifest.get("params") or {}
     window_days = int(params.get("window_days", ResidenceParams().window_days))
@@ -175,7 +169,7 @@ def read_flow_inputs(agreement: Agreement, lake_root: str | os.PathLike, period:
             raise InputContractError("a breakdown by sex or age_band needs the office subscribers table",
                                      where=str(subscribers_path),
                                      hint="anonymize a subscribers file, or release without --by")
-        versions[f"office/{SUBSCRIBERS_TABLE}"] = _delta_version(spark, subscribers_path)
+        versions[f"office/{SUBSCRIBERS_TABLE}"] = delta_version(spark, subscribers_path)
         subscribers = spark.read.format("delta").option("versionAsOf", versions[f"office/{SUBSCRIBERS_TABLE}"]) \
             .load(str(subscribers_path))
         profile = subscriber_profile(subscribers, agreement.agreement_id)

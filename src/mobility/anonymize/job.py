@@ -29,7 +29,7 @@ from mobility.anonymize.runs import (completed_runs, derive_run_id, ingested_fin
 from mobility.anonymize.spatial import bin_cells, locate_points, plmn_table
 from mobility.config import Agreement, load_agreement
 from mobility.errors import QualityGateError
-from mobility.lake import Lake, is_delta
+from mobility.lake import Lake, delta_version, is_delta
 from mobility.reference import load_boundaries
 from mobility.schemas import CDR, CELLS, PAYMENTS, PRESENCE_CHANNELS, PSEUDONYM, QUARANTINE, SUBSCRIBERS
 from mobility.spark import get_spark
@@ -300,14 +300,6 @@ def _upsert_subscribers(spark: SparkSession, df: DataFrame, path: Path) -> None:
      .whenNotMatchedInsertAll().execute())
 
 
-def _delta_version(spark: SparkSession, path: Path) -> int | None:
-    if not is_delta(path):
-        return None
-    from delta.tables import DeltaTable
-
-    return DeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"]
-
-
 def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path, run_id: str | None = None,
         spark: SparkSession | None = None, boundaries=None) -> AnonymizeResult:
     started = time.time()
@@ -390,7 +382,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
     for df in results.values():
         df.unpersist()
 
-    versions = {name: _delta_version(spark, lake.office_table(name)) for name in ("events", "subscribers", "payments")}
+    versions = {name: delta_version(spark, lake.office_table(name)) for name in ("events", "subscribers", "payments")}
     fingerprints = {f.name: f.fingerprint for fs in new_files.values() for f in fs}
     manifest = {
         "run_id": run_id, "agreement_id": agreement.agreement_id, "key_id": key.key_id, "stage": "anonymize",

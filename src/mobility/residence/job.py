@@ -21,7 +21,7 @@ from mobility import progress
 from mobility.anonymize.runs import completed_runs, write_json_atomic
 from mobility.config import Agreement, load_agreement
 from mobility.errors import InputContractError
-from mobility.lake import Lake, is_delta
+from mobility.lake import Lake, delta_version, is_delta
 from mobility.residence.presence import PSEUDONYM, daily_presence, monthly_home_cells
 from mobility.residence.rules import ResidenceParams, detect_changes
 from mobility.spark import get_spark
@@ -135,15 +135,9 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
         "data_end": data_end.isoformat(), "through": through, "params": params.model_dump(),
         "subjects": subjects, "presence_days": presence.count(),
         "changes": kinds, "duration_s": round(time.time() - started, 1),
-        "office_versions": {t: _version(spark, lake.office_table(t))
+        "office_versions": {t: delta_version(spark, lake.office_table(t))
                             for t in ("events", "presence", "home_cells", "residence_changes")},
     }
     path = lake.office_manifests.parent / "residence_manifests" / f"{run_id}.json"
     write_json_atomic(path, manifest)
     return ResidenceResult(run_id, manifest, path)
-
-
-def _version(spark: SparkSession, path: Path) -> int:
-    from delta.tables import DeltaTable
-
-    return DeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"]
