@@ -6,14 +6,12 @@ import hashlib
 import hmac
 import json
 import secrets
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "anonymize"))
-from anon_fixtures import make_agreement  # noqa: E402
+from agreement_helpers import make_agreement
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

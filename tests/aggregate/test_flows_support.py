@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import yaml
+from agreement_helpers import make_agreement
 
 from mobility.config import load_agreement
 
@@ -71,17 +71,6 @@ SUBSCRIBERS = [
     (pseudonym("m"), "k1", "M", 1985, "test-phl", "r1"),
     (pseudonym("z"), "k1", "F", 1970, "test-phl", "r1"),  # no change
 ]
-
-
-def make_agreement(dirpath: Path, **overrides) -> Path:
-    """Like tests/anonymize/conftest.py::make_agreement: the demo agreement under id test-phl."""
-    base = yaml.safe_load((Path(__file__).parents[2] / "src/mobility/data/demo-phl-2026.yaml").read_text())
-    base.update({"agreement_id": "test-phl", "key": {"env": "MOBILITY_KEY_TEST", "key_id": "k-test"}})
-    base.update(overrides)
-    path = dirpath / "agreements" / f"{base['agreement_id']}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(base))
-    return path
 
 
 def write_residence_manifest(spark, lake: Path, data_end: dt.date, agreement_id: str = "test-phl",

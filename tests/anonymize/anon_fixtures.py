@@ -9,7 +9,7 @@ import csv
 import gzip
 from pathlib import Path
 
-import yaml
+from agreement_helpers import make_agreement  # noqa: F401  (re-exported for the anonymize tests)
 
 HOME_CELLS = [  # Manila, Cebu, Davao: inside PHL
     ("C1", "14.5995", "120.9842", "", ""),
@@ -104,14 +104,3 @@ def make_inputs(root: Path) -> Path:
               [r[:-1] for r in SUBSCRIBER_ROWS])
     write_csv(root / "payments" / "payments.csv", PAYMENT_HEADER, [r[:-1] for r in PAYMENT_ROWS])
     return root
-
-
-def make_agreement(dirpath: Path, **overrides) -> Path:
-    base = yaml.safe_load((Path(__file__).parents[2] / "src/mobility/data/demo-phl-2026.yaml").read_text())
-    base.update({"agreement_id": "test-phl", "key": {"env": "MOBILITY_KEY_TEST", "key_id": "k-test"},
-                 "max_invalid_share": 1.0})
-    base.update(overrides)
-    path = dirpath / "agreements" / f"{base['agreement_id']}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(base))
-    return path
