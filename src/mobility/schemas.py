@@ -164,10 +164,8 @@ RESIDENCE_CHANGES = StructType([
     StructField("h3_cell", StringType(), True),  # origin (departure) or destination (arrival), res 5
 ])
 
-SCHEMAS_DOC = {
-    "office/events": OFFICE_EVENTS,
-    "office/subscribers": OFFICE_SUBSCRIBERS,
-    "office/payments": OFFICE_PAYMENTS,
-    "operator/quarantine": QUARANTINE,
-    "operator/cells": CELLS_BINNED,
-}
+def conform(df, schema: StructType):
+    """The table's declared columns, in order and cast to their types: what every writer stores."""
+    from pyspark.sql import functions as F
+
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])

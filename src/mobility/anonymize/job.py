@@ -31,7 +31,8 @@ from mobility.config import Agreement, load_agreement
 from mobility.errors import QualityGateError
 from mobility.lake import Lake, delta_version, is_delta
 from mobility.reference import load_boundaries
-from mobility.schemas import CDR, CELLS, PAYMENTS, PRESENCE_CHANNELS, PSEUDONYM, QUARANTINE, SUBSCRIBERS
+from mobility.schemas import (CDR, CELLS, CELLS_BINNED, OFFICE_EVENTS, OFFICE_PAYMENTS, OFFICE_SUBSCRIBERS, PAYMENTS,
+                              PRESENCE_CHANNELS, PSEUDONYM, QUARANTINE, SUBSCRIBERS, conform)
 from mobility.spark import get_spark
 
 SUPPRESSION_SCHEMA = StructType([StructField(PSEUDONYM, StringType(), False)])
@@ -252,13 +253,6 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
      .drop("_loc")
 
 
-EVENT_COLUMNS = ["pseudonym", "key_id", "event_hour", "event_type", "h3_cell", "country", "counterpart_pseudonym",
-                 "agreement_id", "run_id", "month"]
-SUBSCRIBER_COLUMNS = ["pseudonym", "key_id", "sex", "birth_year", "agreement_id", "run_id"]
-PAYMENT_COLUMNS = ["sender_pseudonym", "receiver_pseudonym", "key_id", "txn_hour", "sender_country",
-                   "receiver_country", "amount", "currency", "fee", "fx_margin", "channel", "h3_cell",
-                   "location_country", "agreement_id", "run_id", "month"]
-
 
 # ---- counting, writing ------------------------------------------------------------------
 
@@ -367,18 +361,17 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
         _append(q, lake.quarantine, run_id)
     if cells_binned is not None and new_files.get("cells"):
         (spark.createDataFrame(cells_binned.astype(object).where(cells_binned.notna(), None),
-                               "cell_id STRING, h3_cell STRING, country STRING, admin_area STRING, "
-                               "valid_from DATE, valid_to DATE")
+                               CELLS_BINNED)
          .write.format("delta").mode("overwrite").option("txnAppId", f"mobility-anonymize:{run_id}")
          .option("txnVersion", 0).save(str(lake.cells)))
     accepted = lambda name: results[name].filter(F.col(v.STATUS) == v.ACCEPTED)  # noqa: E731
     if "cdr" in results:
-        _append(accepted("cdr").select(*EVENT_COLUMNS), lake.office_table("events"), run_id, "month")
+        _append(conform(accepted("cdr"), OFFICE_EVENTS), lake.office_table("events"), run_id, "month")
     if "subscribers" in results:
-        _upsert_subscribers(spark, accepted("subscribers").select(*SUBSCRIBER_COLUMNS),
+        _upsert_subscribers(spark, conform(accepted("subscribers"), OFFICE_SUBSCRIBERS),
                             lake.office_table("subscribers"))
     if "payments" in results:
-        _append(accepted("payments").select(*PAYMENT_COLUMNS), lake.office_table("payments"), run_id, "month")
+        _append(conform(accepted("payments"), OFFICE_PAYMENTS), lake.office_table("payments"), run_id, "month")
     for df in results.values():
         df.unpersist()
 

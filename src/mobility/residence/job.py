@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql.types import StructType
 from pyspark.sql import functions as F
 
 from mobility import progress
@@ -24,11 +25,11 @@ from mobility.errors import InputContractError
 from mobility.lake import Lake, delta_version, is_delta
 from mobility.residence.presence import PSEUDONYM, daily_presence, monthly_home_cells
 from mobility.residence.rules import ResidenceParams, detect_changes
+from mobility.schemas import DAILY_PRESENCE, RESIDENCE_CHANGES, conform
 from mobility.spark import get_spark
 
-CHANGES_SCHEMA = ("pseudonym STRING, from_country STRING, to_country STRING, crossing_date DATE, "
-                  "resolved_date DATE, kind STRING, direction STRING, days_counted INT, stay_days INT, "
-                  "gap_days INT, in_initial_period BOOLEAN")
+# What the rule returns per pseudonym: the stored table less the cell attached afterwards.
+CHANGES_SCHEMA = StructType([f for f in RESIDENCE_CHANGES.fields if f.name != "h3_cell"])
 
 
 @dataclass
@@ -109,7 +110,7 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
     tz, home = agreement.time_zone, agreement.home_country
 
     progress.say("residence", "daily presence from night-time events")
-    presence = daily_presence(events, tz, params).where(F.col("date") <= F.lit(data_end))
+    presence = conform(daily_presence(events, tz, params).where(F.col("date") <= F.lit(data_end)), DAILY_PRESENCE)
     presence.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
         .save(str(lake.office_table("presence")))
     presence = spark.read.format("delta").load(str(lake.office_table("presence")))
@@ -122,7 +123,8 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
 
     subjects = presence.select(PSEUDONYM).distinct().count()
     progress.say("residence", f"12/16-month rule for {subjects:,} pseudonyms")
-    changes = attach_cells(detect_in_spark(presence, home, params, data_end, subjects), home_cells)
+    changes = conform(attach_cells(detect_in_spark(presence, home, params, data_end, subjects), home_cells),
+                      RESIDENCE_CHANGES)
     changes.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
         .save(str(lake.office_table("residence_changes")))
     changes = spark.read.format("delta").load(str(lake.office_table("residence_changes")))
