@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -103,18 +104,18 @@ def release():
     """Statistics office: publish differentially private tables through the release boundary."""
 
 
-def _attach_release_commands() -> None:
-    from mobility.release_job import flows_command
-
-    release.add_command(flows_command)
-
-
-_attach_release_commands()
-
-
 @main.group()
 def ledger():
     """Auditors: read-only views of the privacy-budget ledger (no Spark needed)."""
+
+
+def _attach(parent: click.Group, module: str, command: str) -> None:
+    """Commands that live beside their stage's code, registered here so `--help` lists them all."""
+    parent.add_command(getattr(importlib.import_module(module), command))
+
+
+# One line per command defined in a stage's own module: (parent group, module, click object).
+_attach(release, "mobility.release_job", "flows_command")
 
 
 def _caps_of(agreements: tuple[str, ...]) -> dict:
