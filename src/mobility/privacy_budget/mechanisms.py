@@ -132,8 +132,12 @@ def _check_shares(shares: Mapping[str, float]) -> dict[str, float]:
 
 
 def plan_noise(*, shares: Mapping[str, float], sensitivity: int, delta: float,
-               epsilon: float | None = None, rho: float | None = None) -> NoisePlan:
+               epsilon: float | None = None, rho: float | None = None,
+               sensitivities: Mapping[str, int] | None = None) -> NoisePlan:
     """Build one measurement per table from exactly one budget (epsilon -> Laplace, rho -> Gaussian).
+
+    ``sensitivities`` overrides d_in for named tables (a sum of bounded amounts moves by more than
+    a count); tables not named use ``sensitivity``.
 
     The OpenDP privacy maps are checked against the requested budget: each table's loss equals
     its share (to ``LOSS_RTOL``) and never exceeds it, and the composed loss never exceeds the total.
@@ -148,13 +152,14 @@ def plan_noise(*, shares: Mapping[str, float], sensitivity: int, delta: float,
     sensitivity = int(sensitivity)
     shares = _check_shares(shares)
     mechanism = DISCRETE_LAPLACE if epsilon is not None else DISCRETE_GAUSSIAN
+    d_ins = _table_sensitivities(shares, sensitivity, sensitivities)
 
     tables: dict[str, TableNoise] = {}
     for name, share in shares.items():
         target = budget * share
-        scale = scale_for_budget(mechanism, target, sensitivity)
+        scale = scale_for_budget(mechanism, target, d_ins[name])
         meas = count_measurement(mechanism, scale)
-        loss = float(meas.map(sensitivity))
+        loss = float(meas.map(d_ins[name]))
         if loss > target * (1 + 1e-12) or loss < target * (1 - LOSS_RTOL):
             raise RuntimeError(f"OpenDP loss {loss} of table {name!r} does not match its budget {target}")
         bound, accuracy = error_bound_95(mechanism, scale)
@@ -163,9 +168,11 @@ def plan_noise(*, shares: Mapping[str, float], sensitivity: int, delta: float,
             table_eps: float | None = target
         else:
             table_rho, table_eps = target, None
-        tables[name] = TableNoise(name, mechanism, share, sensitivity, scale, table_eps, table_rho,
+        tables[name] = TableNoise(name, mechanism, share, d_ins[name], scale, table_eps, table_rho,
                                   bound, accuracy, meas)
 
+    if len(set(d_ins.values())) > 1:
+        return _plan_of_unequal(mechanism, sensitivity, tables, budget, delta)
     measurements = [t.measurement for t in tables.values()]
     if mechanism == DISCRETE_LAPLACE:
         total_eps = math.fsum(t.epsilon for t in tables.values())
@@ -181,5 +188,37 @@ def plan_noise(*, shares: Mapping[str, float], sensitivity: int, delta: float,
     composed_rho = float(composed.map(sensitivity))
     if composed_rho > budget * (1 + 1e-12) or composed_rho < budget * (1 - LOSS_RTOL):
         raise RuntimeError(f"OpenDP composed rho {composed_rho} does not match the budget {budget}")
+    return NoisePlan(mechanism, sensitivity, tables, epsilon=accountant.rho_to_epsilon(budget, delta),
+                     delta=float(delta), rho=budget)
+
+
+def _table_sensitivities(shares: Mapping[str, float], sensitivity: int,
+                         sensitivities: Mapping[str, int] | None) -> dict[str, int]:
+    given = dict(sensitivities or {})
+    stray = sorted(set(given) - set(shares))
+    if stray:
+        raise ValueError(f"sensitivities name tables {stray} that are not in the release")
+    out = {name: given.get(name, sensitivity) for name in shares}
+    for name, d_in in out.items():
+        if isinstance(d_in, bool) or int(d_in) != d_in or d_in < 1:
+            raise ValueError(f"the sensitivity of table {name!r} must be a positive integer, got {d_in!r}")
+    return {name: int(d_in) for name, d_in in out.items()}
+
+
+def _plan_of_unequal(mechanism: str, sensitivity: int, tables: dict[str, TableNoise], budget: float,
+                     delta: float) -> NoisePlan:
+    """Totals when tables have different d_in: OpenDP's composition takes one d_in, so each table's own
+    privacy map is evaluated at its own d_in and the losses are added (basic / zCDP composition)."""
+    if mechanism == DISCRETE_LAPLACE:
+        composed_eps = math.fsum(float(t.measurement.map(t.sensitivity)) for t in tables.values())
+        composed_rho = math.fsum(float(dp.c.make_pureDP_to_zCDP(t.measurement).map(t.sensitivity))
+                                 for t in tables.values())
+        charged_rho = accountant.compose(t.rho for t in tables.values())
+        if composed_eps > budget * (1 + 1e-9) or composed_rho > charged_rho * (1 + 1e-9):
+            raise RuntimeError("OpenDP losses of the tables exceed the charged budget")
+        return NoisePlan(mechanism, sensitivity, tables, epsilon=budget, delta=0.0, rho=charged_rho)
+    composed_rho = math.fsum(float(t.measurement.map(t.sensitivity)) for t in tables.values())
+    if composed_rho > budget * (1 + 1e-9) or composed_rho < budget * (1 - LOSS_RTOL):
+        raise RuntimeError(f"OpenDP rho of the tables {composed_rho} does not match the budget {budget}")
     return NoisePlan(mechanism, sensitivity, tables, epsilon=accountant.rho_to_epsilon(budget, delta),
                      delta=float(delta), rho=budget)

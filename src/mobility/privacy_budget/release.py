@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -69,6 +69,7 @@ class ReleaseRequest:
     input_versions: Mapping[str, int] = field(default_factory=dict)
     max_contributions: int = 1
     table_shares: Mapping[str, float] | None = None  # None: equal split across tables
+    table_sensitivities: Mapping[str, int] | None = None  # None: every table moves by max_contributions
 
     def __post_init__(self):
         def refuse(msg: str, hint: str | None = None):
@@ -190,7 +191,7 @@ def _shares(request: ReleaseRequest, names: list[str]) -> dict[str, float]:
 def _plan(request: ReleaseRequest, shares: dict[str, float], delta: float) -> NoisePlan:
     try:
         return plan_noise(shares=shares, sensitivity=request.max_contributions, delta=delta,
-                          epsilon=request.epsilon, rho=request.rho)
+                          epsilon=request.epsilon, rho=request.rho, sensitivities=request.table_sensitivities)
     except ValueError as exc:
         raise ReleaseRefusedError(f"release {request.release_id!r}: {exc}; nothing was charged") from None
 
@@ -201,15 +202,19 @@ def _read_tables(release_dir: Path, manifest: dict) -> dict[str, pd.DataFrame]:
 
 
 def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, noisy: dict[str, pd.DataFrame],
-                   keys: dict[str, list[str]], charge: LedgerEntry, ledger_query: dict) -> dict:
+                   keys: dict[str, list[str]], charge: LedgerEntry, ledger_query: dict,
+                   derived: Mapping[str, tuple[pd.DataFrame, dict]] | None = None) -> dict:
     """Write CSV + Parquet per table and manifest.json into ``work``; returns the manifest."""
     tables = {}
-    for name, frame in noisy.items():
+    described = {name: {"key_columns": keys[name], "count_column": COUNT, **plan.tables[name].describe()}
+                 for name in noisy}
+    described.update({name: {"derived": dict(info)} for name, (_, info) in (derived or {}).items()})
+    frames = {**noisy, **{name: frame for name, (frame, _) in (derived or {}).items()}}
+    for name, frame in frames.items():
         csv_path, parquet_path = work / f"{name}.csv", work / f"{name}.parquet"
         frame.to_csv(csv_path, index=False, lineterminator="\n")
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), parquet_path)
-        tables[name] = {"key_columns": keys[name], "rows": len(frame), "count_column": COUNT,
-                        **plan.tables[name].describe(),
+        tables[name] = {"rows": len(frame), **described[name],
                         "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                                   for p in (csv_path, parquet_path)}}
     manifest = {
@@ -257,8 +262,14 @@ def _stored(ledger: Ledger, target: Path, charge: LedgerEntry) -> ReleaseResult:
 
 
 def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mapping[str, pd.DataFrame],
-            caps: BudgetCaps, *, lock_timeout: float = 600.0) -> ReleaseResult:
+            caps: BudgetCaps, *, lock_timeout: float = 600.0,
+            derive: Callable[[Mapping[str, pd.DataFrame]], Mapping[str, tuple[pd.DataFrame, dict]]] | None = None,
+            ) -> ReleaseResult:
     """Charge the ledger, add OpenDP noise to every cell and publish ``releases/RELEASE_ID``.
+
+    ``derive`` (optional) is post-processing: it receives only the noisy tables and returns extra
+    tables (name -> (frame, description for the manifest)), such as ratios of two noisy counts,
+    written and hashed beside them at no privacy cost.
 
     Re-running a published release_id returns the stored files without new noise or charge.
     A release_id charged but never published (a crash after the charge) is refused: its
@@ -275,6 +286,9 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
                     "budget": {"epsilon": request.epsilon} if request.epsilon is not None else {"rho": request.rho},
                     "tables": {n: {"key_columns": keys[n], "cells": len(checked[n][1]), "budget_share": shares[n]}
                                for n in checked}}
+    if request.table_sensitivities:  # only then, so earlier releases keep matching their charges
+        for n in checked:
+            ledger_query["tables"][n]["sensitivity"] = plan.tables[n].sensitivity
     charge_request = ChargeRequest(
         release_id=request.release_id, agreement_id=request.agreement_id, period=request.period,
         purpose=request.purpose, requested_by=request.requested_by, query=ledger_query,
@@ -315,9 +329,15 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
             out = frame[key_columns].copy()
             out[COUNT] = pd.Series([max(v, 0) for v in drawn], dtype="int64")
             noisy[name] = out
+        derived = dict(derive({n: f.copy() for n, f in noisy.items()})) if derive is not None else {}
+        clash = sorted(n for n in derived if n in noisy or not isinstance(n, str) or not _TABLE_NAME.match(n))
+        if clash:
+            raise LedgerIntegrityError(f"derived table names {clash} clash with noisy tables or are not file names; "
+                                       f"release {request.release_id!r} is charged but unpublished",
+                                       hint="fix the derive function and publish under a new release_id")
         work = Path(tempfile.mkdtemp(prefix=f".tmp-{request.release_id}-", dir=lake.releases))
         try:
-            manifest = _write_release(work, request, plan, noisy, keys, charge, ledger_query)
+            manifest = _write_release(work, request, plan, noisy, keys, charge, ledger_query, derived)
             os.rename(work, target)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
@@ -325,4 +345,5 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
         publication = ledger.record_publication(request.release_id, sha256_hex((target / MANIFEST).read_bytes()))
     finally:
         lock.release()
-    return ReleaseResult(request.release_id, target, manifest, charge, publication, noisy, reused=False)
+    return ReleaseResult(request.release_id, target, manifest, charge, publication,
+                         {**noisy, **{n: f for n, (f, _) in derived.items()}}, reused=False)
