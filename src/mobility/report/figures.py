@@ -1,0 +1,135 @@
+"""Figures as inline SVG text (matplotlib, no pyplot state, no network): maps, bar charts, budget lines.
+
+Every figure gets a fixed hash salt and no date, so the same release renders byte-identical
+SVG, and its element ids get a per-figure prefix, so several SVGs can share one HTML page.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: figures are only ever written to SVG text
+
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+_RC = {"svg.hashsalt": "mobility-report", "svg.fonttype": "none", "font.size": 9,
+       "axes.spines.top": False, "axes.spines.right": False}
+MAP_COLORS = "YlOrRd"
+BAR_COLOR = "#3b6ea5"
+_ID = re.compile(r'\bid="([^"]+)"')
+
+
+def svg_text(fig: Figure, prefix: str) -> str:
+    """The figure as an ``<svg>`` element ready to inline (no XML prolog, ids prefixed)."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context(_RC):
+        fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
+    text = buffer.getvalue()
+    text = text[text.index("<svg"):]
+    ids = set(_ID.findall(text))
+    text = _ID.sub(lambda m: f'id="{prefix}-{m.group(1)}"', text)
+    text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}-{m.group(1)})" if m.group(1) in ids else m.group(0),
+                  text)
+    text = re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}-{m.group(1)}"' if m.group(1) in ids
+                  else m.group(0), text)
+    return text.replace("<svg ", f'<svg data-figure="{prefix}" ', 1)
+
+
+def _figure(width: float, height: float) -> Figure:
+    with matplotlib.rc_context(_RC):
+        return Figure(figsize=(width, height), dpi=100)
+
+
+def cell_polygons(cells: list[str]):
+    """Shapely polygons (lng, lat) of H3 cells; cells across the antimeridian are kept in one piece."""
+    import h3
+    from shapely.geometry import Polygon
+
+    polygons = []
+    for cell in cells:
+        ring = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
+        lngs = [p[0] for p in ring]
+        if max(lngs) - min(lngs) > 180:
+            ring = [(lng + 360 if lng < 0 else lng, lat) for lng, lat in ring]
+        polygons.append(Polygon(ring))
+    return polygons
+
+
+def cell_map(cells: list[str], counts: list[int], boundaries, title: str, prefix: str) -> str:
+    """Choropleth of noisy counts on H3 cells over the country boundaries around them."""
+    import geopandas as gpd
+
+    with matplotlib.rc_context(_RC):
+        frame = gpd.GeoDataFrame({"count": counts}, geometry=cell_polygons(cells), crs=4326)
+        minx, miny, maxx, maxy = frame.total_bounds
+        pad_x, pad_y = max((maxx - minx) * 0.05, 0.2), max((maxy - miny) * 0.05, 0.2)
+        fig = _figure(7.5, 7.5)
+        ax = fig.add_subplot()
+        if boundaries is not None and len(boundaries):
+            near = boundaries.cx[minx - pad_x:maxx + pad_x, miny - pad_y:maxy + pad_y]
+            near.plot(ax=ax, color="#eeeeee", edgecolor="#777777", linewidth=0.5)
+        frame.plot(ax=ax, column="count", cmap=MAP_COLORS, linewidth=0, vmin=0,
+                   vmax=max(max(counts, default=0), 1), legend=True,
+                   legend_kwds={"label": "noisy count per cell", "shrink": 0.6})
+        if boundaries is not None and len(boundaries):  # outlines above the cells, so coasts stay visible
+            near.boundary.plot(ax=ax, color="#555555", linewidth=0.4)
+        ax.set_xlim(minx - pad_x, maxx + pad_x)
+        ax.set_ylim(miny - pad_y, maxy + pad_y)
+        ax.set_xlabel("longitude")
+        ax.set_ylabel("latitude")
+        ax.set_title(title)
+        ax.set_aspect("equal")
+        return svg_text(fig, prefix)
+
+
+def bar_chart(labels: list[str], values: list[float], errors: list[float] | None, title: str, xlabel: str,
+              prefix: str) -> str:
+    """Horizontal bars, largest on top, with optional symmetric error bars (drawn at the clamp of 0)."""
+    with matplotlib.rc_context(_RC):
+        fig = _figure(7.5, max(2.2, 0.32 * len(labels) + 1.2))
+        ax = fig.add_subplot()
+        positions = list(range(len(labels)))[::-1]
+        if errors is not None:
+            lower = [min(e, v) for v, e in zip(values, errors)]  # counts are clamped at 0: no bar below it
+            ax.barh(positions, values, color=BAR_COLOR, xerr=[lower, errors], capsize=3,
+                    error_kw={"ecolor": "#222222", "elinewidth": 1})
+        else:
+            ax.barh(positions, values, color=BAR_COLOR)
+        ax.set_yticks(positions, labels)
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        ax.set_xlim(left=0)
+        return svg_text(fig, prefix)
+
+
+def budget_chart(seqs: list[int], lifetime: list[float], years: dict[int, tuple[list[int], list[float]]],
+                 cap_lifetime: float | None, cap_year: float | None, title: str, prefix: str) -> str:
+    """Cumulative rho after each charge: lifetime and per charged year, with the caps as dashed lines."""
+    with matplotlib.rc_context(_RC):
+        fig = _figure(7.5, 3.6)
+        ax = fig.add_subplot()
+        end = max(seqs) + 1  # carry each total to the right so the last charge shows as a step
+
+        def steps(xs: list[int], ys: list[float], start: int) -> tuple[list[int], list[float]]:
+            return [start, *xs, end], [0.0, *ys, ys[-1]]
+
+        ax.step(*steps(seqs, lifetime, 0), where="post", color="#222222", linewidth=2, label="lifetime total")
+        ax.plot(seqs, lifetime, "o", color="#222222")
+        for i, (year, (ys, totals)) in enumerate(sorted(years.items())):
+            ax.step(*steps(ys, totals, ys[0] - 1), where="post", color=f"C{i % 10}", label=f"charged to {year}")
+        if cap_lifetime is not None:
+            ax.axhline(cap_lifetime, color="#b22222", linestyle="--", label=f"lifetime cap {cap_lifetime:g}")
+        if cap_year is not None:
+            ax.axhline(cap_year, color="#e08000", linestyle=":", label=f"per-year cap {cap_year:g}")
+        ax.set_xlim(0, end)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("ledger entry (seq)")
+        ax.set_ylabel("rho spent (zCDP)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(title)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        return svg_text(fig, prefix)
