@@ -116,10 +116,14 @@ def _attach(parent: click.Group, module: str, command: str) -> None:
 
 # One line per command defined in a stage's own module: (parent group, module, click object).
 _attach(release, "mobility.release_job", "flows_command")
+_attach(release, "mobility.release_remittances", "remittances_command")
 _attach(main, "mobility.rights.cli", "rights")
 _attach(main, "mobility.rights.cli", "retention")
 _attach(main, "mobility.report.cli", "report")
 _attach(ledger, "mobility.report.cli", "ledger_report")
+_attach(main, "mobility.publish.export", "export_command")
+_attach(release, "mobility.publish.annual", "annual_command")
+_attach(main, "mobility.publish.catalogue", "releases")
 
 
 def _caps_of(agreements: tuple[str, ...]) -> dict:

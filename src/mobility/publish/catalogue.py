@@ -1,0 +1,107 @@
+"""``mobility releases list``: every release in the ledger, and every derived table, in one catalogue.
+
+The ledger is the authority: one row per charged release (published or not), with what it cost
+and its ledger entries; derived tables (annual sums) follow with no budget and no ledger entry, and
+name what they were derived from. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from mobility.lake import Lake
+from mobility.privacy_budget.ledger import CHARGED, MANIFEST, PUBLISHED, Ledger, sha256_file
+from mobility.publish.sources import RELEASE, DERIVED, derived_problems, derived_root
+
+STATUS_PUBLISHED = "published"
+STATUS_UNPUBLISHED = "charged, not published"
+
+
+def _manifest(path: Path) -> dict | None:
+    try:
+        return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def catalogue(lake_root: str | os.PathLike) -> list[dict]:
+    """Catalogue rows: releases in ledger (charge seq) order, then derived tables by id."""
+    lake = Lake(lake_root)
+    entries, _ = Ledger(lake.ledger).read()
+    published = {e.release_id: e for e in entries if e.status == PUBLISHED}
+    rows = []
+    for charge in (e for e in entries if e.status == CHARGED):
+        publication = published.get(charge.release_id)
+        folder = lake.releases / charge.release_id
+        manifest = _manifest(folder) if publication else None
+        query = json.loads(charge.query or "{}")
+        tables = list((manifest or {}).get("tables") or query.get("tables") or {})
+        digest = sha256_file(folder / MANIFEST) if manifest is not None else None
+        rows.append({
+            "kind": RELEASE, "release_id": charge.release_id, "agreement_id": charge.agreement_id,
+            "period": charge.period, "purpose": charge.purpose, "requested_by": charge.requested_by,
+            "status": STATUS_PUBLISHED if publication else STATUS_UNPUBLISHED, "tables": sorted(tables),
+            "budget": {"mechanism": charge.mechanism, "rho": charge.rho, "epsilon": charge.epsilon,
+                       "delta": charge.delta},
+            "ledger": {"charge_seq": charge.seq, "charge_hash": charge.entry_hash,
+                       "published_seq": publication.seq if publication else None,
+                       "published_hash": publication.entry_hash if publication else None,
+                       "manifest_sha256": publication.release_digest if publication else None},
+            "path": str(folder) if publication else None,
+            "files_match_ledger": (digest == publication.release_digest) if publication else None,
+            "derived_from": [],
+        })
+    root = derived_root(lake_root)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if root.is_dir() else []:
+        manifest = _manifest(folder) or {}
+        rows.append({
+            "kind": DERIVED, "release_id": folder.name, "agreement_id": manifest.get("agreement_id"),
+            "period": manifest.get("period"), "purpose": manifest.get("purpose"), "requested_by": None,
+            "status": f"derived ({manifest.get('kind', 'unknown')}), no budget",
+            "tables": sorted(manifest.get("tables") or {}),
+            "budget": {"mechanism": None, "rho": 0.0, "epsilon": 0.0, "delta": 0.0},
+            "ledger": None, "path": str(folder), "files_match_ledger": None,
+            "files_match_manifest": not derived_problems(folder),
+            "derived_from": [{"release_id": d.get("release_id"), "manifest_sha256": d.get("manifest_sha256")}
+                             for d in manifest.get("derived_from", [])],
+        })
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    if not rows:
+        return "no releases"
+    lines = [f"{'kind':8s} {'release_id':44s} {'agreement':16s} {'period':8s} {'rho':>8s} {'ledger':>11s}  "
+             "status; tables"]
+    for r in rows:
+        ledger = r["ledger"]
+        seq = f"#{ledger['charge_seq']}/#{ledger['published_seq'] or '-'}" if ledger else "-"
+        lines.append(f"{r['kind']:8s} {r['release_id']:44s} {str(r['agreement_id']):16s} {str(r['period']):8s} "
+                     f"{r['budget']['rho']:>8.4g} {seq:>11s}  {r['status']}; {', '.join(r['tables'])}")
+        if ledger:
+            lines.append(f"{'':9s}purpose {r['purpose']}; charge {ledger['charge_hash'][:16]}; "
+                         f"manifest {str(ledger['manifest_sha256'])[:16]}")
+        else:
+            lines.append(f"{'':9s}derived from {len(r['derived_from'])} releases: "
+                         + ", ".join(d["release_id"] for d in r["derived_from"][:3])
+                         + (" ..." if len(r["derived_from"]) > 3 else ""))
+    return "\n".join(lines)
+
+
+@click.group("releases")
+def releases():
+    """Portals and auditors: what was published (every release, its cost and ledger entries)."""
+
+
+@releases.command("list")
+@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def list_command(lake, as_json):
+    """Every release (id, agreement, period, tables, purpose, budget, ledger entries) and derived table."""
+    rows = catalogue(lake)
+    click.echo(json.dumps(rows, indent=2) if as_json else format_rows(rows))

@@ -1,0 +1,164 @@
+"""``mobility export``: a release (or derived annual table) as SDMX-CSV, tidy CSV or tidy Parquet.
+
+Exports are post-processing of published values: they read only ``releases/`` or ``derived/``
+(checked against the ledger or their manifest first), never the office zone, and charge nothing.
+Each export writes ``RELEASE_ID.export.json`` beside its files: what was exported, from which
+manifest (SHA-256), and the files written, so a reader can check and read them back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mobility.errors import InputContractError
+from mobility.privacy_budget.ledger import sha256_file
+from mobility.publish import structure as S
+from mobility.publish import tidy as T
+from mobility.publish.sources import locate
+
+SDMX_CSV, CSV, PARQUET = "sdmx-csv", "csv", "parquet"
+FORMATS = (SDMX_CSV, CSV, PARQUET)
+EXPORT_FORMAT = "mobility-export/1"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    release_id: str
+    fmt: str
+    out_dir: Path
+    files: list[Path]  # data files, then the structure (SDMX-CSV only), then the export record
+    rows: dict[str, int]
+
+    @property
+    def record(self) -> Path:
+        return self.out_dir / f"{self.release_id}.export.json"
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    frame.to_csv(path, index=False, lineterminator="\n")
+
+
+def _check_codes(release_id: str, tidy: dict[str, pd.DataFrame]) -> None:
+    """Refuse before writing anything when a value has no code in the shipped code lists."""
+    shipped = S.shipped_codes()
+    for name, frame in tidy.items():
+        for component, codes in shipped.items():
+            unknown = sorted(set(frame[component].astype(str)) - codes)
+            if unknown:
+                raise InputContractError(
+                    f"release {release_id!r}, table {name!r}: {component} value(s) {unknown[:5]} are not in the "
+                    f"shipped code list of {S.STRUCTURE_ID}", where=str(S.shipped_structure_path()),
+                    hint="add the codes in mobility.publish.structure (and codes.py), regenerate the structure "
+                         "with `python -m mobility.publish.structure` and raise its version")
+
+
+def export_release(lake_root: str | os.PathLike, release_id: str, fmt: str,
+                   out_dir: str | os.PathLike) -> ExportResult:
+    """Write release ``release_id`` to ``out_dir`` in ``fmt`` (sdmx-csv, csv or parquet)."""
+    if fmt not in FORMATS:
+        raise InputContractError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+    source = locate(lake_root, release_id)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = source.read_tables()
+    tidy = {name: T.to_tidy(source, name, frame) for name, frame in tables.items()}
+    _check_codes(release_id, tidy)
+    home, freq, period = T.describe_source(source)
+    files: list[Path] = []
+    info = {name: {"key_columns": source.key_columns(name), "rows": len(frame),
+                   "fixed_dimensions": T.fixed_dimensions(source.key_columns(name), home, freq, period)}
+            for name, frame in tidy.items()}
+    if fmt == SDMX_CSV:
+        from pysdmx.io import write_sdmx
+        from pysdmx.io.format import Format
+        from pysdmx.io.pd import PandasDataset
+
+        path = out / f"{release_id}.sdmx.csv"
+        combined = pd.concat(list(tidy.values()), ignore_index=True)
+        write_sdmx([PandasDataset(structure=S.data_schema(), data=combined)], Format.DATA_SDMX_CSV_2_0_0,
+                   output_path=str(path))
+        files.append(path)
+        for name in info:
+            info[name]["file"] = path.name
+        structure = out / S.STRUCTURE_FILE
+        shutil.copyfile(S.shipped_structure_path(), structure)  # the consumer needs the codes to read it
+        files.append(structure)
+    else:
+        for name, frame in tidy.items():
+            path = out / f"{release_id}.{name}.{fmt}"
+            if fmt == CSV:
+                _write_csv(frame, path)
+            else:
+                pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+            files.append(path)
+            info[name]["file"] = path.name
+    record = {"format": EXPORT_FORMAT, "release_id": release_id, "kind": source.kind, "export_format": fmt,
+              "source_manifest_sha256": source.manifest_sha256, "agreement_id": source.manifest.get("agreement_id"),
+              "period": period, "structure": S.STRUCTURE_ID, "structure_file": S.STRUCTURE_FILE,
+              "tables": info, "files": {p.name: sha256_file(p) for p in files}}
+    record_path = out / f"{release_id}.export.json"
+    record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return ExportResult(release_id, fmt, out, [*files, record_path], {n: i["rows"] for n, i in info.items()})
+
+
+def read_tidy(out_dir: str | os.PathLike, release_id: str) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """The export record and each table's tidy rows, files checked against the record's SHA-256."""
+    out = Path(out_dir)
+    record_path = out / f"{release_id}.export.json"
+    if not record_path.is_file():
+        raise InputContractError(f"no export of {release_id!r}", where=str(record_path),
+                                 hint="run `mobility export` first")
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    for name, digest in record["files"].items():
+        if sha256_file(out / name) != digest:
+            raise InputContractError(f"exported file {name} differs from its export record", where=str(out / name))
+    fmt = record["export_format"]
+    if fmt == SDMX_CSV:
+        from pysdmx.io import get_datasets
+
+        file_name = next(iter(record["tables"].values()))["file"]
+        combined = get_datasets(out / file_name, out / record["structure_file"])[0].data
+        combined = pd.DataFrame({c: combined[c].astype(str) if c not in (S.OBS_VALUE, S.ERROR_BOUND_95)
+                                 else combined[c] for c in S.COLUMNS})
+        tables, taken = {}, pd.Series(0, index=combined.index)
+        for name, info in record["tables"].items():
+            mask = T.select(combined, info["fixed_dimensions"])
+            taken += mask.astype(int)
+            tables[name] = combined[mask].reset_index(drop=True)
+        if (taken != 1).any():
+            raise InputContractError(f"{int((taken != 1).sum())} SDMX-CSV rows do not belong to exactly one table",
+                                     where=str(out / file_name))
+        return record, tables
+    readers = {CSV: lambda p: pd.read_csv(p, dtype={c: str for c in S.DIMENSIONS + S.ATTRIBUTES
+                                                    if c != S.ERROR_BOUND_95}, keep_default_na=False),
+               PARQUET: lambda p: pq.ParquetFile(p).read().to_pandas()}
+    return record, {name: readers[fmt](out / info["file"]) for name, info in record["tables"].items()}
+
+
+def read_export(out_dir: str | os.PathLike, release_id: str) -> dict[str, pd.DataFrame]:
+    """An export read back into the release's own columns (key columns, then count)."""
+    record, tables = read_tidy(out_dir, release_id)
+    return {name: T.from_tidy(tables[name], info["key_columns"]) for name, info in record["tables"].items()}
+
+
+@click.command("export")
+@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root")
+@click.option("--release", "release_id", required=True, help="release id (or derived annual table id)")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=SDMX_CSV, show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="folder to write the export into")
+def export_command(lake, release_id, fmt, out_dir):
+    """Publish a release as SDMX-CSV (with its structure) or as tidy CSV / Parquet with standard codes."""
+    result = export_release(lake, release_id, fmt, out_dir)
+    click.echo(f"export of {release_id} as {fmt}: " + ", ".join(f"{n} {r} rows" for n, r in result.rows.items()))
+    for path in result.files:
+        click.echo(f"  {path}")

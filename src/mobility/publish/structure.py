@@ -1,0 +1,179 @@
+"""The SDMX structure of exported flows: code lists, concepts, the data structure and its dataflow.
+
+Built with pysdmx (the BIS-maintained SDMX library) and shipped as SDMX-ML 2.1 in
+``mobility/data/sdmx/``; ``mobility.publish.structure`` regenerates the file
+(``python -m mobility.publish.structure``) and a test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+import pycountry
+from pysdmx.io import read_sdmx, write_sdmx
+from pysdmx.io.format import Format
+from pysdmx.model import Code, Codelist, Concept, ConceptScheme, DataType, Facets
+from pysdmx.model.dataflow import Component, Components, Dataflow, DataStructureDefinition, Role, Schema
+from pysdmx.model.message import Header
+
+from mobility.publish import codes as C
+
+AGENCY = "MOBILITY"
+VERSION = "1.0"
+DSD_ID = "DSD_MIGR_FLOWS"
+DATAFLOW_ID = "DF_MIGR_FLOWS"
+CONCEPTS_ID = "CS_MIGR_FLOWS"
+STRUCTURE_FILE = "MOBILITY_MIGR_FLOWS-1.0.xml"
+STRUCTURE_ID = f"{AGENCY}:{DATAFLOW_ID}({VERSION})"  # the SDMX-CSV STRUCTURE_ID of every export
+
+# component ids, in the data structure's order
+FREQ, REF_AREA, ORIGIN, DESTINATION = "FREQ", "REF_AREA", "ORIGIN", "DESTINATION"
+ORIGIN_H3, DESTINATION_H3, SEX, AGE, MEASURE, TIME_PERIOD = (
+    "ORIGIN_H3", "DESTINATION_H3", "SEX", "AGE", "MEASURE", "TIME_PERIOD")
+OBS_VALUE = "OBS_VALUE"
+UNIT_MEASURE, ERROR_BOUND_95, CONF_STATUS, DP_METHOD, RELEASE_ID = (
+    "UNIT_MEASURE", "ERROR_BOUND_95", "CONF_STATUS", "DP_METHOD", "RELEASE_ID")
+DIMENSIONS = (FREQ, REF_AREA, ORIGIN, DESTINATION, ORIGIN_H3, DESTINATION_H3, SEX, AGE, MEASURE, TIME_PERIOD)
+ATTRIBUTES = (UNIT_MEASURE, ERROR_BOUND_95, CONF_STATUS, DP_METHOD, RELEASE_ID)
+COLUMNS = DIMENSIONS + (OBS_VALUE,) + ATTRIBUTES
+
+MONTHLY, ANNUAL = "M", "A"
+LONG_TERM_MIGRANTS = "LT_MIGR"
+PERSONS = "PS"
+FREE = "F"
+DP_METHODS = {
+    "DGAUSS": "Discrete Gaussian noise (OpenDP), rho-zCDP; negative values set to 0",
+    "DLAPLACE": "Discrete Laplace noise (OpenDP), pure epsilon-DP; negative values set to 0",
+    "DGAUSS_SUM": "Sum of published discrete-Gaussian-noised values (post-processing, no new privacy loss)",
+    "DLAPLACE_SUM": "Sum of published discrete-Laplace-noised values (post-processing, no new privacy loss)",
+    "MIXED_SUM": "Sum of published values noised by both mechanisms (post-processing, no new privacy loss)",
+}
+# H3 indexes are 15 lower-case hex digits starting with 8 (cell mode); _T: not broken down; _U: unknown cell
+H3_PATTERN = "8[0-9a-f]{14}|_T|_U"
+# fixed so the shipped file is byte-for-byte reproducible
+_PREPARED = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def _codelist(cl_id: str, name: str, items: dict[str, str], description: str | None = None) -> Codelist:
+    return Codelist(id=cl_id, agency=AGENCY, version=VERSION, name=name, description=description,
+                    items=[Code(id=k, name=v) for k, v in items.items()])
+
+
+def codelists() -> dict[str, Codelist]:
+    """Every code list the export uses, keyed by the component that uses it (areas serve three)."""
+    countries = {c.alpha_3: c.name for c in sorted(pycountry.countries, key=lambda c: c.alpha_3)}
+    area = _codelist("CL_AREA", "Areas (ISO 3166-1 alpha-3)", {
+        **countries, C.OTHER_CODE: "Other countries (outside the agreement's public country list)",
+        C.TOTAL: "All countries"}, description="ISO 3166-1 alpha-3 country codes (from pycountry), plus _O and _T")
+    return {
+        FREQ: _codelist("CL_FREQ", "Frequency", {ANNUAL: "Annual", MONTHLY: "Monthly"}),
+        REF_AREA: area, ORIGIN: area, DESTINATION: area,
+        SEX: _codelist("CL_SEX", "Sex (SDMX cross-domain codes)", C.SEX_NAMES),
+        AGE: _codelist("CL_AGE", "Age group (SDMX style: Y15T24 is 15 to 24 years, Y_GE65 65 years or over)",
+                       C.age_groups()),
+        MEASURE: _codelist("CL_MIGR_MEASURE", "Measure", {
+            LONG_TERM_MIGRANTS: "Long-term residence changes (12/16-month rule, UN Recommendations on "
+                                "Statistics of International Migration, Rev. 1, 1998)"}),
+        UNIT_MEASURE: _codelist("CL_UNIT_MEASURE", "Unit of measure", {PERSONS: "Persons"}),
+        CONF_STATUS: _codelist("CL_CONF_STATUS", "Confidentiality status", {
+            FREE: "Free (differentially private; no further disclosure control needed)"}),
+        DP_METHOD: _codelist("CL_DP_METHOD", "Differential-privacy method", DP_METHODS),
+    }
+
+
+_CONCEPTS = {
+    FREQ: "Frequency", REF_AREA: "Reporting country (home country of the operator)",
+    ORIGIN: "Country of previous usual residence", DESTINATION: "Country of next usual residence",
+    ORIGIN_H3: "H3 cell of previous residence in the reporting country",
+    DESTINATION_H3: "H3 cell of next residence in the reporting country", SEX: "Sex", AGE: "Age group at crossing",
+    MEASURE: "Measure", TIME_PERIOD: "Time period of the crossing (YYYY-MM monthly, YYYY annual)",
+    OBS_VALUE: "Observation value (differentially private count)", UNIT_MEASURE: "Unit of measure",
+    ERROR_BOUND_95: "Half-width of the 95% error bound of the noise in OBS_VALUE",
+    CONF_STATUS: "Confidentiality status", DP_METHOD: "Differential-privacy method",
+    RELEASE_ID: "Release (or derived table) the value comes from",
+}
+
+
+def _concept_urn(concept_id: str) -> str:
+    return f"urn:sdmx:org.sdmx.infomodel.conceptscheme.Concept={AGENCY}:{CONCEPTS_ID}({VERSION}).{concept_id}"
+
+
+def concept_scheme() -> ConceptScheme:
+    return ConceptScheme(id=CONCEPTS_ID, agency=AGENCY, version=VERSION, name="Concepts of migration flows",
+                         items=[Concept(id=k, name=v, urn=_concept_urn(k)) for k, v in _CONCEPTS.items()])
+
+
+def components() -> Components:
+    lists = codelists()
+    concepts = {c.id: c for c in concept_scheme().items}
+    text = DataType.STRING
+
+    def dim(cid, dtype=text, facets=None):
+        return Component(id=cid, required=True, role=Role.DIMENSION, concept=concepts[cid],
+                         local_dtype=dtype, local_codes=lists.get(cid), local_facets=facets)
+
+    def attr(cid, dtype=text, facets=None):
+        return Component(id=cid, required=True, role=Role.ATTRIBUTE, concept=concepts[cid], local_dtype=dtype,
+                         local_codes=lists.get(cid), local_facets=facets, attachment_level="O")
+
+    h3 = Facets(pattern=H3_PATTERN, max_length=15)
+    return Components([
+        dim(FREQ), dim(REF_AREA), dim(ORIGIN), dim(DESTINATION), dim(ORIGIN_H3, facets=h3),
+        dim(DESTINATION_H3, facets=h3), dim(SEX), dim(AGE), dim(MEASURE),
+        dim(TIME_PERIOD, DataType.GREGORIAN_TIME_PERIOD),
+        Component(id=OBS_VALUE, required=True, role=Role.MEASURE, concept=concepts[OBS_VALUE],
+                  local_dtype=DataType.INTEGER, local_facets=Facets(min_value=0)),
+        attr(UNIT_MEASURE), attr(ERROR_BOUND_95, DataType.DOUBLE, Facets(min_value=0)), attr(CONF_STATUS),
+        attr(DP_METHOD), attr(RELEASE_ID, facets=Facets(max_length=128)),
+    ])
+
+
+def artefacts() -> list:
+    dsd = DataStructureDefinition(id=DSD_ID, agency=AGENCY, version=VERSION, components=components(),
+                                  name="Differentially private migration flows")
+    dataflow = Dataflow(id=DATAFLOW_ID, agency=AGENCY, version=VERSION, structure=dsd.short_urn,
+                        name="Differentially private migration flows from mobile network data")
+    unique = {cl.id: cl for cl in codelists().values()}
+    return [*unique.values(), concept_scheme(), dsd, dataflow]
+
+
+def structure_xml() -> str:
+    header = Header(id="MOBILITY_MIGR_FLOWS_1_0", prepared=_PREPARED, sender=AGENCY)
+    return write_sdmx(artefacts(), Format.STRUCTURE_SDMX_ML_2_1, header=header)
+
+
+def shipped_structure_path() -> Path:
+    return Path(str(resources.files("mobility") / "data" / "sdmx" / STRUCTURE_FILE))
+
+
+def data_schema() -> Schema:
+    """The schema SDMX-CSV exports refer to (the dataflow, so STRUCTURE is ``dataflow``)."""
+    return Schema(context="dataflow", agency=AGENCY, id=DATAFLOW_ID, version=VERSION, components=components(),
+                  name="Differentially private migration flows")
+
+
+@functools.lru_cache(maxsize=4)
+def shipped_codes(path: str | None = None) -> dict[str, frozenset[str]]:
+    """Code ids per coded component, as read back from the shipped SDMX-ML by pysdmx (XSD-validated)."""
+    message = read_sdmx(Path(path) if path else shipped_structure_path(), validate=True)
+    dsd = next(s for s in message.structures if isinstance(s, DataStructureDefinition))
+    lists = {(cl.agency, cl.id): cl for cl in message.structures if isinstance(cl, Codelist)}
+    found = {}
+    for comp in dsd.components:
+        cl = comp.local_codes
+        if cl is None and comp.local_enum_ref:
+            ref = comp.local_enum_ref.split("=", 1)[-1]
+            agency, rest = ref.split(":", 1)
+            cl = lists.get((agency, rest.split("(", 1)[0]))
+        if cl is not None:
+            found[comp.id] = frozenset(code.id for code in cl.items)
+    return found
+
+
+if __name__ == "__main__":  # regenerate the shipped file after changing this module
+    target = Path(__file__).resolve().parents[1] / "data" / "sdmx" / STRUCTURE_FILE
+    target.write_text(structure_xml(), encoding="utf-8")
+    print(target)
