@@ -1,0 +1,136 @@
+"""Annual tables: sums of the twelve published months, no budget, refusals that name missing months."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from mobility.cli import main
+from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
+from mobility.lake import Lake
+from mobility.privacy_budget import verify
+from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE, count_measurement
+from mobility.publish.annual import build_annual, noise_variance
+from publish_helpers import agreement, months, publish_month
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def monthly_csv(lake: Path, period: str, table: str) -> pd.DataFrame:
+    """A month's published CSV, read as a portal user would (not through the package)."""
+    release = next(p for p in (lake / "releases").iterdir() if p.name.endswith(period))
+    return pd.read_csv(release / f"{table}.csv", keep_default_na=False)
+
+
+def test_annual_tables_are_the_sums_of_the_twelve_monthly_releases(year_lake):
+    lake, agr, _ = year_lake
+    result = build_annual(lake, 2025, agr)
+    for table, keys in (("international", ["from_country", "to_country"]),
+                        ("emigrants_by_origin", ["origin_h3_cell"]),
+                        ("immigrants_by_destination", ["destination_h3_cell"])):
+        # January-June are by sex: their rows for one pair are summed before the months are added
+        expected = pd.concat([monthly_csv(lake, p, table) for p in months(2025)]) \
+            .groupby(keys, as_index=False)["count"].sum().sort_values(keys).reset_index(drop=True)
+        got = result.tables[table].sort_values(keys).reset_index(drop=True)
+        assert list(got.columns) == keys + ["count"]
+        assert got[keys].astype(str).equals(expected[keys].astype(str))
+        assert got["count"].tolist() == expected["count"].tolist()
+        stored = pd.read_csv(result.path / f"{table}.csv", keep_default_na=False)
+        assert stored["count"].sum() == expected["count"].sum()
+    sources = result.manifest["derived_from"]
+    assert [s["period"] for s in sources] == months(2025)
+    for source in sources:
+        manifest = lake / "releases" / source["release_id"] / "manifest.json"
+        assert hashlib.sha256(manifest.read_bytes()).hexdigest() == source["manifest_sha256"]
+
+
+def test_annual_charges_nothing_and_keeps_the_ledger_and_releases_byte_for_byte(year_lake):
+    lake, agr, _ = year_lake
+    before_ledger, before_releases = tree_digest(lake / "ledger"), tree_digest(lake / "releases")
+    result = build_annual(lake, 2025, agr)
+    again = build_annual(lake, 2025, agr)
+    assert tree_digest(lake / "ledger") == before_ledger
+    assert tree_digest(lake / "releases") == before_releases
+    assert not (lake / "office").exists()  # built from releases alone: there is no office zone here
+    assert result.path.parent == lake / "derived" / "annual" and not result.path.is_relative_to(lake / "releases")
+    assert again.reused and again.annual_id == result.annual_id
+    assert result.manifest["privacy"]["rho"] == 0.0
+    assert verify(lake).ok  # the derived folder is not mistaken for an unregistered release
+
+
+def test_refusal_names_every_missing_month_and_writes_nothing(tmp_path):
+    agr, _ = agreement(tmp_path)
+    lake = tmp_path / "lake"
+    for period in ("2025-01", "2025-02", "2025-12", "2024-03"):  # 2024-03 is another year's March
+        publish_month(lake, agr, period)
+    with pytest.raises(ReleaseRefusedError) as refused:
+        build_annual(lake, 2025, agr)
+    message = str(refused.value)
+    assert "not released: " + ", ".join(f"2025-{m:02d}" for m in range(3, 12)) + ";" in message
+    assert not (lake / "derived" / "annual").exists() or not any((lake / "derived" / "annual").iterdir())
+
+
+def test_a_later_release_of_a_month_gives_a_new_annual_table(year_lake):
+    lake, agr, _ = year_lake
+    first = build_annual(lake, 2025, agr)
+    publish_month(lake, agr, "2025-05", release_id="flows-test-phl-2025-05-rerun")
+    second = build_annual(lake, 2025, agr)
+    assert second.annual_id != first.annual_id and not second.reused
+    used = {s["period"]: s["release_id"] for s in second.manifest["derived_from"]}
+    assert used["2025-05"] == "flows-test-phl-2025-05-rerun"
+
+
+def test_a_tampered_month_is_refused(year_lake):
+    lake, agr, _ = year_lake
+    release = next((lake / "releases").glob("*2025-02"))
+    path = release / "international.parquet"
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(LedgerIntegrityError, match="2025-02"):
+        build_annual(lake, 2025, agr)
+
+
+def test_error_bound_grows_with_the_months_and_cells_summed(year_lake):
+    lake, agr, _ = year_lake
+    result = build_annual(lake, 2025, agr)
+    monthly = [json_tables(lake, p) for p in months(2025)]
+    for table in ("international", "emigrants_by_origin"):
+        annual_bound = result.manifest["tables"][table]["error_bound_95"]
+        # twelve independent noises: wider than any one month, narrower than twelve bounds added up
+        assert annual_bound > max(m[table]["error_bound_95"] for m in monthly)
+        assert annual_bound < sum(m[table]["error_bound_95"] for m in monthly)
+    # the by-sex months put 4 noisy cells into each annual pair, so international is the wider one
+    assert result.manifest["tables"]["international"]["noise_variance"] > \
+        result.manifest["tables"]["emigrants_by_origin"]["noise_variance"]
+
+
+def json_tables(lake: Path, period: str) -> dict:
+    import json
+
+    release = next(p for p in (lake / "releases").iterdir() if p.name.endswith(period))
+    return json.loads((release / "manifest.json").read_text())["tables"]
+
+
+@pytest.mark.parametrize("mechanism,scale", [(DISCRETE_LAPLACE, 2.0), (DISCRETE_GAUSSIAN, 3.0)])
+def test_noise_variance_matches_opendp_samples(mechanism, scale):
+    draws = pd.Series(count_measurement(mechanism, scale)([0] * 20000), dtype="float64")
+    # sample variance of 20,000 draws is within ~3% of the truth (4 standard errors at these scales)
+    assert draws.var() == pytest.approx(noise_variance(mechanism, scale), rel=0.06)
+
+
+def test_cli_annual_prints_the_table_and_cost(year_lake):
+    lake, _, agreement_file = year_lake
+    result = CliRunner().invoke(main, ["release", "annual", "--lake", str(lake), "--year", "2025",
+                                       "--agreement", str(agreement_file)])
+    assert result.exit_code == 0, result.output
+    assert "no budget charged" in result.output and "international" in result.output
+    refused = CliRunner().invoke(main, ["release", "annual", "--lake", str(lake), "--year", "2024",
+                                        "--agreement", str(agreement_file)])
+    assert refused.exit_code != 0
+    assert "not released: 2024-01, 2024-02" in refused.output and "Traceback" not in refused.output
