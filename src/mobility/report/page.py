@@ -20,7 +20,8 @@ figure{margin:10px 0 18px}figure svg{max-width:100%;height:auto}figcaption{color
 table{border-collapse:collapse;font-size:12.5px;margin:6px 0 12px}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.hash{min-width:17em}
+td.hash{min-width:12em}
+.scroll{overflow-x:auto;max-width:100%}
 code,.hash{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;word-break:break-all}
 details{margin:6px 0}summary{cursor:pointer;font-weight:600}
 .warn{border-left:4px solid #b22222;background:#fff3f3;padding:6px 12px}
@@ -66,7 +67,7 @@ def rows_table(header: Sequence[str], rows: Iterable[Sequence], numeric: Sequenc
     """A table from rows; cells are escaped unless ``raw`` (already HTML)."""
     numeric = numeric or [False] * len(header)
     hashes = hashes or [False] * len(header)
-    out = ["<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    out = ["<div class=\"scroll\"><table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
     for row in rows:
         cells = []
         for value, is_num, is_hash in zip(row, numeric, hashes):
@@ -75,7 +76,7 @@ def rows_table(header: Sequence[str], rows: Iterable[Sequence], numeric: Sequenc
             cls = " class=\"num\"" if is_num else (" class=\"hash\"" if is_hash else "")
             cells.append(f"<td{cls}>{text}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
