@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from mobility import progress
 from mobility.aggregate import domains as D
 from mobility.aggregate.flows import (
     INTERNATIONAL, MAX_CONTRIBUTIONS, TABLES, FlowSpec, domain_sizes, exact_tables, key_columns,
@@ -210,12 +211,15 @@ def release_flows(agreement: str | Agreement, lake_root: str | os.PathLike, peri
     check_request(agreement, period, purpose, epsilon, rho)
     by = parse_by(by)
     release_id = release_id or default_release_id(agreement.agreement_id, period, purpose, by, epsilon, rho)
+    progress.say("release", f"exact counts of crossing month {period} on the public domains")
     inputs = read_flow_inputs(agreement, lake_root, period, by, spark=spark, boundaries=boundaries)
     request = ReleaseRequest(
         release_id=release_id, agreement_id=agreement.agreement_id, period=period, purpose=purpose,
         requested_by=requested_by, query=flow_query(inputs), privacy_unit=PRIVACY_UNIT,
         epsilon=None if epsilon is None else float(epsilon), rho=None if rho is None else float(rho),
         input_versions=inputs.input_versions, max_contributions=MAX_CONTRIBUTIONS)
+    progress.say("release", "charging the ledger, adding OpenDP noise, writing the release",
+                 rows=sum(len(t) for t in inputs.tables.values()))
     return publish(lake_root, request, inputs.tables, agreement.budget)
 
 

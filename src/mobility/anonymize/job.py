@@ -353,7 +353,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
 
     _quality_gate(counts, agreement.max_invalid_share)
 
-    progress.say("anonymize", "writing office zone and quarantine")
+    progress.say("anonymize", "writing office zone and quarantine", rows=sum(c.get("read", 0) for c in counts))
     if quarantine:
         q = quarantine[0]
         for extra in quarantine[1:]:
