@@ -1,0 +1,164 @@
+"""Exports: read back equal to the release in every format, SDMX-CSV valid against the shipped structure."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mobility.cli import main
+from mobility.errors import InputContractError, LedgerIntegrityError
+from mobility.publish import codes as C
+from mobility.publish import structure as S
+from mobility.publish.annual import build_annual
+from mobility.publish.export import FORMATS, export_release, read_export
+from mobility.publish.sources import locate
+from mobility.publish.validate import validate_sdmx_csv
+from publish_helpers import agreement, publish_month
+
+
+@pytest.fixture(scope="module")
+def by_sex_and_age(tmp_path_factory):
+    """One monthly release broken down by sex and age band (every code list in use)."""
+    root = tmp_path_factory.mktemp("export")
+    agr, _ = agreement(root)
+    result = publish_month(root / "lake", agr, "2025-04", by=("sex", "age_band"))
+    return root / "lake", result.release_id
+
+
+def as_values(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype({c: object for c in frame.columns if c != "count"}).astype(
+        {c: str for c in frame.columns if c != "count"}).reset_index(drop=True)
+
+
+def released_csv(lake: Path, release_id: str, table: str) -> pd.DataFrame:
+    return pd.read_csv(lake / "releases" / release_id / f"{table}.csv", dtype=str,
+                       keep_default_na=False).astype({"count": "int64"})
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_export_reads_back_equal_to_the_release(by_sex_and_age, tmp_path, fmt):
+    lake, release_id = by_sex_and_age
+    result = export_release(lake, release_id, fmt, tmp_path / fmt)
+    back = read_export(tmp_path / fmt, release_id)
+    assert set(back) == {"international", "emigrants_by_origin", "immigrants_by_destination"}
+    for table, frame in back.items():
+        assert as_values(frame).equals(as_values(released_csv(lake, release_id, table))), table
+    assert sum(result.rows.values()) == sum(len(f) for f in back.values())
+
+
+def test_derived_annual_table_exports_and_reads_back(year_lake, tmp_path):
+    lake, agr, _ = year_lake
+    annual = build_annual(lake, 2025, agr)
+    export_release(lake, annual.annual_id, "sdmx-csv", tmp_path)
+    sdmx = tmp_path / f"{annual.annual_id}.sdmx.csv"
+    assert validate_sdmx_csv(sdmx) == []
+    rows = pd.read_csv(sdmx, dtype=str, keep_default_na=False)
+    assert set(rows["FREQ"]) == {"A"} and set(rows["TIME_PERIOD"]) == {"2025"}
+    assert set(rows["DP_METHOD"]) == {"MIXED_SUM"}  # September was noised with discrete Laplace
+    for table, frame in read_export(tmp_path, annual.annual_id).items():
+        assert as_values(frame).equals(as_values(annual.tables[table])), table
+
+
+def test_sdmx_csv_uses_standard_codes_and_validates(by_sex_and_age, tmp_path):
+    lake, release_id = by_sex_and_age
+    export_release(lake, release_id, "sdmx-csv", tmp_path)
+    path = tmp_path / f"{release_id}.sdmx.csv"
+    assert validate_sdmx_csv(path, tmp_path / S.STRUCTURE_FILE) == []
+    rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert rows.columns[:3].tolist() == ["STRUCTURE", "STRUCTURE_ID", "ACTION"]
+    assert set(rows["STRUCTURE_ID"]) == {S.STRUCTURE_ID}
+    intl = rows[(rows["ORIGIN_H3"] == "_T") & (rows["DESTINATION_H3"] == "_T")]
+    assert set(intl["SEX"]) == {"F", "M", "_O", "_U"}
+    assert {"Y15T24", "Y_GE65", "_U"} <= set(intl["AGE"])
+    assert set(intl["ORIGIN"]) | set(intl["DESTINATION"]) == {"PHL", "SAU", "USA", "_O"}
+    assert set(rows["TIME_PERIOD"]) == {"2025-04"} and set(rows["FREQ"]) == {"M"}
+    assert set(rows["CONF_STATUS"]) == {"F"} and set(rows["DP_METHOD"]) == {"DGAUSS"}
+    manifest = json.loads((lake / "releases" / release_id / "manifest.json").read_text())
+    assert float(intl["ERROR_BOUND_95"].iloc[0]) == manifest["tables"]["international"]["error_bound_95"]
+    cells = rows[rows["ORIGIN_H3"] != "_T"]
+    assert set(cells["ORIGIN"]) == {"PHL"} and set(cells["DESTINATION"]) == {"_T"}
+
+
+@pytest.mark.parametrize("column,bad,component", [
+    ("SEX", "Q", "SEX"), ("ORIGIN_H3", "not-a-cell", "ORIGIN_H3"), ("OBS_VALUE", "-3", "OBS_VALUE"),
+    ("TIME_PERIOD", "2025", "TIME_PERIOD"), ("ORIGIN", "XXA", "ORIGIN")])
+def test_validation_catches_a_broken_value(by_sex_and_age, tmp_path, column, bad, component):
+    lake, release_id = by_sex_and_age
+    export_release(lake, release_id, "sdmx-csv", tmp_path)
+    path = tmp_path / f"{release_id}.sdmx.csv"
+    rows = list(csv.reader(path.open()))
+    header = rows[0]
+    rows[1][header.index(column)] = bad
+    broken = tmp_path / "broken.csv"
+    with broken.open("w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+    problems = validate_sdmx_csv(broken)
+    assert problems and any(p.startswith(component) for p in problems), problems
+
+
+def test_validation_catches_a_repeated_series_key(by_sex_and_age, tmp_path):
+    lake, release_id = by_sex_and_age
+    export_release(lake, release_id, "sdmx-csv", tmp_path)
+    path = tmp_path / f"{release_id}.sdmx.csv"
+    lines = path.read_text().splitlines()
+    broken = tmp_path / "repeated.csv"
+    broken.write_text("\n".join(lines + [lines[1]]) + "\n")
+    assert any("repeat a series key" in p for p in validate_sdmx_csv(broken))
+
+
+def test_shipped_structure_is_the_one_the_code_builds():
+    """Editing codes or components without regenerating the shipped SDMX-ML fails here."""
+    assert S.shipped_structure_path().read_text(encoding="utf-8") == S.structure_xml()
+
+
+def test_a_tampered_release_is_not_exported(by_sex_and_age, tmp_path):
+    lake, release_id = by_sex_and_age
+    copy = tmp_path / "lake"
+    import shutil
+
+    shutil.copytree(lake, copy)
+    target = copy / "releases" / release_id / "international.parquet"
+    target.write_bytes(target.read_bytes()[:-8])
+    with pytest.raises(LedgerIntegrityError, match="altered"):
+        export_release(copy, release_id, "csv", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_release_and_uncoded_values_are_refused(by_sex_and_age, tmp_path):
+    lake, release_id = by_sex_and_age
+    with pytest.raises(InputContractError, match="releases list"):
+        export_release(lake, "no-such-release", "csv", tmp_path)
+    source = locate(lake, release_id)
+    from mobility.publish import export as E
+    from mobility.publish.tidy import to_tidy
+
+    frame = source.read_tables()["international"]
+    frame.loc[0, "age_band"] = "13-19"  # a band an agreement could choose, with no code in CL_AGE
+    with pytest.raises(InputContractError, match="Y13T19"):
+        E._check_codes(release_id, {"international": to_tidy(source, "international", frame)})
+
+
+@given(st.lists(st.integers(0, 110), min_size=1, max_size=8, unique=True))
+def test_age_labels_and_codes_map_one_to_one(bounds):
+    lows = sorted(bounds)
+    labels = [f"{lo}-{hi - 1}" for lo, hi in zip(lows, lows[1:])] + [f"{lows[-1]}+", "unknown"]
+    codes = [C.age_code(label) for label in labels]
+    assert len(set(codes)) == len(codes)
+    assert [C.age_value(code) for code in codes] == labels
+
+
+def test_cli_export_names_its_files(by_sex_and_age, tmp_path):
+    lake, release_id = by_sex_and_age
+    result = CliRunner().invoke(main, ["export", "--lake", str(lake), "--release", release_id,
+                                       "--format", "sdmx-csv", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"{release_id}.sdmx.csv" in result.output and S.STRUCTURE_FILE in result.output
+    bad = CliRunner().invoke(main, ["export", "--lake", str(lake), "--release", "nope", "--out", str(tmp_path)])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
