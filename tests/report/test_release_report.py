@@ -157,3 +157,14 @@ def test_cli_writes_both_reports_and_prints_their_paths(report_lake, tmp_path):
                                        "--agreement", agreement])
     assert result.exit_code == 0, result.output
     assert str(ledger_out.resolve()) in result.output and "budget-test-phl" in ledger_out.read_text()
+
+
+def test_write_reports_for_the_demo_takes_an_agreement_object(report_lake, tmp_path):
+    from mobility.config import load_agreement
+    from mobility.report import write_reports
+
+    paths = write_reports(report_lake["lake"], FLOWS_ID, tmp_path / "reports", load_agreement(report_lake["agreement"]))
+    assert paths["release"] == (tmp_path / "reports" / f"{FLOWS_ID}.html").resolve()
+    assert paths["ledger"] == (tmp_path / "reports" / "ledger.html").resolve()
+    assert "per-year cap (rho)" in paths["ledger"].read_text()  # the caps came from the object
+    assert "left now (rho)" in paths["release"].read_text()

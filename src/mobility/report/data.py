@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from mobility.config import BudgetCaps, load_agreement
+from mobility.config import Agreement, BudgetCaps, load_agreement
 from mobility.errors import ConfigError, InputContractError, MobilityError
 from mobility.lake import Lake
 from mobility.privacy_budget import accountant
@@ -80,11 +80,15 @@ def load_release(lake_root: str | os.PathLike, release_id: str) -> StoredRelease
     return StoredRelease(str(release_id), target, manifest, tables)
 
 
-def caps_for(agreement_ids: list[str], given: tuple[str, ...] = ()) -> tuple[dict[str, BudgetCaps], list[str]]:
-    """Caps of the agreements given (files or ids), else found by id; notes say which could not be found."""
+def as_agreement(ref) -> Agreement:
+    return ref if isinstance(ref, Agreement) else load_agreement(ref)
+
+
+def caps_for(agreement_ids: list[str], given: tuple = ()) -> tuple[dict[str, BudgetCaps], list[str]]:
+    """Caps of the agreements given (objects, files or ids), else found by id; notes say which were not found."""
     caps: dict[str, BudgetCaps] = {}
     for ref in given:
-        agreement = load_agreement(ref)  # an explicit agreement that cannot load is an error
+        agreement = as_agreement(ref)  # an explicit agreement that cannot load is an error
         caps[agreement.agreement_id] = agreement.budget
     notes = []
     for agreement_id in agreement_ids:

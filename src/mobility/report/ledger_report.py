@@ -10,7 +10,7 @@ from mobility.lake import is_delta
 from mobility.privacy_budget import accountant, verify
 from mobility.privacy_budget.ledger import CHARGED, Ledger
 from mobility.report import figures
-from mobility.report.data import budget_path, caps_for, open_lake
+from mobility.report.data import as_agreement, budget_path, caps_for, open_lake
 from mobility.report.page import cards, esc, figure, fmt, page, rows_table
 
 
@@ -79,7 +79,7 @@ def _agreement_section(agreement_id: str, entries, cap, notes: list[str]) -> str
     return "".join(out)
 
 
-def render_ledger_report(lake_root: str | os.PathLike, agreements: tuple[str, ...] = ()) -> str:
+def render_ledger_report(lake_root: str | os.PathLike, agreements: tuple = ()) -> str:
     """HTML text: one section per agreement (those given, else every agreement in the ledger)."""
     lake = open_lake(lake_root)
     if not is_delta(lake.ledger):
@@ -108,14 +108,12 @@ def render_ledger_report(lake_root: str | os.PathLike, agreements: tuple[str, ..
     return page("Privacy-budget ledger", "\n".join(body))
 
 
-def _ids_of(refs: tuple[str, ...]) -> set[str]:
-    from mobility.config import load_agreement
-
-    return {load_agreement(r).agreement_id for r in refs}
+def _ids_of(refs: tuple) -> set[str]:
+    return {as_agreement(r).agreement_id for r in refs}
 
 
 def write_ledger_report(lake_root: str | os.PathLike, out: str | os.PathLike,
-                        agreements: tuple[str, ...] = ()) -> Path:
+                        agreements: tuple = ()) -> Path:
     """Write the ledger report to ``out`` (one HTML file); returns its path."""
     text = render_ledger_report(lake_root, agreements)
     out = Path(out)

@@ -159,7 +159,7 @@ def _privacy_section(manifest: dict) -> str:
             + (f"<p class=\"note\">Post-processing: {esc(post)}</p>" if post else ""))
 
 
-def _ledger_section(lake_root, stored, agreements: tuple[str, ...]) -> str:
+def _ledger_section(lake_root, stored, agreements: tuple) -> str:
     position, entries = ledger_position(lake_root, stored)
     charge, pub = position.charge, position.publication
     out = ["<h2 id=\"ledger\">Position in the privacy-budget ledger</h2>"]
@@ -208,7 +208,7 @@ def _ledger_section(lake_root, stored, agreements: tuple[str, ...]) -> str:
     return "".join(out)
 
 
-def render_release_report(lake_root: str | os.PathLike, release_id: str, *, agreements: tuple[str, ...] = (),
+def render_release_report(lake_root: str | os.PathLike, release_id: str, *, agreements: tuple = (),
                           boundaries=None) -> str:
     """The HTML text of the report on ``release_id`` (nothing written)."""
     stored = load_release(lake_root, release_id)
@@ -266,7 +266,7 @@ def render_release_report(lake_root: str | os.PathLike, release_id: str, *, agre
 
 
 def write_release_report(lake_root: str | os.PathLike, release_id: str, out: str | os.PathLike, *,
-                         agreements: tuple[str, ...] = (), boundaries=None) -> Path:
+                         agreements: tuple = (), boundaries=None) -> Path:
     """Write the report on ``release_id`` to ``out`` (one HTML file); returns its path."""
     text = render_release_report(lake_root, release_id, agreements=agreements, boundaries=boundaries)
     out = Path(out)
