@@ -67,7 +67,8 @@ def rows_table(header: Sequence[str], rows: Iterable[Sequence], numeric: Sequenc
     """A table from rows; cells are escaped unless ``raw`` (already HTML)."""
     numeric = numeric or [False] * len(header)
     hashes = hashes or [False] * len(header)
-    out = ["<div class=\"scroll\"><table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    out = ["<div class=\"scroll\"><table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
+           + "</tr></thead><tbody>"]
     for row in rows:
         cells = []
         for value, is_num, is_hash in zip(row, numeric, hashes):
