@@ -160,5 +160,9 @@ def test_cli_export_names_its_files(by_sex_and_age, tmp_path):
                                        "--format", "sdmx-csv", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert f"{release_id}.sdmx.csv" in result.output and S.STRUCTURE_FILE in result.output
+    assert f"valid against {S.STRUCTURE_ID}" in result.output
+    first_row = next(line.strip().split(",") for line in result.output.splitlines()
+                     if line.strip().startswith("dataflow,"))
+    assert first_row[7:9] == ["_T", "_T"]  # the headline country flows come before the H3 cells
     bad = CliRunner().invoke(main, ["export", "--lake", str(lake), "--release", "nope", "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "Traceback" not in bad.output

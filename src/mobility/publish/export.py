@@ -70,6 +70,9 @@ def export_release(lake_root: str | os.PathLike, release_id: str, fmt: str,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = source.read_tables()
+    # country-by-country tables first, then the tables by H3 cell: readers meet the headline flows first
+    tables = dict(sorted(tables.items(), key=lambda item: any(k.endswith("h3_cell") for k in
+                                                               source.key_columns(item[0]))))
     tidy = {name: T.to_tidy(source, name, frame) for name, frame in tables.items()}
     _check_codes(release_id, tidy)
     home, freq, period = T.describe_source(source)
@@ -158,7 +161,21 @@ def read_export(out_dir: str | os.PathLike, release_id: str) -> dict[str, pd.Dat
               help="folder to write the export into")
 def export_command(lake, release_id, fmt, out_dir):
     """Publish a release as SDMX-CSV (with its structure) or as tidy CSV / Parquet with standard codes."""
-    result = export_release(lake, release_id, fmt, out_dir)
-    click.echo(f"export of {release_id} as {fmt}: " + ", ".join(f"{n} {r} rows" for n, r in result.rows.items()))
-    for path in result.files:
-        click.echo(f"  {path}")
+    click.echo(describe(export_release(lake, release_id, fmt, out_dir)))
+
+
+def describe(result: ExportResult, rows: int = 3) -> str:
+    """Files written, rows per table and, for SDMX-CSV, the validation verdict and the first rows."""
+    lines = [f"export of {result.release_id} as {result.fmt}: "
+             + ", ".join(f"{n} {r} rows" for n, r in result.rows.items())]
+    lines += [f"  {path}" for path in result.files]
+    if result.fmt == SDMX_CSV:
+        from mobility.publish.validate import validate_sdmx_csv
+
+        data = result.files[0]
+        problems = validate_sdmx_csv(data, result.out_dir / S.STRUCTURE_FILE)
+        lines.append(f"  valid against {S.STRUCTURE_ID}" if not problems
+                     else "  NOT valid: " + "; ".join(problems))
+        with open(data, encoding="utf-8") as handle:
+            lines += ["  " + next(handle).rstrip("\n") for _ in range(rows + 1)]
+    return "\n".join(lines)
