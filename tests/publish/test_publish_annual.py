@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from mobility.cli import main
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
-from mobility.lake import Lake
 from mobility.privacy_budget import verify
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE, count_measurement
 from mobility.publish.annual import build_annual, noise_variance
