@@ -95,6 +95,14 @@ class RemittanceBounds(_Strict):
     max_transfers_per_sender_month: int = Field(default=4, ge=1, le=100)
     amount_min_usd: float = Field(default=1.0, gt=0)
     amount_max_usd: float = Field(default=2000.0, gt=0)
+    # a transfer's total cost above this share of the amount counts as this share (bounds its sensitivity)
+    cost_max_pct: float = Field(default=20.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _range(self) -> "RemittanceBounds":
+        if self.amount_min_usd > self.amount_max_usd:
+            raise ValueError("amount_min_usd cannot exceed amount_max_usd")
+        return self
 
 
 class Agreement(_Strict):
@@ -120,6 +128,8 @@ class Agreement(_Strict):
     h3_resolution: int = Field(default=7, ge=0, le=15)
     payments_as_presence: bool = False
     remittance_bounds: RemittanceBounds = RemittanceBounds()
+    # lower bounds of the age bands of --by age_band (None: mobility.aggregate.domains.AGE_BANDS)
+    age_bands: list[int] | None = None
     valid_from: date | None = None
     valid_to: date | None = None
 
@@ -133,6 +143,15 @@ class Agreement(_Strict):
         if len(set(codes)) != len(codes):
             raise ValueError("country list has duplicates")
         return codes
+
+    @field_validator("age_bands")
+    @classmethod
+    def _age_bands(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            from mobility.aggregate.domains import bands_from
+
+            bands_from(value)
+        return value
 
     @model_validator(mode="after")
     def _home_in_countries(self) -> "Agreement":

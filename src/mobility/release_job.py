@@ -177,7 +177,7 @@ def read_flow_inputs(agreement: Agreement, lake_root: str | os.PathLike, period:
 
     cells = tuple(D.cell_domain(agreement.home_country, resolution, boundaries)[:-1])
     spec = FlowSpec(home=agreement.home_country, countries=tuple(agreement.countries), period=period,
-                    by=tuple(by), cells=cells)
+                    by=tuple(by), cells=cells, age_bands=D.bands_from(agreement.age_bands))
     return FlowInputs(spec, exact_tables(changes, profile, spec), versions, data_end, window_days)
 
 
@@ -196,6 +196,8 @@ def flow_query(inputs: FlowInputs) -> dict:
         "international_domain": "ordered pairs with the home country on exactly one side",
         "cells": f"H3 res {resolution} overlapping {spec.home}; {D.UNKNOWN}: no cell or a cell outside them",
         "by": list(spec.by), "tables": key_columns(spec), "domain_sizes": domain_sizes(spec),
+        # named only when the agreement sets its own bands, so earlier releases keep matching their charges
+        **({"age_bands": list(D.age_band_values(spec.age_bands))} if spec.age_bands != D.AGE_BANDS else {}),
         "bounding": "the first long-term change per pseudonym in the month (by crossing_date)",
         "finality": f"data_end {inputs.data_end.isoformat()} >= last day of the period + "
                     f"{inputs.window_days - 1} days",

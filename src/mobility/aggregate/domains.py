@@ -33,14 +33,29 @@ ORIGIN_CELL, DESTINATION_CELL = "origin_h3_cell", "destination_h3_cell"
 COUNT = "count"
 
 
-def age_band(age: int | None) -> str:
-    """Band of an age in whole years (``unknown`` when missing, negative or above MAX_AGE)."""
+def bands_from(lower_bounds: Sequence[int] | None) -> tuple[tuple[int, int | None], ...]:
+    """Age bands from their lower bounds (agreement field ``age_bands``); None gives AGE_BANDS."""
+    if lower_bounds is None:
+        return AGE_BANDS
+    lows = [int(b) for b in lower_bounds]
+    if not lows or lows[0] < 0 or lows[-1] > MAX_AGE or any(b <= a for a, b in zip(lows, lows[1:])):
+        raise ValueError(f"age band lower bounds must increase strictly within 0..{MAX_AGE}, got {lows}")
+    return tuple((lo, nxt - 1) for lo, nxt in zip(lows, lows[1:])) + ((lows[-1], None),)
+
+
+def age_band_values(bands: Sequence[tuple[int, int | None]] = AGE_BANDS) -> tuple[str, ...]:
+    """Public labels of the bands, then ``unknown`` (missing, implausible, or below the first band)."""
+    return tuple(f"{lo}-{hi}" if hi is not None else f"{lo}+" for lo, hi in bands) + (UNKNOWN_AGE,)
+
+
+def age_band(age: int | None, bands: Sequence[tuple[int, int | None]] = AGE_BANDS) -> str:
+    """Band of an age in whole years (``unknown`` when missing, negative, above MAX_AGE or in no band)."""
     if age is None or pd.isna(age) or age < 0 or age > MAX_AGE:
         return UNKNOWN_AGE
-    for (lo, hi), label in zip(AGE_BANDS, AGE_BAND_VALUES):
+    for (lo, hi), label in zip(bands, age_band_values(bands)):
         if age >= lo and (hi is None or age <= hi):
             return label
-    return UNKNOWN_AGE  # unreachable: the bands cover 0..MAX_AGE
+    return UNKNOWN_AGE  # below the first band's lower bound
 
 
 def sex_value(sex: str | None) -> str:
@@ -56,7 +71,8 @@ def country_value(country: str | None, countries: Sequence[str]) -> str:
     return country if country in set(countries) else OTHER
 
 
-def international_domain(countries: Sequence[str], home: str, by: Sequence[str] = ()) -> pd.DataFrame:
+def international_domain(countries: Sequence[str], home: str, by: Sequence[str] = (),
+                         age_bands: Sequence[tuple[int, int | None]] = AGE_BANDS) -> pd.DataFrame:
     """Ordered (from_country, to_country) pairs with home on exactly one side, times the breakdowns.
 
     This operator observes its own subscribers only, so a change is either a departure from home or
@@ -65,9 +81,13 @@ def international_domain(countries: Sequence[str], home: str, by: Sequence[str] 
     """
     foreign = foreign_values(countries, home)
     pairs = [(home, c) for c in foreign] + [(c, home) for c in foreign]
-    levels = [{"sex": SEX_VALUES, "age_band": AGE_BAND_VALUES}[b] for b in by]
-    rows = [pair + combo for pair in pairs for combo in itertools.product(*levels)]
+    rows = [pair + combo for pair in pairs for combo in itertools.product(*by_levels(by, age_bands))]
     return pd.DataFrame(rows, columns=[FROM, TO, *by], dtype=object)
+
+
+def by_levels(by: Sequence[str], age_bands: Sequence[tuple[int, int | None]] = AGE_BANDS) -> list[tuple[str, ...]]:
+    """Public values of each breakdown in ``by``, in that order."""
+    return [{"sex": SEX_VALUES, "age_band": age_band_values(age_bands)}[b] for b in by]
 
 
 @functools.lru_cache(maxsize=8)

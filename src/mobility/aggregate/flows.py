@@ -40,6 +40,7 @@ class FlowSpec:
     period: str  # crossing month, YYYY-MM
     by: tuple[str, ...] = ()  # breakdowns of the international table, a subset of domains.BY_COLUMNS
     cells: tuple[str, ...] = ()  # home-country H3 cells (without UNKNOWN)
+    age_bands: tuple[tuple[int, int | None], ...] = D.AGE_BANDS  # from the agreement's age_bands
 
     def __post_init__(self):
         unknown = [b for b in self.by if b not in D.BY_COLUMNS]
@@ -56,7 +57,7 @@ class FlowSpec:
 
     def domains(self) -> dict[str, pd.DataFrame]:
         cells = [*self.cells, D.UNKNOWN]
-        return {INTERNATIONAL: D.international_domain(self.countries, self.home, self.by),
+        return {INTERNATIONAL: D.international_domain(self.countries, self.home, self.by, self.age_bands),
                 EMIGRANTS: D.cells_frame(cells, D.ORIGIN_CELL),
                 IMMIGRANTS: D.cells_frame(cells, D.DESTINATION_CELL)}
 
@@ -100,20 +101,21 @@ def subscriber_profile(subscribers: DataFrame, agreement_id: str | None = None) 
         F.when(F.col("_by_lo") == F.col("_by_hi"), F.col("_by_lo")).alias("birth_year"))
 
 
-def _age_band_column(age) -> F.Column:
+def age_band_column(age, bands=D.AGE_BANDS) -> F.Column:
     expr = F.lit(D.UNKNOWN_AGE)
-    for (lo, hi), label in reversed(list(zip(D.AGE_BANDS, D.AGE_BAND_VALUES))):
+    for (lo, hi), label in reversed(list(zip(bands, D.age_band_values(bands)))):
         upper = F.lit(D.MAX_AGE) if hi is None else F.lit(hi)
         expr = F.when((age >= lo) & (age <= upper), F.lit(label)).otherwise(expr)
     return F.when(age.isNull(), F.lit(D.UNKNOWN_AGE)).otherwise(expr)
 
 
-def with_demographics(changes: DataFrame, profile: DataFrame) -> DataFrame:
-    """Adds ``sex`` (F/M/X/U) and ``age_band`` (age reached in the crossing year, from birth_year)."""
-    joined = changes.join(profile, PSEUDONYM, "left")
-    age = F.year("crossing_date") - F.col("birth_year")
+def with_demographics(changes: DataFrame, profile: DataFrame, bands=D.AGE_BANDS, date_column: str = "crossing_date",
+                      key: str = PSEUDONYM) -> DataFrame:
+    """Adds ``sex`` (F/M/X/U) and ``age_band`` (age reached in the year of ``date_column``, from birth_year)."""
+    joined = changes.join(profile.withColumnRenamed(PSEUDONYM, key), key, "left")
+    age = F.year(date_column) - F.col("birth_year")
     return (joined.withColumn("sex", F.when(F.col("sex").isin(*D.SEXES), F.col("sex")).otherwise(D.UNKNOWN_SEX))
-            .withColumn("age_band", _age_band_column(age)))
+            .withColumn("age_band", age_band_column(age, bands)))
 
 
 def grouped_counts(changes: DataFrame, profile: DataFrame | None, spec: FlowSpec) -> pd.DataFrame:
@@ -122,7 +124,7 @@ def grouped_counts(changes: DataFrame, profile: DataFrame | None, spec: FlowSpec
     if spec.by:
         if profile is None:
             raise ValueError("a breakdown by sex or age_band needs the subscribers profile")
-        bounded = with_demographics(bounded, profile)
+        bounded = with_demographics(bounded, profile, spec.age_bands)
     keys = ["direction", "from_country", "to_country", "h3_cell", *spec.by]
     return bounded.groupBy(*keys).agg(F.count(F.lit(1)).alias(D.COUNT)).toPandas()
 
@@ -138,7 +140,8 @@ def tables_from_counts(counts: pd.DataFrame, spec: FlowSpec) -> dict[str, pd.Dat
     if "sex" in spec.by:
         frame["sex"] = [D.sex_value(s) for s in frame["sex"]]
     if "age_band" in spec.by:
-        frame["age_band"] = [b if b in D.AGE_BAND_VALUES else D.UNKNOWN_AGE for b in frame["age_band"]]
+        values = D.age_band_values(spec.age_bands)
+        frame["age_band"] = [b if b in values else D.UNKNOWN_AGE for b in frame["age_band"]]
     domains = spec.domains()
     departures = frame[frame["direction"] == DEPARTURE].rename(columns={"_cell": D.ORIGIN_CELL})
     arrivals = frame[frame["direction"] == ARRIVAL].rename(columns={"_cell": D.DESTINATION_CELL})

@@ -1,0 +1,210 @@
+"""Release of monthly remittance corridors (SDG 10.c.1 cost, 17.3.2 volume) through ``publish``.
+
+Order: check the request (purpose, budget, breakdowns, corridors) -> pin the Delta versions read
+-> refuse a month that is not complete -> refuse a month with a transfer the FX table cannot
+convert -> exact bounded sums on the public domain (Spark) -> the release boundary, which charges
+the ledger once, adds OpenDP noise to the five measures and writes them with the cost ratios
+derived from them. Every refusal before the boundary charges nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from mobility.aggregate import domains as D
+from mobility.aggregate import remittances as R
+from mobility.aggregate.flows import subscriber_profile
+from mobility.anonymize.runs import completed_runs
+from mobility.config import Agreement, load_agreement
+from mobility.errors import InputContractError
+from mobility.lake import Lake, delta_version, is_delta
+from mobility.privacy_budget.ledger import canonical_json
+from mobility.privacy_budget.mechanisms import ALPHA, plan_noise
+from mobility.privacy_budget.release import ReleaseRequest, ReleaseResult, publish
+from mobility.release_job import _refuse, check_request, parse_by
+
+PAYMENTS_TABLE = "payments"
+SUBSCRIBERS_TABLE = "subscribers"
+
+
+def privacy_unit(bounds: R.Bounds) -> str:
+    return (f"sender (pseudonym) in one calendar month: at most {bounds.max_transfers} corridor transfers, "
+            f"amounts clamped to USD {bounds.amount_min_usd:g}-{bounds.amount_max_usd:g}, "
+            f"costs to 0-{bounds.cost_max_pct:g}% of the amount")
+
+
+def default_release_id(agreement_id: str, period: str, purpose: str, by: Sequence[str],
+                       epsilon: float | None = None, rho: float | None = None) -> str:
+    """Same request, same id: a rerun finds the stored release (or a refusal) instead of new noise."""
+    budget = {"epsilon": float(epsilon)} if epsilon is not None else {"rho": float(rho)}
+    body = {"agreement_id": agreement_id, "period": period, "purpose": purpose, "tables": list(R.MEASURES),
+            "by": list(by), "budget": budget}
+    digest = hashlib.sha256(canonical_json(body).encode("ascii")).hexdigest()[:10]
+    return f"remittances-{agreement_id}-{period}-{digest}"
+
+
+def _months(payments) -> tuple[str | None, str | None]:
+    from pyspark.sql import functions as F
+
+    row = payments.agg(F.min("month").alias("lo"), F.max("month").alias("hi")).collect()[0]
+    return row["lo"], row["hi"]
+
+
+def check_complete(period: str, first: str | None, last: str | None) -> None:
+    """A month is releasable once payments of a later month have been ingested (files arrive monthly)."""
+    if last is None:
+        raise InputContractError("no payments of this agreement in the office zone",
+                                 hint="anonymize a payments file on the operator side first")
+    if period < first:
+        _refuse(f"no payments data for {period}: the office zone holds payments from {first} to {last}",
+                hint=f"request a month from {first} to the month before {last}")
+    if period >= last:
+        _refuse(f"period {period} is not complete: the latest payments ingested are from {last}, so more "
+                f"transfers of {period} may still arrive",
+                hint="release a month before the latest one, or wait for the next month's payments file")
+
+
+def check_fx(fx: R.FxTable, keys: Sequence) -> dict:
+    rates, missing = fx.rates_for(keys)
+    if missing:
+        shown = ", ".join(f"{c} on {d.isoformat()}" for c, d in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        _refuse(f"the FX table {fx.path} has no rate for {len(missing)} currency/date pair(s) of the period: "
+                f"{shown}",
+                hint=f"add a monthly row (currency,YYYY-MM-01,monthly,units_per_usd,source) or daily rows to "
+                     f"{fx.path} (or point MOBILITY_FX at a complete table), then release again")
+    return rates
+
+
+def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike, period: str, *, purpose: str,
+                        requested_by: str, epsilon: float | None = None, rho: float | None = None,
+                        by: str | Sequence[str] | None = None, spark=None) -> ReleaseResult:
+    """Publish the remittance corridors of month ``period`` (local time) through the release boundary."""
+    from pyspark.sql import functions as F
+
+    from mobility.spark import get_spark
+
+    agreement = agreement if isinstance(agreement, Agreement) else load_agreement(agreement)
+    check_request(agreement, period, purpose, epsilon, rho)
+    by = parse_by(by)
+    if not agreement.corridors:
+        _refuse(f"agreement {agreement.agreement_id} lists no corridors",
+                hint="add sender_country/receiver_country pairs under 'corridors' in the agreement")
+    bounds = R.Bounds.of(agreement.remittance_bounds)
+    spec = R.RemittanceSpec(R.corridor_list(agreement.corridors), period, by,
+                            D.bands_from(agreement.age_bands), bounds)
+    plan = plan_noise(shares=R.SHARES, sensitivity=bounds.max_transfers, delta=agreement.budget.delta,
+                      epsilon=epsilon, rho=rho, sensitivities=bounds.sensitivities())  # no noise drawn
+    fx = R.load_fx()
+
+    lake = Lake(lake_root)
+    path = lake.office_table(PAYMENTS_TABLE)
+    if not is_delta(path):
+        raise InputContractError("no payments in the office zone", where=str(path),
+                                 hint="anonymize a payments file on the operator side first")
+    spark = spark or get_spark("mobility-release-remittances")
+    versions = {f"office/{PAYMENTS_TABLE}": delta_version(spark, path)}
+    runs = [r for r, m in completed_runs(lake).items() if m.get("agreement_id") == agreement.agreement_id]
+    payments = (spark.read.format("delta").option("versionAsOf", versions[f"office/{PAYMENTS_TABLE}"])
+                .load(str(path)).where((F.col("agreement_id") == agreement.agreement_id) & F.col("run_id").isin(runs)))
+    check_complete(period, *_months(payments))
+    transfers = R.corridor_transfers(payments, spec, agreement.time_zone).cache()
+    try:
+        rates = check_fx(fx, R.fx_keys(transfers))
+        profile = None
+        if by:
+            sub_path = lake.office_table(SUBSCRIBERS_TABLE)
+            if not is_delta(sub_path):
+                raise InputContractError("a breakdown by sex or age_band needs the office subscribers table",
+                                         where=str(sub_path), hint="anonymize a subscribers file, or drop --by")
+            versions[f"office/{SUBSCRIBERS_TABLE}"] = delta_version(spark, sub_path)
+            profile = subscriber_profile(spark.read.format("delta")
+                                         .option("versionAsOf", versions[f"office/{SUBSCRIBERS_TABLE}"])
+                                         .load(str(sub_path)), agreement.agreement_id)
+        tables = R.exact_tables_spark(transfers, profile, spec, rates)
+    finally:
+        transfers.unpersist()
+
+    error_bounds = {name: t.error_bound_95 for name, t in plan.tables.items()}
+    request = ReleaseRequest(
+        release_id=default_release_id(agreement.agreement_id, period, purpose, by, epsilon, rho),
+        agreement_id=agreement.agreement_id, period=period, purpose=purpose, requested_by=requested_by,
+        query=remittance_query(spec, fx), privacy_unit=privacy_unit(bounds),
+        epsilon=None if epsilon is None else float(epsilon), rho=None if rho is None else float(rho),
+        input_versions=versions, max_contributions=bounds.max_transfers, table_shares=R.SHARES,
+        table_sensitivities=bounds.sensitivities())
+    confidence = 1 - 2 * ALPHA  # union bound over numerator and denominator
+
+    def derive(noisy):
+        return {R.COST_PCT: (R.cost_ratios(noisy, spec, error_bounds), R.ratio_description(error_bounds, confidence))}
+
+    return publish(lake_root, request, tables, agreement.budget, derive=derive)
+
+
+def remittance_query(spec: R.RemittanceSpec, fx: R.FxTable) -> dict:
+    """What the release counts, in public terms (ledger and manifest)."""
+    return {
+        "statistic": "remittance transfers per corridor and channel in a calendar month (local time); "
+                     "SDG 17.3.2 volume and SDG 10.c.1 cost",
+        "period": spec.period, "corridors": [list(c) for c in spec.corridors], "channels": list(spec.channels),
+        "by": list(spec.by), "by_of": "the sender's subscriber record (sex; age reached in the transfer's year)",
+        **({"age_bands": list(D.age_band_values(spec.age_bands))} if "age_band" in spec.by else {}),
+        "measures": {R.TRANSFERS: "number of transfers", R.VOLUME: "sum of amounts, whole USD",
+                     R.COST: "sum of total cost (fee + FX margin) in basis points of the amount sent",
+                     R.TRANSFERS_NEAR: f"transfers of USD {R.NEAR_BAND_USD[0]:g}-{R.NEAR_BAND_USD[1]:g}",
+                     R.COST_NEAR: f"cost sum (basis points) of transfers of USD "
+                                  f"{R.NEAR_BAND_USD[0]:g}-{R.NEAR_BAND_USD[1]:g}"},
+        "budget_shares": dict(R.SHARES), "bounding": spec.bounds.describe(), "fx": fx.describe(),
+        "tables": {m: spec.keys for m in R.MEASURES}, "domain_sizes": R.domain_sizes(spec),
+        "derived": {R.COST_PCT: "mean cost % overall and near USD 200, with an interval (see manifest)"},
+    }
+
+
+def describe(result: ReleaseResult, rows: int = 12) -> str:
+    """Where the release is, what it cost, its error bounds, and the headline rows."""
+    m = result.manifest
+    state = "already published earlier; stored files returned (no new noise, nothing charged)" \
+        if result.reused else "published"
+    p = m["privacy"]
+    lines = [f"release {result.release_id}: {state}", f"  directory: {result.path}",
+             f"  mechanism: {m['mechanism']}  rho={p['rho']:.6g}  epsilon={p['epsilon']:.6g}  delta={p['delta']:.3g}",
+             f"  privacy unit: {m['privacy_unit']}"]
+    for name in R.MEASURES:
+        info = m["tables"][name]
+        lines.append(f"  {name}: {info['rows']} cells, share {info['budget_share']:.2f}, sensitivity "
+                     f"{info['sensitivity']['d_in']}, 95% error bound +/- {info['error_bound_95']:,}")
+    keys = list(R.CORRIDOR_KEYS)
+    head = result.tables[R.TRANSFERS].groupby(keys, as_index=False)[D.COUNT].sum() \
+        .rename(columns={D.COUNT: "transfers"})
+    volume = result.tables[R.VOLUME].groupby(keys, as_index=False)[D.COUNT].sum().rename(columns={D.COUNT: "usd"})
+    table = head.merge(volume, on=keys)
+    if not m["query"]["by"]:  # with --by the ratios are per subgroup: see cost_pct.csv
+        cost = result.tables[R.COST_PCT]
+        cost = cost[cost["amount_band"] == R.ALL_BAND][[*keys, "mean_cost_pct", "cost_pct_low", "cost_pct_high"]]
+        table = table.merge(cost, on=keys, how="left")
+    table = table.sort_values(["transfers"], ascending=False, kind="stable").head(rows)
+    lines.append(f"  corridors x channels (first {len(table)} by noisy transfers; cost % with its interval):")
+    lines.extend("    " + line for line in table.to_string(index=False).splitlines())
+    return "\n".join(lines)
+
+
+@click.command("remittances")
+@click.option("--agreement", required=True, help="agreement id or file (conf/agreements/ID.yaml)")
+@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root")
+@click.option("--period", required=True, help="month of the transfers, YYYY-MM; a later month must be ingested")
+@click.option("--by", default=None, help="breakdowns by the sender: sex, age_band or sex,age_band")
+@click.option("--epsilon", type=float, default=None, help="pure epsilon-DP budget (discrete Laplace)")
+@click.option("--rho", type=float, default=None, help="rho-zCDP budget (discrete Gaussian)")
+@click.option("--purpose", required=True, help="one of the agreement's declared purpose ids")
+@click.option("--requested-by", required=True, help="who asked for the release (name or role)")
+def remittances_command(agreement, lake, period, by, epsilon, rho, purpose, requested_by):
+    """Statistics office: publish differentially private remittance corridors of one month."""
+    if (epsilon is None) == (rho is None):
+        raise click.UsageError("give exactly one of --epsilon or --rho")
+    result = release_remittances(agreement, lake, period, purpose=purpose, requested_by=requested_by,
+                                 epsilon=epsilon, rho=rho, by=by)
+    click.echo(describe(result))
