@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 # Named sizes: (subscribers, months) at 6 events a day; the 1m/10m pair gives the scaling exponent.
+# All span 24 months (issue 9), so residence has a full 12/16-month window and a release period is
+# final: about 175 CDR rows per subscriber-month, so 250 and 2,400 subscribers give ~1M and ~10M rows.
 SIZES: dict[str, dict] = {
-    "tiny": {"subscribers": 60, "months": 2},  # a smoke run of the harness itself, seconds
-    "1m": {"subscribers": 1000, "months": 6},
-    "10m": {"subscribers": 5000, "months": 12},
+    "tiny": {"subscribers": 12, "months": 24},  # a smoke run of the harness itself, ~50k rows
+    "1m": {"subscribers": 250, "months": 24},
+    "10m": {"subscribers": 2400, "months": 24},
 }
 COMMON = {"start": "2025-01", "home_country": "PHL", "seed": 20260101, "fault_rate": 0.02, "events_per_day": 6.0}
 DONE = "bench-data.json"  # written last: a folder without it is an interrupted generation

@@ -26,9 +26,9 @@ def _timed_progress(job_start: list[float]):
 
     original = progress.say
 
-    def say(stage: str, message: str) -> None:
+    def say(stage: str, message: str, *args, **kwargs) -> None:  # whatever extra the job passes goes on
         PHASES.append((time.perf_counter() - job_start[0], message))
-        original(stage, message)
+        original(stage, message, *args, **kwargs)
 
     progress.say = say
 
