@@ -104,18 +104,134 @@ def residence_lines(res: dict | None) -> list[str]:
     return lines
 
 
-def markdown(results: dict) -> str:
-    lines = ["## Machine", "", *machine_lines(results["machine"]),
-             f"- Harness run {results['started']} → {results['finished']}; load average at the end: "
-             f"{' / '.join(str(x) for x in results['load_at_end'])}", ""]
-    anon = anonymize_lines(results)
-    if anon:
-        lines += ["## Anonymization (CDR ingest): Spark job and DuckDB floor", "", *anon, ""]
-    res = residence_lines(results.get("residence"))
-    if res:
-        lines += ["## Residence inference (12/16-month rule per pseudonym)", "", *res, ""]
+def _scaling_table(sc: dict, rows: list[tuple[str, str, str]]) -> list[str]:
+    if not sc:
+        return []
+    lines = ["", f"Scaling exponent b = log(t2/t1) / log(n2/n1) from {sc['from']} to {sc['to']} "
+                 "(1 = linear; below 1 = fixed costs still weigh):", "",
+             "| part | b (wall) | b (CPU) |", "|---|---:|---:|"]
+    for label, wall, cpu in rows:
+        if wall in sc:
+            lines.append(f"| {label} | {sc[wall]} | {sc.get(cpu, '')} |")
+    return lines
+
+
+def _phase_cell(entry: dict, prefix: str) -> str:
+    hit = [p for p in entry["phases"] if p["phase"].startswith(prefix)]
+    return f"{hit[0]['seconds']} ({hit[0].get('cpu_s', '')})" if hit else ""
+
+
+def residence_stage_lines(st: dict) -> list[str]:
+    sizes = st.get("sizes") or []
+    if not sizes:
+        return []
+    lines = ["| size | CDR rows | subjects | presence rows | changes | Spark session start s | Spark job s "
+             "| Spark events/s | Spark job CPU s | phases s (CPU s): presence / home cells / rule + write "
+             "| Spark peak RSS MB (driver / JVM / workers) | load 1-min before → after |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    for s in sizes:
+        sp = s["spark"]
+        phases = " / ".join(_phase_cell(sp, p) for p in ("daily presence", "monthly home cells", "12/16"))
+        lines.append(f"| {s['size']} | {s['cdr_rows']:,} | {sp['subjects']:,} | {sp['presence_rows']:,} | "
+                     f"{sp['changes_rows']:,} | {sp['session_start_s']} | {sp['job_s']} | "
+                     f"{s['spark_events_per_s']:,} | {sp['job_cpu_s']} | {phases} | {_mem(sp)} | {_load(sp)} |")
+    lines += ["", "Daily presence alone: the job's presence phase (build and Delta write of `office/presence`) "
+                  "against the DuckDB floor on the same office-zone events (read the Delta files, same "
+                  "definition, write Parquet), compared row for row on (pseudonym, date, country, source, "
+                  "night_events):", "",
+              "| size | Spark presence s | Spark presence CPU s | Spark events/s | DuckDB s | DuckDB CPU s "
+              "| DuckDB events/s | DuckDB peak RSS MB | ratio Spark/DuckDB (wall) | ratio (CPU) "
+              "| rows Spark = DuckDB | only Spark | only DuckDB | load 1-min before → after DuckDB |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for s in sizes:
+        dk, c = s["duckdb"], s["duckdb"]["check"]
+        same = f"{c['spark_rows']:,}" if c["spark_rows"] == c["duckdb_rows"] else \
+            f"{c['spark_rows']:,} ≠ {c['duckdb_rows']:,}"
+        lines.append(f"| {s['size']} | {s['presence_s']} | {s['presence_cpu_s']} | {s['presence_events_per_s']:,} | "
+                     f"{dk['total_s']} | {dk['job_cpu_s']} | {s['duckdb_events_per_s']:,} | "
+                     f"{dk['peak_rss_mb']['total']:,} | {s['ratio_presence']} | {s['ratio_presence_cpu']} | {same} | "
+                     f"{c['only_spark_rows']:,} | {c['only_duckdb_rows']:,} | {_load(dk)} |")
+    return lines + _scaling_table(st.get("scaling") or {}, [
+        ("Spark residence job", "spark_job", "spark_cpu"), ("Spark presence phase", "spark_presence",
+                                                             "spark_presence_cpu"),
+        ("DuckDB presence", "duckdb", "duckdb_cpu")])
+
+
+def release_stage_lines(st: dict) -> list[str]:
+    sizes = st.get("sizes") or []
+    if not sizes:
+        return []
+    lines = ["| size | CDR rows | period | budget | cells (international / emigrants / immigrants) "
+             "| Spark session start s | release s | events/s | CPU s | peak RSS MB (driver / JVM / workers) "
+             "| load 1-min before → after |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|---|---|"]
+    for s in sizes:
+        sp = s["spark"]
+        cells = " / ".join(f"{v:,}" for v in sp["cells"].values())
+        lines.append(f"| {s['size']} | {s['cdr_rows']:,} | {sp['period']} | epsilon = {sp['epsilon']} | {cells} | "
+                     f"{sp['session_start_s']} | {sp['job_s']} | {s['spark_events_per_s']:,} | {sp['job_cpu_s']} | "
+                     f"{_mem(sp)} | {_load(sp)} |")
+    return lines + _scaling_table(st.get("scaling") or {}, [("flows release", "spark_job", "spark_cpu")])
+
+
+def anonymize_stage_lines(st: dict) -> list[str]:
+    return anonymize_lines(st)
+
+
+def peer_stage_lines(st: dict) -> list[str]:
+    from bench.peer_accuracy import markdown as peer_markdown
+
+    return peer_markdown(st)
+
+
+SECTIONS = {  # stage -> (heading of results.md, renderer)
+    "anonymize": ("Anonymization (CDR ingest): Spark job and DuckDB floor", anonymize_stage_lines),
+    "residence": ("Residence (daily presence, home cells, 12/16-month rule): Spark job and DuckDB presence floor",
+                  residence_stage_lines),
+    "release": ("Flows release (exact counts, ledger charge, OpenDP noise, files)", release_stage_lines),
+    "rule_scale": ("The 12/16 rule on a synthetic presence table", lambda st: residence_lines(st)),
+    "peer": ("Accuracy against Tumult Analytics", peer_stage_lines),
+}
+
+
+def stage_block(stage: str, st: dict) -> list[str]:
+    """One stage's generated text: when and on what it was measured, then its tables."""
+    m = st["machine"]
+    head = [*machine_lines(m), "", f"Measured {st['started']} → {st['finished']} UTC, code {m.get('commit', 'unknown')}; load average "
+            f"(1/5/15 min) {' / '.join(str(x) for x in m['load_average'])} at the start of the run and "
+            f"{' / '.join(str(x) for x in st['load_at_end'])} at the end of this stage.", ""]
+    return head + SECTIONS[stage][1](st)
+
+
+def markdown(latest: dict) -> str:
+    stages = latest.get("stages") or {}
+    lines = []
+    for stage, (title, _) in SECTIONS.items():
+        if stage in stages:
+            lines += [f"## {title}", "", *stage_block(stage, stages[stage]), ""]
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m bench.report bench/out/results-....json
+def write_benchmarks(path: Path, latest: dict) -> list[str]:
+    """Replace the text between ``<!-- bench:STAGE -->`` and ``<!-- /bench:STAGE -->`` for every measured
+    stage; prose outside the markers (analysis, other people's sections) is left as it is."""
+    text = path.read_text()
+    changed = []
+    for stage, st in (latest.get("stages") or {}).items():
+        begin, end = f"<!-- bench:{stage} -->", f"<!-- /bench:{stage} -->"
+        if begin not in text or end not in text:
+            continue
+        a, b = text.index(begin) + len(begin), text.index(end)
+        text = text[:a] + "\n" + "\n".join(stage_block(stage, st)) + "\n" + text[b:]
+        changed.append(stage)
+    path.write_text(text)
+    return changed
+
+
+def machine_block(latest: dict) -> list[str]:
+    first = next(iter((latest.get("stages") or {}).values()), None)
+    return machine_lines(first["machine"]) if first else []
+
+
+if __name__ == "__main__":  # python -m bench.report bench/out/latest.json (or a results-*.json)
     print(markdown(json.loads(Path(sys.argv[1]).read_text())))

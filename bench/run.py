@@ -1,10 +1,20 @@
-"""Benchmark harness: ``python -m bench.run [--sizes 1m,10m] [--out bench/out]``.
+"""Benchmark harness: ``python -m bench.run [--sizes 1m,10m] [--out bench/out] [--skip-STAGE ...]``.
 
-For each size: generate (or reuse) the synthetic extract, run the Spark anonymization job in a
-fresh process, run the DuckDB floor on the same files with the same key, check that both wrote
-the same events, and report wall time, CPU time, events/s, peak memory and the Spark/DuckDB
-ratio; then the scaling exponent between the smallest and largest size, and residence inference
-throughput in subjects/s. Results go to ``OUT/results-<time>.json`` and ``OUT/results.md``.
+Stages, each per size on the same fixed synthetic extract (24 months), each in fresh processes
+whose wall time, CPU seconds and peak memory are measured:
+
+1. anonymize: the Spark job, and the DuckDB ingest floor on the same files with the same key
+   (outputs compared row for row); the lake is kept under ``OUT/work/lake-SIZE``;
+2. residence: the Spark residence job on that lake, and the DuckDB daily-presence floor on the
+   same office-zone events (compared row for row with the job's presence table);
+3. release: a flows release through ``publish`` from the job's residence changes;
+4. peer: the flows query's accuracy against Tumult Analytics (``bench.peer_accuracy``);
+and, on request (``--rule-scale``), the 12/16 rule on a synthetic presence table of 200,000 subjects.
+
+The scaling exponent of each stage between the smallest and largest size; the machine and load
+with every run. ``OUT/latest.json`` keeps the latest run of each stage, so one stage can be re-run
+alone (``--skip-...``) and merged; ``--write-benchmarks`` rewrites the generated blocks of
+BENCHMARKS.md from it.
 """
 
 from __future__ import annotations
@@ -60,10 +70,11 @@ def compare_outputs(spark_events: Path, duck_events: Path) -> dict:
     }
 
 
-def bench_size(out: Path, size: str, agreement: Path, env: dict, profile: bool, keep: bool) -> dict:
+def anonymize_size(out: Path, size: str, agreement: Path, env: dict, profile: bool, keep: bool) -> dict:
+    """Spark anonymization and the DuckDB ingest floor on the same files; leaves the lake for later stages."""
     info = data.ensure(out, size)
     inputs = data.input_dir(out, size)
-    lake, duck_out = out / "work" / f"lake-{size}", out / "work" / f"duckdb-{size}"
+    lake, duck_out = lake_dir(out, size), out / "work" / f"duckdb-{size}"
     shutil.rmtree(lake, ignore_errors=True)  # a fresh lake: a rerun of the same files would be skipped
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -83,7 +94,6 @@ def bench_size(out: Path, size: str, agreement: Path, env: dict, profile: bool, 
                                      out / "work" / f"profile-{size}.json", logs / f"profile-{size}.log",
                                      env)["profile"]
     if not keep:
-        shutil.rmtree(lake, ignore_errors=True)
         shutil.rmtree(duck_out, ignore_errors=True)
     rows = info["cdr_rows"]
     return {"size": size, "data": info, "cdr_rows": rows, "spark": spark, "duckdb": duck, "outputs": same,
@@ -91,6 +101,70 @@ def bench_size(out: Path, size: str, agreement: Path, env: dict, profile: bool, 
             "duckdb_events_per_s": round(rows / duck["total_s"]),
             "ratio_spark_duckdb": round(spark["job_s"] / duck["total_s"], 2),
             "ratio_cpu": round(spark["job_cpu_s"] / max(duck["job_cpu_s"], 0.1), 2)}
+
+
+def lake_dir(out: Path, size: str) -> Path:
+    return out / "work" / f"lake-{size}"
+
+
+def _lake_ready(out: Path, size: str) -> Path:
+    lake = lake_dir(out, size)
+    if not (lake / "office" / "events" / "_delta_log").is_dir():
+        raise SystemExit(f"no anonymized lake for size {size} at {lake}: run the anonymize stage first "
+                         f"(python -m bench.run --sizes {size} without --skip-anonymize)")
+    return lake
+
+
+def _phase(entry: dict, prefix: str) -> dict:
+    hit = [p for p in entry["phases"] if p["phase"].startswith(prefix)]
+    return hit[0] if hit else {"seconds": None, "cpu_s": None}
+
+
+def residence_size(out: Path, size: str, agreement: Path, keep: bool) -> dict:
+    """The residence job on the anonymized lake, and the DuckDB daily-presence floor on the same events."""
+    info = data.ensure(out, size)
+    lake = _lake_ready(out, size)
+    for stale in ("presence", "home_cells", "residence_changes", "residence_manifests"):
+        shutil.rmtree(lake / "office" / stale, ignore_errors=True)
+    logs = out / "logs"
+    print(f"[bench] {size}: Spark residence job", flush=True)
+    spark = run_child("bench.spark_stages", ["--stage", "residence", "--agreement", str(agreement),
+                                              "--lake", str(lake)],
+                      out / "work" / f"residence-{size}.json", logs / f"residence-{size}.log")
+    print(f"[bench] {size}: residence {spark['job_s']} s; DuckDB daily presence", flush=True)
+    duck_file = out / "work" / f"duckdb-presence-{size}.parquet"
+    duck = run_child("bench.duckdb_presence", ["--agreement", str(agreement), "--lake", str(lake),
+                                               "--out", str(duck_file)],
+                     out / "work" / f"duckdb-presence-{size}.json", logs / f"duckdb-presence-{size}.log")
+    if not keep:
+        duck_file.unlink(missing_ok=True)
+    presence = _phase(spark, "daily presence")
+    rows = info["cdr_rows"]
+    return {"size": size, "cdr_rows": rows, "spark": spark, "duckdb": duck,
+            "presence_s": presence["seconds"], "presence_cpu_s": presence["cpu_s"],
+            "spark_events_per_s": round(rows / spark["job_s"]),
+            "presence_events_per_s": round(rows / presence["seconds"]) if presence["seconds"] else None,
+            "duckdb_events_per_s": round(rows / duck["total_s"]),
+            "ratio_presence": round(presence["seconds"] / duck["total_s"], 2) if presence["seconds"] else None,
+            "ratio_presence_cpu": (round(presence["cpu_s"] / max(duck["job_cpu_s"], 0.1), 2)
+                                   if presence["cpu_s"] is not None else None)}
+
+
+def release_size(out: Path, size: str, agreement: Path) -> dict:
+    """A flows release (through publish) from the residence changes of the same lake."""
+    info = data.ensure(out, size)
+    lake = _lake_ready(out, size)
+    if not (lake / "office" / "residence_changes" / "_delta_log").is_dir():
+        raise SystemExit(f"no residence changes in {lake}: run the residence stage for {size} first")
+    for stale in ("releases", "ledger", "releases.lock"):  # a fresh first release on every run
+        target = lake / stale
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    print(f"[bench] {size}: flows release", flush=True)
+    spark = run_child("bench.spark_stages", ["--stage", "release", "--agreement", str(agreement),
+                                              "--lake", str(lake)],
+                      out / "work" / f"release-{size}.json", out / "logs" / f"release-{size}.log")
+    rows = info["cdr_rows"]
+    return {"size": size, "cdr_rows": rows, "spark": spark, "spark_events_per_s": round(rows / spark["job_s"])}
 
 
 def exponent(t1: float, t2: float, n1: int, n2: int) -> float:
@@ -122,20 +196,66 @@ def bench_residence(out: Path, estimate: int, target: int, budget_s: float, mont
     return {"runs": runs, **decision}
 
 
+def scaling(entries: list[dict], times: dict[str, tuple[str, str]]) -> dict:
+    """Exponents between the smallest and the largest size, for each named (sub-dict, key) time."""
+    if len(entries) < 2:
+        return {}
+    a, b = min(entries, key=lambda e: e["cdr_rows"]), max(entries, key=lambda e: e["cdr_rows"])
+    out = {"from": a["size"], "to": b["size"]}
+    for name, (part, key) in times.items():
+        t1 = a[part][key] if part else a[key]
+        t2 = b[part][key] if part else b[key]
+        if t1 and t2:
+            out[name] = exponent(t1, t2, a["cdr_rows"], b["cdr_rows"])
+    return out
+
+
+SCALING = {
+    "anonymize": {"spark_job": ("spark", "job_s"), "spark_cpu": ("spark", "job_cpu_s"),
+                  "duckdb": ("duckdb", "total_s"), "duckdb_cpu": ("duckdb", "job_cpu_s")},
+    "residence": {"spark_job": ("spark", "job_s"), "spark_cpu": ("spark", "job_cpu_s"),
+                  "spark_presence": ("", "presence_s"), "spark_presence_cpu": ("", "presence_cpu_s"),
+                  "duckdb": ("duckdb", "total_s"), "duckdb_cpu": ("duckdb", "job_cpu_s")},
+    "release": {"spark_job": ("spark", "job_s"), "spark_cpu": ("spark", "job_cpu_s")},
+}
+STAGES = ("anonymize", "residence", "release", "rule_scale", "peer")
+
+
+def merge(out: Path, results: dict) -> dict:
+    """OUT/latest.json keeps the latest run of every stage: re-running one stage replaces only it."""
+    path = out / "latest.json"
+    latest = json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+    for stage in STAGES:
+        if stage in results["stages"]:
+            latest["stages"][stage] = results["stages"][stage]
+    path.write_text(json.dumps(latest, indent=2, default=str) + "\n")
+    return latest
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1m,10m", help=f"comma-separated, from {', '.join(data.SIZES)}")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
-    ap.add_argument("--profile-size", default=None,
-                    help="size whose Spark run also times pipeline parts (default: the smallest; 'none')")
-    ap.add_argument("--residence-subjects", type=int, default=20_000, help="first (estimating) residence run")
-    ap.add_argument("--residence-target", type=int, default=200_000)
-    ap.add_argument("--residence-budget-s", type=float, default=900,
-                    help="run the target size only if the first run projects it under this many seconds")
-    ap.add_argument("--residence-months", type=int, default=24)
-    ap.add_argument("--skip-anonymize", action="store_true")
+    ap.add_argument("--profile-size", default="none",
+                    help="size whose Spark anonymization run also times pipeline parts (default: none)")
+    ap.add_argument("--skip-anonymize", action="store_true",
+                    help="reuse the lakes under OUT/work from an earlier run for the later stages")
     ap.add_argument("--skip-residence", action="store_true")
-    ap.add_argument("--keep", action="store_true", help="keep the lakes and Parquet outputs under OUT/work")
+    ap.add_argument("--skip-release", action="store_true")
+    ap.add_argument("--skip-peer", action="store_true", help="no accuracy comparison with Tumult Analytics")
+    ap.add_argument("--peer-repeats", type=int, default=300)
+    ap.add_argument("--peer-from", type=Path, default=None,
+                    help="take the peer comparison from this bench.peer_accuracy JSON instead of measuring")
+    ap.add_argument("--rule-scale", action="store_true",
+                    help="also time the 12/16 rule on a synthetic presence table of many subjects")
+    ap.add_argument("--residence-subjects", type=int, default=20_000, help="rule-scale: first (estimating) run")
+    ap.add_argument("--residence-target", type=int, default=200_000, help="rule-scale: target size")
+    ap.add_argument("--residence-budget-s", type=float, default=900,
+                    help="rule-scale: run the target size only if the first run projects it under this")
+    ap.add_argument("--residence-months", type=int, default=24)
+    ap.add_argument("--keep", action="store_true", help="keep the DuckDB outputs under OUT/work")
+    ap.add_argument("--write-benchmarks", action="store_true",
+                    help="rewrite the generated blocks of BENCHMARKS.md for the stages in OUT/latest.json")
     args = ap.parse_args(argv)
 
     out = args.out.resolve()
@@ -145,33 +265,46 @@ def main(argv: list[str] | None = None) -> None:
         data.parameters(s)  # fail early on an unknown size
     started = dt.datetime.now(dt.UTC)
     results: dict = {"started": started.isoformat(timespec="seconds"), "machine": machine.describe(),
-                     "sizes": [], "scaling": {}}
+                     "stages": {}}
+    agreement = write_agreement(out)
+
+    def stage(name: str, entries) -> None:
+        results["stages"][name] = {"machine": results["machine"], "started": results["started"],
+                                   "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                   "load_at_end": [round(x, 2) for x in os.getloadavg()], **entries}
+
     if not args.skip_anonymize:
         # A fresh random key per harness run: synthetic data, and no key is written anywhere.
         env = {KEY_ENV: os.environ.get(KEY_ENV) or secrets.token_hex(32)}
-        agreement = write_agreement(out)
-        profile_size = args.profile_size or min(sizes, key=lambda s: data.parameters(s)["subscribers"]
-                                                 * data.parameters(s)["months"])
-        for size in sizes:
-            results["sizes"].append(bench_size(out, size, agreement, env, size == profile_size, args.keep))
-        if len(results["sizes"]) >= 2:
-            a, b = results["sizes"][0], results["sizes"][-1]
-            n1, n2 = a["cdr_rows"], b["cdr_rows"]
-            results["scaling"] = {
-                "from": a["size"], "to": b["size"],
-                "spark_job": exponent(a["spark"]["job_s"], b["spark"]["job_s"], n1, n2),
-                "spark_cpu": exponent(a["spark"]["job_cpu_s"], b["spark"]["job_cpu_s"], n1, n2),
-                "duckdb": exponent(a["duckdb"]["total_s"], b["duckdb"]["total_s"], n1, n2),
-                "duckdb_cpu": exponent(a["duckdb"]["job_cpu_s"], b["duckdb"]["job_cpu_s"], n1, n2)}
+        runs = [anonymize_size(out, size, agreement, env, size == args.profile_size, args.keep) for size in sizes]
+        stage("anonymize", {"sizes": runs, "scaling": scaling(runs, SCALING["anonymize"])})
     if not args.skip_residence:
-        results["residence"] = bench_residence(out, args.residence_subjects, args.residence_target,
-                                               args.residence_budget_s, args.residence_months)
+        runs = [residence_size(out, size, agreement, args.keep) for size in sizes]
+        stage("residence", {"sizes": runs, "scaling": scaling(runs, SCALING["residence"])})
+    if not args.skip_release:
+        runs = [release_size(out, size, agreement) for size in sizes]
+        stage("release", {"sizes": runs, "scaling": scaling(runs, SCALING["release"])})
+    if args.rule_scale:
+        stage("rule_scale", bench_residence(out, args.residence_subjects, args.residence_target,
+                                            args.residence_budget_s, args.residence_months))
+    if args.peer_from:
+        stage("peer", json.loads(args.peer_from.read_text()))
+    elif not args.skip_peer:
+        print(f"[bench] accuracy against Tumult Analytics ({args.peer_repeats} repetitions)", flush=True)
+        peer = run_child("bench.peer_accuracy", ["--repeats", str(args.peer_repeats),
+                                                 "--out", str(out / "peer")],
+                         out / "work" / "peer.json", out / "logs" / "peer.log")
+        stage("peer", peer)
     results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     results["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     (out / f"results-{stamp}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    text = report.markdown(results)
+    latest = merge(out, results)
+    text = report.markdown(latest)
     (out / "results.md").write_text(text)
+    if args.write_benchmarks:
+        changed = report.write_benchmarks(ROOT / "BENCHMARKS.md", latest)
+        print(f"[bench] BENCHMARKS.md: rewrote the generated blocks {', '.join(changed) or '(none found)'}")
     print(text)
 
 
