@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-tumult-env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,17 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Tumult Analytics for the accuracy comparison only (bench/peer_accuracy.py): it pins pyspark<3.6 and
+# pandas<2 on Python 3.11, so it gets its own environment and exchanges data with .venv as Parquet.
+TUMULT_VENV := .venv-tumult
+$(TUMULT_VENV)/.installed:
+	$(PYTHON) -m venv $(TUMULT_VENV)
+	$(TUMULT_VENV)/bin/pip install --quiet --upgrade pip
+	$(TUMULT_VENV)/bin/pip install --quiet "tmlt.analytics==0.21.0" pyarrow
+	touch $@
+
+bench-tumult-env: $(TUMULT_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
