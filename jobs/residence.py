@@ -1,27 +1,39 @@
 """spark-submit entry point: residence inference on the office zone.
 
-spark-submit [--master URL] jobs/residence.py --agreement ID --lake LAKE [--through YYYY-MM]
+spark-submit [--master URL] [--packages io.delta:delta-spark_4.1_2.13:4.4.0] jobs/residence.py \\
+    --agreement ID --lake LAKE [--through YYYY-MM] [--log-format json]
 """
 
-import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _entry import main  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _entry import main, new_parser  # noqa: E402
+
+STAGE = "residence"
 
 
-def work() -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--agreement", required=True)
-    parser.add_argument("--lake", required=True)
-    parser.add_argument("--through")
-    args = parser.parse_args()
+def parser():
+    p = new_parser(__doc__)
+    p.add_argument("--agreement", required=True, help="agreement id or YAML file")
+    p.add_argument("--lake", required=True, help="lake root")
+    p.add_argument("--through", help="last month of events to use, YYYY-MM (default: all completed runs)")
+    return p
+
+
+def work(args) -> dict:
     from mobility.residence.job import run
 
     result = run(args.agreement, args.lake, through=args.through)
-    return {"run_id": result.run_id, "changes": result.manifest["changes"], "manifest": str(result.manifest_path)}
+    m = result.manifest
+    versions = m.get("office_versions", {})
+    return {"lake": args.lake, "zone": "office", "run_id": result.run_id, "data_end": m.get("data_end"),
+            "inputs": {"office/events": versions.get("events")},
+            "outputs": ["office/presence", "office/home_cells", "office/residence_changes"],
+            "counts": {"subjects": m.get("subjects"), "presence_days": m.get("presence_days"),
+                       "changes": m.get("changes", {})},
+            "delta_versions": versions, "stage_manifest": str(result.manifest_path)}
 
 
 if __name__ == "__main__":
-    main("residence", work)
+    main(STAGE, parser(), work)
