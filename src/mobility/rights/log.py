@@ -1,0 +1,80 @@
+"""The rights log: one row per data-subject request, so an auditor can see requests were honoured.
+
+A Delta table (written with delta-rs, no Spark needed) at ``Lake.rights_log`` in the operator zone.
+The subject is recorded as ``subject_ref`` = HMAC-SHA256(log secret, key_id:pseudonym), never the
+number and never the bare pseudonym: the bare pseudonym would be the very value erasure removes
+from every data file, and with it the log could be joined to any surviving copy of the data. The
+log secret is a random per-lake file (0600) separate from the pseudonymization key; whoever holds
+it and the number can confirm that a person made a request, nobody else can, and destroying it
+makes every entry unlinkable while the audit trail (what, when, outcome) stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+from mobility.lake import Lake, is_delta
+from mobility.rights.subject import Subject
+
+REQUESTS = ("registry", "access", "rectify", "erase", "retention")
+LOG_SCHEMA = pa.schema([
+    pa.field("request_id", pa.string(), False),
+    pa.field("entry_time", pa.string(), False),  # UTC, ISO 8601
+    pa.field("request", pa.string(), False),
+    pa.field("agreement_id", pa.string(), False),
+    pa.field("outcome", pa.string(), False),  # done, nothing_stored, refused
+    pa.field("subject_ref", pa.string(), True),  # keyed hash; null for requests about no one (registry, retention)
+    pa.field("detail", pa.string(), True),  # counts and table names only
+])
+SECRET_NAME = "rights_log.secret"
+
+
+def _secret(lake: Lake) -> bytes:
+    path = lake.operator / SECRET_NAME
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
+
+
+def subject_ref(lake: Lake, subject: Subject) -> str:
+    message = f"{subject.key_id}:{subject.pseudonym}".encode()
+    return hmac.new(_secret(lake), message, hashlib.sha256).hexdigest()
+
+
+def record(lake_root: str | Path | None, request: str, agreement_id: str, outcome: str, *,
+           subject: Subject | None = None, detail: str | None = None) -> dict | None:
+    """Append one entry; without a lake (a registry request with no --lake) nothing is recorded."""
+    if lake_root is None:
+        return None
+    lake = Lake(lake_root)
+    if not lake.root.is_dir():
+        return None  # a request against a lake that does not exist must not create one
+    from deltalake import write_deltalake
+
+    entry = {"request_id": str(uuid.uuid4()), "entry_time": datetime.now(timezone.utc).isoformat(),
+             "request": request, "agreement_id": agreement_id, "outcome": outcome,
+             "subject_ref": subject_ref(lake, subject) if subject is not None else None, "detail": detail}
+    lake.rights_log.parent.mkdir(parents=True, exist_ok=True)
+    write_deltalake(str(lake.rights_log), pa.Table.from_pylist([entry], schema=LOG_SCHEMA), mode="append")
+    return entry
+
+
+def read(lake_root: str | Path) -> list[dict]:
+    lake = Lake(lake_root)
+    if not is_delta(lake.rights_log):
+        return []
+    from deltalake import DeltaTable
+
+    rows = DeltaTable(str(lake.rights_log)).to_pyarrow_table().to_pylist()
+    return sorted(rows, key=lambda r: r["entry_time"])

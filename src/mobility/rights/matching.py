@@ -1,0 +1,74 @@
+"""Finding a person's rows: by pseudonym in pseudonymized tables, by number in raw quarantined rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from mobility.rights.catalog import Table
+from mobility.rights.subject import Subject
+
+# A run of digits with the separators people write numbers with ("+63 917-123 4567", "(0917) 123 4567").
+_PHONE_LIKE = re.compile(r"\+?\d[\d\s\-().]{5,}\d")
+
+
+def phone_tokens(text: str) -> set[str]:
+    return {re.sub(r"\D", "", m) for m in _PHONE_LIKE.findall(text)}
+
+
+def record_mentions(record: str | None, forms: frozenset[str]) -> bool:
+    """True when any value of a raw row (its JSON) is the number in one of its written forms."""
+    if not record:
+        return False
+    try:
+        values = json.loads(record).values()
+    except (ValueError, AttributeError):
+        values = [record]
+    return any(isinstance(v, str) and phone_tokens(v) & forms for v in values)
+
+
+def raw_match(subject: Subject) -> Column:
+    """A boolean column over ``record``: the quarantined row mentions the subject's number."""
+    forms = frozenset(subject.number_forms())
+
+    @F.pandas_udf("boolean")
+    def _mentions(records: pd.Series) -> pd.Series:
+        return records.map(lambda r: record_mentions(r, forms)).astype(bool)
+
+    return _mentions(F.col("record"))
+
+
+def read(spark: SparkSession, table: Table) -> DataFrame:
+    return spark.read.format("delta").load(str(table.path))
+
+
+def subject_rows(spark: SparkSession, table: Table, subject: Subject) -> DataFrame | None:
+    """Rows about the person (deleted on erasure), or None when the table cannot hold any."""
+    df = read(spark, table)
+    if table.subject_column:
+        return df.where(F.col(table.subject_column) == F.lit(subject.pseudonym))
+    if table.holds_raw_records and subject.has_number:
+        return df.where(raw_match(subject))
+    return None
+
+
+def other_party_rows(spark: SparkSession, table: Table, subject: Subject, column: str) -> DataFrame:
+    return read(spark, table).where(F.col(column) == F.lit(subject.pseudonym))
+
+
+def run_finish_dates(lake_root: Path) -> dict[str, dt.date]:
+    """Finish date of each anonymization run: when quarantined rows were received."""
+    out = {}
+    for path in sorted((Path(lake_root) / "operator" / "manifests").glob("*.json")):
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            out[manifest["run_id"]] = dt.datetime.fromisoformat(manifest["finished"]).date()
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out

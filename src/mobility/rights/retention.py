@@ -1,0 +1,117 @@
+"""Retention: delete personal data older than the agreement's ``retention_days``, in both zones.
+
+Each table is cut by its own event time (``catalog.TIME_COLUMNS``: event hour, transaction hour,
+presence date, crossing date, month). Quarantined raw rows have no trustworthy time of their own,
+so they are kept ``retention_days`` after the run that received them. Subscriber attributes are
+kept only while the person still has events or payments. The rights log and the suppression list
+are kept: they are the record that requests were honoured. Superseded files are then purged like
+an erasure's (``history.purge``), so deleted data does not survive in Delta history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from pyspark.sql import functions as F
+
+from mobility.errors import MobilityError
+from mobility.lake import Lake
+from mobility.rights import catalog, log
+from mobility.rights.history import purge
+from mobility.rights.matching import read, run_finish_dates
+from mobility.rights.subject import RightsRequestError, as_agreement
+
+ACTIVITY_TABLES = ("events", "payments")  # what keeps a subscriber record alive
+
+
+def cutoff_of(retention_days: int, today: dt.date) -> dt.date:
+    """First day still kept: data dated before it is deleted."""
+    return today - dt.timedelta(days=retention_days)
+
+
+def _old_rows(table: catalog.Table, cutoff: dt.date):
+    column = table.time_column
+    if column == "month":  # a month is kept until its last day is older than the cutoff
+        return F.col(column) < F.lit(cutoff.strftime("%Y-%m"))
+    if column in ("date", "crossing_date"):
+        return F.col(column) < F.lit(cutoff)
+    return F.col(column) < F.lit(dt.datetime.combine(cutoff, dt.time()))  # timestamps are UTC
+
+
+def _delete(spark, table: catalog.Table, condition) -> int:
+    from delta.tables import DeltaTable
+
+    n = read(spark, table).where(condition).count()
+    if n:
+        DeltaTable.forPath(spark, str(table.path)).delete(condition)
+    return n
+
+
+def enforce(agreement, lake_root, *, today: dt.date | None = None, spark=None) -> dict:
+    """Delete expired rows in every table of both zones, then purge; returns rows deleted per table."""
+    agreement = as_agreement(agreement)
+    lake = Lake(lake_root)
+    today = today or dt.date.today()
+    cutoff = cutoff_of(agreement.retention_days, today)
+    if not lake.root.is_dir():
+        raise RightsRequestError("no lake here", where=str(lake.root), hint="check --lake; nothing was changed")
+    from mobility.spark import get_spark
+
+    spark = spark or get_spark("mobility-retention")
+    try:
+        summary = _enforce(spark, lake, agreement, cutoff)
+    except MobilityError as exc:
+        log.record(lake.root, "retention", agreement.agreement_id, "refused", detail=type(exc).__name__)
+        raise
+    summary.update({"agreement_id": agreement.agreement_id, "today": today.isoformat(),
+                    "retention_days": agreement.retention_days})
+    detail = f"cutoff {summary['cutoff']}; " + "; ".join(
+        f"{t}: {v['rows_deleted']}" for t, v in summary["tables"].items())
+    log.record(lake.root, "retention", agreement.agreement_id, "done", detail=detail)
+    return summary
+
+
+def _enforce(spark, lake: Lake, agreement, cutoff: dt.date) -> dict:
+    tables = [t for t in catalog.tables(lake) if t.personal]
+    result: dict[str, dict] = {}
+    for table in tables:
+        if table.time_column:
+            n = _delete(spark, table, _old_rows(table, cutoff))
+            result[table.label] = {"rows_deleted": n, "by": table.time_column}
+        elif table.holds_raw_records:
+            received = run_finish_dates(lake.root)
+            expired = sorted(r for r, day in received.items() if day < cutoff)
+            n = _delete(spark, table, F.col("run_id").isin(expired)) if expired else 0
+            result[table.label] = {"rows_deleted": n, "by": "date received (run finished)"}
+    for table in tables:  # after the activity tables, so their deletions count
+        if table.name == "subscribers" and table.subject_column == "pseudonym":
+            n = _orphans(spark, lake, table, tables)
+            result[table.label] = {"rows_deleted": n, "by": "no events or payments kept"}
+    files = purge(spark, tables)
+    for label, n in files.items():
+        result.setdefault(label, {"rows_deleted": 0, "by": None})["files_removed"] = n
+    return {"cutoff": cutoff.isoformat(), "tables": result,
+            "rows_deleted": sum(v["rows_deleted"] for v in result.values()),
+            "files_removed": sum(files.values())}
+
+
+def _orphans(spark, lake: Lake, subscribers: catalog.Table, tables: list[catalog.Table]) -> int:
+    from delta.tables import DeltaTable
+
+    activity = [t for t in tables if t.zone == subscribers.zone and t.name in ACTIVITY_TABLES]
+    if not activity:
+        return 0  # nothing to judge by: a subscribers-only delivery is left alone
+    active = None
+    for t in activity:
+        ids = read(spark, t).select(F.col(t.subject_column).alias("_active"))
+        active = ids if active is None else active.unionByName(ids)
+    active = active.distinct()
+    orphans = read(spark, subscribers).join(active, F.col("pseudonym") == F.col("_active"), "left_anti") \
+        .select(F.col("pseudonym").alias("_orphan")).distinct().localCheckpoint()
+    n = orphans.count()
+    if n:
+        DeltaTable.forPath(spark, str(subscribers.path)).alias("t").merge(
+            orphans.alias("s"), "t.pseudonym = s._orphan").whenMatchedDelete().execute()
+    return n
+
