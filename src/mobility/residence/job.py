@@ -23,7 +23,7 @@ from mobility.anonymize.runs import completed_runs, write_json_atomic
 from mobility.config import Agreement, load_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake, delta_version, is_delta
-from mobility.residence.presence import PSEUDONYM, daily_presence, monthly_home_cells
+from mobility.residence.presence import PSEUDONYM, daily_presence, monthly_home_cells, with_payment_days
 from mobility.residence.rules import ResidenceParams, detect_changes
 from mobility.schemas import DAILY_PRESENCE, RESIDENCE_CHANGES, conform
 from mobility.spark import get_spark
@@ -47,6 +47,13 @@ def office_events(spark: SparkSession, lake: Lake, agreement_id: str) -> DataFra
                                  hint="run `mobility anonymize` on the operator side first")
     runs = [r for r, m in completed_runs(lake).items() if m.get("agreement_id") == agreement_id]
     return (spark.read.format("delta").load(str(path))
+            .where((F.col("agreement_id") == agreement_id) & F.col("run_id").isin(runs)))
+
+
+def office_payments(spark: SparkSession, lake: Lake, agreement_id: str) -> DataFrame:
+    """Payments of this agreement from completed anonymization runs (as ``office_events``)."""
+    runs = [r for r, m in completed_runs(lake).items() if m.get("agreement_id") == agreement_id]
+    return (spark.read.format("delta").load(str(lake.office_table("payments")))
             .where((F.col("agreement_id") == agreement_id) & F.col("run_id").isin(runs)))
 
 
@@ -110,7 +117,10 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
     tz, home = agreement.time_zone, agreement.home_country
 
     progress.say("residence", "daily presence from night-time events")
-    presence = conform(daily_presence(events, tz, params).where(F.col("date") <= F.lit(data_end)), DAILY_PRESENCE)
+    presence = daily_presence(events, tz, params)
+    if agreement.payments_as_presence and is_delta(lake.office_table("payments")):  # agreement opts in
+        presence = with_payment_days(presence, office_payments(spark, lake, agreement.agreement_id), tz)
+    presence = conform(presence.where(F.col("date") <= F.lit(data_end)), DAILY_PRESENCE)
     presence.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
         .save(str(lake.office_table("presence")))
     presence = spark.read.format("delta").load(str(lake.office_table("presence")))

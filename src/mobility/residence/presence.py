@@ -46,6 +46,39 @@ def daily_presence(events: DataFrame, time_zone: str, params: ResidenceParams) -
                     F.col("all_night_events").alias("night_events")))
 
 
+PAYMENT_SOURCE = "payment"
+
+
+def payment_days(payments: DataFrame, time_zone: str) -> DataFrame:
+    """One row per pseudonym and local day with an agent or card-present payment: the country it was made in.
+
+    Only these channels place the payer (the anonymize job keeps no position for the others); a day
+    with payments in two countries keeps the one with most payments (ties: country code).
+    """
+    from mobility.schemas import PRESENCE_CHANNELS
+
+    located = payments.where(F.col("channel").isin(*PRESENCE_CHANNELS) & F.col("location_country").isNotNull())
+    counts = (located.select(F.col("sender_pseudonym").alias(PSEUDONYM),
+                             F.to_date(F.from_utc_timestamp("txn_hour", time_zone)).alias("date"),
+                             F.col("location_country").alias("country"))
+              .groupBy(PSEUDONYM, "date", "country").count())
+    rank = Window.partitionBy(PSEUDONYM, "date").orderBy(F.col("count").desc(), F.col("country"))
+    return counts.withColumn("_rank", F.row_number().over(rank)).where(F.col("_rank") == 1) \
+        .select(PSEUDONYM, "date", "country")
+
+
+def with_payment_days(presence: DataFrame, payments: DataFrame, time_zone: str) -> DataFrame:
+    """Days without any event take the country of that day's located payments (``source = payment``).
+
+    Events win on days that have them: a night is stronger evidence of where someone sleeps than a
+    purchase. Only days that would otherwise be unknown are added.
+    """
+    extra = payment_days(payments, time_zone).join(presence.select(PSEUDONYM, "date"), [PSEUDONYM, "date"],
+                                                   "left_anti")
+    return presence.unionByName(extra.select(PSEUDONYM, "date", "country", F.lit(PAYMENT_SOURCE).alias("source"),
+                                             F.lit(0).cast("long").alias("night_events")))
+
+
 def parent_cells(spark: SparkSession, events: DataFrame, resolution: int) -> DataFrame:
     """Map each storage-resolution H3 cell seen in events to its parent at ``resolution``.
 
