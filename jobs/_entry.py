@@ -109,7 +109,8 @@ def main(stage: str, parser: argparse.ArgumentParser, work: Callable[[argparse.N
     except Exception as exc:  # the scheduler needs one line and a non-zero exit, whatever failed
         code = exit_code_of(exc)
         reason = reason_of(exc)
-        record.update(status="failed", exit_code=code, error=type(exc).__name__, reason=reason)
+        record.update(status="failed", exit_code=code, error=type(exc).__name__, reason=reason,
+                      spark=_spark_facts())  # the application id leads to the executor logs
         _finish(record, started, _lake_of(args), "operator" if stage == "anonymize" else "office", log)
         log.event("failed", error=type(exc).__name__, exit_code=code, reason=reason,
                   duration_s=record["duration_s"])
