@@ -1,7 +1,10 @@
 """spark-submit entry point: delete personal data older than the agreement's retention period.
 
 spark-submit [--master URL] [--packages io.delta:delta-spark_4.1_2.13:4.4.0] jobs/retention.py \\
-    --agreement ID --lake LAKE [--today YYYY-MM-DD] [--log-format json]
+    --agreement ID --lake LAKE [--today YYYY-MM-DD] [--side operator|office] [--log-format json]
+
+Each party runs it on its own lake; the operator passes --side operator so that its record stays
+in the operator zone rather than in the office/ folder it hands over.
 """
 
 import datetime as dt
@@ -20,6 +23,8 @@ def parser():
     p.add_argument("--lake", required=True, help="lake root")
     p.add_argument("--today", type=dt.date.fromisoformat,
                    help="reference date, YYYY-MM-DD (default: today); a scheduler passes its logical date")
+    p.add_argument("--side", choices=("operator", "office"), default="office",
+                   help="which party runs it: its job-run record goes to LAKE/SIDE/job_runs")
     return p
 
 
@@ -29,7 +34,7 @@ def work(args) -> dict:
 
     report = enforce(args.agreement, args.lake, today=args.today) or {}
     tables = report.get("tables") or {}
-    return {"lake": args.lake, "zone": "office", "cutoff": report.get("cutoff"),
+    return {"lake": args.lake, "zone": args.side, "cutoff": report.get("cutoff"),
             "inputs": {"today": str(args.today or dt.date.today()), "cutoff": report.get("cutoff")},
             "outputs": sorted(tables),
             "counts": {"rows_deleted": report.get("rows_deleted"), "files_removed": report.get("files_removed"),

@@ -141,7 +141,7 @@ with DAG(
         task_id="retention_operator",
         queue="operator",
         bash_command=SUBMIT + "retention.py --agreement {{ params.agreement }} --lake {{ params.operator_lake }} "
-        "--log-format json --today {{ data_interval_end | ds }}",
+        "--side operator --log-format json --today {{ data_interval_end | ds }}",
     )
 
     anonymize >> residence >> [release_flows, release_remittances] >> retention_office
