@@ -273,17 +273,24 @@ def main(argv: list[str] | None = None) -> None:
                                    "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                    "load_at_end": [round(x, 2) for x in os.getloadavg()], **entries}
 
+    def per_size(name: str, measure) -> None:
+        """Every size in turn, merged into latest.json as soon as it is measured, so an interrupted
+        run keeps what it finished."""
+        runs = []
+        for size in sizes:
+            runs.append(measure(size))
+            stage(name, {"sizes": runs, "scaling": scaling(runs, SCALING[name])})
+            merge(out, {"stages": {name: results["stages"][name]}})
+
     if not args.skip_anonymize:
         # A fresh random key per harness run: synthetic data, and no key is written anywhere.
         env = {KEY_ENV: os.environ.get(KEY_ENV) or secrets.token_hex(32)}
-        runs = [anonymize_size(out, size, agreement, env, size == args.profile_size, args.keep) for size in sizes]
-        stage("anonymize", {"sizes": runs, "scaling": scaling(runs, SCALING["anonymize"])})
+        per_size("anonymize", lambda size: anonymize_size(out, size, agreement, env, size == args.profile_size,
+                                                          args.keep))
     if not args.skip_residence:
-        runs = [residence_size(out, size, agreement, args.keep) for size in sizes]
-        stage("residence", {"sizes": runs, "scaling": scaling(runs, SCALING["residence"])})
+        per_size("residence", lambda size: residence_size(out, size, agreement, args.keep))
     if not args.skip_release:
-        runs = [release_size(out, size, agreement) for size in sizes]
-        stage("release", {"sizes": runs, "scaling": scaling(runs, SCALING["release"])})
+        per_size("release", lambda size: release_size(out, size, agreement))
     if args.rule_scale:
         stage("rule_scale", bench_residence(out, args.residence_subjects, args.residence_target,
                                             args.residence_budget_s, args.residence_months))
