@@ -119,7 +119,8 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
     progress.say("residence", "daily presence from night-time events")
     presence = daily_presence(events, tz, params)
     if agreement.payments_as_presence and is_delta(lake.office_table("payments")):  # agreement opts in
-        presence = with_payment_days(presence, office_payments(spark, lake, agreement.agreement_id), tz)
+        presence = with_payment_days(presence, office_payments(spark, lake, agreement.agreement_id), tz,
+                                     params)
     presence = conform(presence.where(F.col("date") <= F.lit(data_end)), DAILY_PRESENCE)
     presence.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
         .save(str(lake.office_table("presence")))

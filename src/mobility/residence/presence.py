@@ -49,32 +49,35 @@ def daily_presence(events: DataFrame, time_zone: str, params: ResidenceParams) -
 PAYMENT_SOURCE = "payment"
 
 
-def payment_days(payments: DataFrame, time_zone: str) -> DataFrame:
-    """One row per pseudonym and local day with an agent or card-present payment: the country it was made in.
+def payment_days(payments: DataFrame, time_zone: str, params: ResidenceParams | None = None) -> DataFrame:
+    """One row per pseudonym and presence day with an agent or card-present payment: the country it was made in.
 
     Only these channels place the payer (the anonymize job keeps no position for the others); a day
-    with payments in two countries keeps the one with most payments (ties: country code).
+    with payments in two countries keeps the one with most payments (ties: country code). Days are
+    presence days as for events: a payment before ``night_end`` belongs to the night begun the day before.
     """
     from mobility.schemas import PRESENCE_CHANNELS
 
     located = payments.where(F.col("channel").isin(*PRESENCE_CHANNELS) & F.col("location_country").isNotNull())
-    counts = (located.select(F.col("sender_pseudonym").alias(PSEUDONYM),
-                             F.to_date(F.from_utc_timestamp("txn_hour", time_zone)).alias("date"),
-                             F.col("location_country").alias("country"))
-              .groupBy(PSEUDONYM, "date", "country").count())
+    dated = local_day_columns(located.select(F.col("sender_pseudonym").alias(PSEUDONYM),
+                                             F.col("txn_hour").alias("event_hour"),
+                                             F.col("location_country").alias("country")),
+                              time_zone, params or ResidenceParams())
+    counts = dated.groupBy(PSEUDONYM, "date", "country").count()
     rank = Window.partitionBy(PSEUDONYM, "date").orderBy(F.col("count").desc(), F.col("country"))
     return counts.withColumn("_rank", F.row_number().over(rank)).where(F.col("_rank") == 1) \
         .select(PSEUDONYM, "date", "country")
 
 
-def with_payment_days(presence: DataFrame, payments: DataFrame, time_zone: str) -> DataFrame:
+def with_payment_days(presence: DataFrame, payments: DataFrame, time_zone: str,
+                      params: ResidenceParams | None = None) -> DataFrame:
     """Days without any event take the country of that day's located payments (``source = payment``).
 
     Events win on days that have them: a night is stronger evidence of where someone sleeps than a
     purchase. Only days that would otherwise be unknown are added.
     """
-    extra = payment_days(payments, time_zone).join(presence.select(PSEUDONYM, "date"), [PSEUDONYM, "date"],
-                                                   "left_anti")
+    extra = payment_days(payments, time_zone, params).join(presence.select(PSEUDONYM, "date"),
+                                                           [PSEUDONYM, "date"], "left_anti")
     return presence.unionByName(extra.select(PSEUDONYM, "date", "country", F.lit(PAYMENT_SOURCE).alias("source"),
                                              F.lit(0).cast("long").alias("night_events")))
 
