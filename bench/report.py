@@ -126,12 +126,12 @@ def residence_stage_lines(st: dict) -> list[str]:
     if not sizes:
         return []
     lines = ["| size | CDR rows | subjects | presence rows | changes | Spark session start s | Spark job s "
-             "| Spark events/s | Spark job CPU s | phases s (CPU s): presence / home cells / rule + write "
+             "| Spark events/s | Spark job CPU s | phases s (CPU s): read and data end / presence / home cells / rule + write "
              "| Spark peak RSS MB (driver / JVM / workers) | load 1-min before → after |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for s in sizes:
         sp = s["spark"]
-        phases = " / ".join(_phase_cell(sp, p) for p in ("daily presence", "monthly home cells", "12/16"))
+        phases = " / ".join(_phase_cell(sp, p) for p in ("before", "daily presence", "monthly home cells", "12/16"))
         lines.append(f"| {s['size']} | {s['cdr_rows']:,} | {sp['subjects']:,} | {sp['presence_rows']:,} | "
                      f"{sp['changes_rows']:,} | {sp['session_start_s']} | {sp['job_s']} | "
                      f"{s['spark_events_per_s']:,} | {sp['job_cpu_s']} | {phases} | {_mem(sp)} | {_load(sp)} |")

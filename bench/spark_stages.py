@@ -38,7 +38,9 @@ def _mark_phases(marks: list, start: list[float]) -> None:
     progress.say = say
 
 
-def _phases(marks: list, total: float, cpu_end: float) -> list[dict]:
+def _phases(marks: list, total: float, cpu_start: float, cpu_end: float) -> list[dict]:
+    # before the first mark: reading the lake, pinning versions, finding the data's last month
+    marks = [(0.0, cpu_start, "before the first progress mark (read, versions, data end)")] + marks
     ends = marks + [(total, cpu_end, "end")]
     return [{"phase": m, "start_s": round(t, 2), "seconds": round(ends[i + 1][0] - t, 2),
              "cpu_s": round(ends[i + 1][1] - c, 1)} for i, (t, c, m) in enumerate(marks)]
@@ -102,7 +104,7 @@ def main() -> None:
     job_cpu = cpu_end - cpu0
     out = {"engine": "spark", "stage": args.stage, "spark_version": spark.version,
            "session_start_s": round(session_s, 2), "job_s": round(job_s, 2), "job_cpu_s": round(job_cpu, 1),
-           "phases": _phases(marks, job_s, cpu_end), **detail}
+           "phases": _phases(marks, job_s, cpu0, cpu_end), **detail}
     spark.stop()
     args.result.write_text(json.dumps(out, indent=2))
 
