@@ -34,7 +34,9 @@ def retention_check_disabled(spark):
 
 
 def data_files(path: Path) -> set[Path]:
-    return {p for p in Path(path).rglob("*") if p.is_file() and "_delta_log" not in p.parts}
+    """Data files of a table (not its log, not Hadoop's hidden checksum sidecars)."""
+    return {p for p in Path(path).rglob("*") if p.is_file() and "_delta_log" not in p.parts
+            and not p.name.startswith(".")}
 
 
 def purge(spark, tables: list[Table]) -> dict[str, int]:
@@ -49,8 +51,7 @@ def purge(spark, tables: list[Table]) -> dict[str, int]:
     with retention_check_disabled(spark):
         for table in tables:
             delta = DeltaTable.forPath(spark, str(table.path))
-            props = delta.detail().collect()[0]["properties"] or {}
-            if str(props.get("delta.enableDeletionVectors", "false")).lower() == "true":
+            if _uses_deletion_vectors(table.path, delta):
                 # deleted rows still sit in files a deletion vector masks; rewrite them out first
                 spark.sql(f"REORG TABLE delta.`{table.path}` APPLY (PURGE)")
             before = data_files(table.path)
@@ -60,6 +61,17 @@ def purge(spark, tables: list[Table]) -> dict[str, int]:
         scrub_log(table.path, table.identifier_columns)
     _forget_cached_logs(spark)
     return removed
+
+
+def _uses_deletion_vectors(path: Path, delta) -> bool:
+    """Read from the log with delta-rs (a Spark job per table costs more than the answer), else ask Spark."""
+    from deltalake import DeltaTable
+
+    try:
+        config = DeltaTable(str(path)).metadata().configuration or {}
+    except Exception:  # noqa: BLE001  (a table feature delta-rs cannot read)
+        config = delta.detail().collect()[0]["properties"] or {}
+    return str(config.get("delta.enableDeletionVectors", "false")).lower() == "true"
 
 
 def _forget_cached_logs(spark) -> None:
