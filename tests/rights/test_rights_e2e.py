@@ -196,11 +196,16 @@ def _reported(report) -> dict[str, int]:
     return out
 
 
-def test_access_by_number_lists_exactly_what_is_stored(world):
+@pytest.fixture(scope="module")
+def access_by_number(world):
     from mobility.rights.access import access
 
+    return access(world.agreement, world.lake, msisdn=world.erased["msisdn"], spark=world.spark)
+
+
+def test_access_by_number_lists_exactly_what_is_stored(world, access_by_number):
     person = world.erased
-    report = access(world.agreement, world.lake, msisdn=person["msisdn"], spark=world.spark)
+    report = access_by_number
     reported = _reported(report)
     quarantined = reported.pop("operator/quarantine")
     assert reported == _expected_holdings(world.lake, person)
@@ -216,10 +221,10 @@ def test_access_by_number_lists_exactly_what_is_stored(world):
     json.dumps(report.to_dict())
 
 
-def test_access_by_pseudonym_on_the_office_side_gives_the_same_office_holdings(world):
+def test_access_by_pseudonym_on_the_office_side_gives_the_same_office_holdings(world, access_by_number):
     from mobility.rights.access import access
 
-    by_number = access(world.agreement, world.lake, msisdn=world.erased["msisdn"], spark=world.spark)
+    by_number = access_by_number
     by_pseudonym = access(world.agreement, world.lake, pseudonym=world.erased["pseudonym"].upper(),
                           spark=world.spark)
     office = [h for h in by_number.holdings if h["zone"] == "office"]

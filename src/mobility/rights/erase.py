@@ -40,6 +40,7 @@ class ErasureReport:
     values_blanked: dict[str, int] = field(default_factory=dict)
     files_removed: dict[str, int] = field(default_factory=dict)
     suppression: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def erased(self) -> int:
@@ -48,7 +49,7 @@ class ErasureReport:
     def to_dict(self) -> dict:
         return {"agreement_id": self.agreement_id, "subject": self.subject, "rows_deleted": self.rows_deleted,
                 "values_blanked": self.values_blanked, "files_removed": self.files_removed,
-                "suppression": self.suppression, "nothing_stored": self.erased == 0}
+                "suppression": self.suppression, "nothing_stored": self.erased == 0, "notes": self.notes}
 
     def text(self) -> str:
         lines = [f"Erasure under agreement {self.agreement_id} for {self.subject}"]
@@ -63,6 +64,7 @@ class ErasureReport:
                      f"(Delta history older than this erasure is gone).")
         lines.append("Future deliveries of this person's data are dropped on ingestion: "
                      + ", ".join(self.suppression) + ".")
+        lines += [f"Note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -151,6 +153,9 @@ def erase(agreement, lake_root: str | Path, *, msisdn: str | None = None, pseudo
     report.suppression = _suppress(spark, lake, agreement, subject)
     personal = [t for t in catalog.tables(lake) if t.personal]
     touched = [t for t in personal if _erase_table(spark, t, subject, report)]
+    if not subject.has_number and any(t.holds_raw_records for t in personal):
+        report.notes.append("quarantined raw rows hold numbers, not pseudonyms: erase by --msisdn on the operator "
+                            "side to remove them too")
     # every personal table is purged, touched or not: earlier versions may still hold the person
     report.files_removed = purge(spark, personal)
     detail = "; ".join([f"{k}: {v} deleted" for k, v in report.rows_deleted.items()]

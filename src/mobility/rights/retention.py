@@ -11,7 +11,6 @@ an erasure's (``history.purge``), so deleted data does not survive in Delta hist
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 from pyspark.sql import functions as F
 
