@@ -104,10 +104,11 @@ def ours(truth: dict[str, pd.DataFrame], repeats: int) -> list[dict]:
         for table, frame in truth.items():
             counts = frame[D.COUNT].to_numpy()
             raw = np.array([plan.tables[table].draw(counts) for _ in range(repeats)])
+            err, clamped = np.abs(raw - counts), np.abs(np.maximum(raw, 0) - counts)
             out.append({"budget": budget["label"], "table": table, "cells": len(counts),
-                        "scale": round(plan.tables[table].scale, 4),
-                        "mae": float(np.abs(raw - counts).mean()),
-                        "mae_clamped": float(np.abs(np.maximum(raw, 0) - counts).mean())})
+                        "scale": round(plan.tables[table].scale, 4), "draws": int(err.size),
+                        "mae": float(err.mean()), "mae_se": float(err.std() / np.sqrt(err.size)),
+                        "mae_clamped": float(clamped.mean())})
         out[-1]["seconds_all_tables"] = round(time.perf_counter() - started, 1)
     return out
 
@@ -157,8 +158,9 @@ def tumult(folder: Path, truth: dict[str, pd.DataFrame], log: Path) -> tuple[lis
                                    "on the same domain")
             err = (merged["count"] - merged["truth"]).abs()
             clamped = (merged["count"].clip(lower=0) - merged["truth"]).abs()
-            rows.append({"budget": budget["label"], "table": table, "cells": len(frame),
-                         "mae": float(err.mean()), "mae_clamped": float(clamped.mean())})
+            rows.append({"budget": budget["label"], "table": table, "cells": len(frame), "draws": len(err),
+                         "mae": float(err.mean()), "mae_se": float(err.std() / np.sqrt(len(err))),
+                         "mae_clamped": float(clamped.mean())})
     return rows, info
 
 
@@ -168,7 +170,15 @@ def overall(rows: list[dict], label: str, column: str) -> float:
     return sum(r[column] * r["cells"] for r in sel) / sum(r["cells"] for r in sel)
 
 
-def measure(repeats: int, n_changes: int, out: Path, mode: str = "replicated", check_separate: int = 0) -> dict:
+def overall_se(rows: list[dict], label: str) -> float:
+    """Standard error of the cell-weighted MAE (tables drawn independently)."""
+    sel = [r for r in rows if r["budget"] == label]
+    total = sum(r["cells"] for r in sel)
+    return float(np.sqrt(sum((r["cells"] / total * r["mae_se"]) ** 2 for r in sel)))
+
+
+def measure(repeats: int, n_changes: int, out: Path, mode: str = "replicated", check_separate: int = 0,
+            tumult_repeats: int | None = None) -> dict:
     cells = D.cell_domain(HOME, RESOLUTION)[:-1]
     spec = FlowSpec(home=HOME, countries=COUNTRIES, period=PERIOD, cells=tuple(cells))
     changes = synthetic_changes(n_changes, cells)
@@ -185,7 +195,7 @@ def measure(repeats: int, n_changes: int, out: Path, mode: str = "replicated", c
         return result
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    tumult_inputs(out / "tumult-in", changes, spec, truth, repeats, mode)
+    tumult_inputs(out / "tumult-in", changes, spec, truth, tumult_repeats or repeats, mode)
     result["tumult"], result["tumult_info"] = tumult(out / "tumult-in", truth, out / "tumult.log")
     result["tumult_s"] = round(time.perf_counter() - started, 1)
     if check_separate:
@@ -199,7 +209,8 @@ def measure(repeats: int, n_changes: int, out: Path, mode: str = "replicated", c
                "ours_mae": overall(result["ours"], lab, "mae"),
                "ours_mae_clamped": overall(result["ours"], lab, "mae_clamped"),
                "tumult_mae": overall(result["tumult"], lab, "mae"),
-               "tumult_mae_clamped": overall(result["tumult"], lab, "mae_clamped")}
+               "tumult_mae_clamped": overall(result["tumult"], lab, "mae_clamped"),
+               "ours_mae_se": overall_se(result["ours"], lab), "tumult_mae_se": overall_se(result["tumult"], lab)}
         row["ratio_published"] = row["ours_mae_clamped"] / row["tumult_mae"]  # each as it publishes by default
         row["ratio_raw"] = row["ours_mae"] / row["tumult_mae"]  # the noise alone
         row["ratio_both_clamped"] = row["ours_mae_clamped"] / row["tumult_mae_clamped"]
@@ -212,18 +223,20 @@ def measure(repeats: int, n_changes: int, out: Path, mode: str = "replicated", c
 def markdown(result: dict) -> list[str]:
     lines = [f"Flows release of crossing month {result['period']}: {result['changes']:,} synthetic long-term changes "
              f"(at most one per pseudonym); cells per table {result['cells']} (non-zero {result['nonzero_cells']}); "
-             f"{result['repeats']} repetitions per budget; each table gets a third of the budget.", ""]
+             "each table gets a third of the budget.", ""]
     if not result.get("tumult"):
         return lines + [f"Tumult Analytics not measured: {result.get('tumult_missing')}"]
     info = result["tumult_info"]
     lines += [f"Tumult Analytics {info['tmlt_analytics']} (pyspark {info['pyspark']}, pandas {info['pandas']}), "
-              f"repetitions drawn in mode `{info['mode']}`.", "",
+              f"{info['repeats']} repetitions drawn in mode `{info['mode']}`; ours {result['repeats']} repetitions. "
+              "± is the standard error of the mean absolute error.", "",
               "| budget | ours MAE (raw noise) | ours MAE as published (clamped at 0) | Tumult MAE (as returned) "
               "| Tumult MAE clamped at 0 | **ratio ours published / Tumult** | ratio raw / raw "
               "| ratio both clamped |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["summary"]:
-        lines.append(f"| {r['budget']} | {r['ours_mae']:.3f} | {r['ours_mae_clamped']:.3f} | {r['tumult_mae']:.3f} | "
+        lines.append(f"| {r['budget']} | {r['ours_mae']:.3f} ± {r['ours_mae_se']:.3f} | {r['ours_mae_clamped']:.3f} | "
+                     f"{r['tumult_mae']:.3f} ± {r['tumult_mae_se']:.3f} | "
                      f"{r['tumult_mae_clamped']:.3f} | **{r['ratio_published']:.3f}** | {r['ratio_raw']:.3f} | "
                      f"{r['ratio_both_clamped']:.3f} |")
     lines += ["", "Per table (MAE raw / clamped):", "", "| budget | table | cells | ours | Tumult |",
@@ -243,13 +256,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.peer_accuracy", description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=300)
     ap.add_argument("--changes", type=int, default=20_000)
+    ap.add_argument("--tumult-repeats", type=int, default=None,
+                    help="Tumult repetitions if fewer than --repeats (its noise is slow on a busy machine)")
     ap.add_argument("--mode", choices=("replicated", "separate"), default="replicated")
     ap.add_argument("--check-separate", type=int, default=10,
                     help="also draw this many Tumult repetitions one evaluate at a time (0: no check)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "peer")
     ap.add_argument("--result", type=Path, default=None, help="write the JSON here")
     args = ap.parse_args(argv)
-    result = measure(args.repeats, args.changes, args.out.resolve(), args.mode, args.check_separate)
+    result = measure(args.repeats, args.changes, args.out.resolve(), args.mode, args.check_separate,
+                     args.tumult_repeats)
     text = json.dumps(result, indent=2, default=str)
     if args.result:
         args.result.write_text(text + "\n")
