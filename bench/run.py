@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-release", action="store_true")
     ap.add_argument("--skip-peer", action="store_true", help="no accuracy comparison with Tumult Analytics")
     ap.add_argument("--peer-repeats", type=int, default=300)
+    ap.add_argument("--peer-tumult-repeats", type=int, default=30,
+                    help="Tumult's repetitions (each draws all 3,172 cells; its noise is slow on 2 busy cores)")
     ap.add_argument("--peer-from", type=Path, default=None,
                     help="take the peer comparison from this bench.peer_accuracy JSON instead of measuring")
     ap.add_argument("--rule-scale", action="store_true",
@@ -299,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     elif not args.skip_peer:
         print(f"[bench] accuracy against Tumult Analytics ({args.peer_repeats} repetitions)", flush=True)
         peer = run_child("bench.peer_accuracy", ["--repeats", str(args.peer_repeats),
+                                                 "--tumult-repeats", str(args.peer_tumult_repeats),
                                                  "--out", str(out / "peer")],
                          out / "work" / "peer.json", out / "logs" / "peer.log")
         stage("peer", peer)
