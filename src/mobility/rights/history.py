@@ -55,12 +55,29 @@ def purge(spark, tables: list[Table]) -> dict[str, int]:
                 # deleted rows still sit in files a deletion vector masks; rewrite them out first
                 spark.sql(f"REORG TABLE delta.`{table.path}` APPLY (PURGE)")
             before = data_files(table.path)
-            delta.vacuum(0.0)
+            _vacuum_now(table.path, delta)
             removed[table.label] = len(before - data_files(table.path))
     for table in tables:
         scrub_log(table.path, table.identifier_columns)
     _forget_cached_logs(spark)
     return removed
+
+
+def _vacuum_now(path: Path, delta) -> None:
+    """Remove every file the current version does not reference.
+
+    delta-rs first: no Spark jobs, and nothing printed on standard output (Spark's VACUUM prints a
+    line there, which would corrupt the commands' JSON output). Spark when delta-rs cannot write the table.
+    """
+    from deltalake import DeltaTable
+
+    try:
+        DeltaTable(str(path)).vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
+    except Exception:  # noqa: BLE001  (a table feature delta-rs does not support)
+        delta.vacuum(0.0)
+    for sidecar in Path(path).rglob(".*.crc"):  # Hadoop checksums of files that are gone
+        if "_delta_log" not in sidecar.parts and not sidecar.with_name(sidecar.name[1:-4]).exists():
+            sidecar.unlink()
 
 
 def _uses_deletion_vectors(path: Path, delta) -> bool:
