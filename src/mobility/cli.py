@@ -116,8 +116,6 @@ def _attach(parent: click.Group, module: str, command: str) -> None:
 
 # One line per command defined in a stage's own module: (parent group, module, click object).
 _attach(release, "mobility.release_job", "flows_command")
-_attach(main, "mobility.rights.cli", "rights")
-_attach(main, "mobility.rights.cli", "retention")
 _attach(release, "mobility.release_remittances", "remittances_command")
 _attach(main, "mobility.rights.cli", "rights")
 _attach(main, "mobility.rights.cli", "retention")
