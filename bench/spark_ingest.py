@@ -91,7 +91,7 @@ def profile(spark, agreement_path: Path, input_dir: Path, lake_dir: Path, repeat
         ("read + E.164 pandas UDF (phonenumbers)", e164),
         ("read + E.164 + HMAC pads join + HMAC-SHA256", keyed),
         ("read + time parsing (try_to_timestamp, zones)",
-         raw.withColumn("_ts", v.parse_time(F.col("event_time"), tz))),
+         raw.withColumn("_ts", v.parse_time(F.col("event_time")))),
         ("the job's whole CDR plan (all of the above, joins, checks), no persist, counts or writes",
          _job_cdr_plan(spark, agreement, key, input_dir, lake_dir)),
     ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark import SparkConf
@@ -70,6 +72,21 @@ def get_spark(app_name: str = "mobility", conf: dict[str, str] | None = None) ->
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("MOBILITY_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+@contextmanager
+def session_time_zone(spark: SparkSession, zone: str) -> Iterator[None]:
+    """Build DataFrames whose time expressions work in ``zone`` (parsing naive text, dates, truncation).
+
+    Spark fixes each expression's zone when the DataFrame is built, so frames built inside the block
+    keep ``zone`` after it restores the session's own; this replaces per-row zone conversions.
+    """
+    previous = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", zone)
+    try:
+        yield
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", previous)
 
 
 def _jar_cache_file() -> Path:

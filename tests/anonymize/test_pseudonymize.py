@@ -72,7 +72,9 @@ def test_times_parse_to_the_right_instant(spark, text, utc):
     from pyspark.sql import functions as F
 
     from mobility.anonymize.validate import parse_time
+    from mobility.spark import session_time_zone
 
-    row = spark.createDataFrame([(text,)], "t STRING").select(
-        F.date_format(parse_time(F.col("t"), "Asia/Manila"), "yyyy-MM-dd HH:mm:ss").alias("u")).collect()[0]
+    with session_time_zone(spark, "Asia/Manila"):
+        instant = spark.createDataFrame([(text,)], "t STRING").select(parse_time(F.col("t")).alias("i"))
+    row = instant.select(F.date_format("i", "yyyy-MM-dd HH:mm:ss").alias("u")).collect()[0]  # UTC again
     assert row["u"] == utc

@@ -20,19 +20,16 @@ STATUS, REASON = "_status", "_reason"
 ACCEPTED, QUARANTINED, DUPLICATE, SUPPRESSED = "accepted", "quarantined", "duplicate", "suppressed"
 ISO3_CODES = sorted(c.alpha_3 for c in pycountry.countries)
 CURRENCY_CODES = sorted(c.alpha_3 for c in pycountry.currencies)
-# An offset only counts after a time: the "-05" ending "2025-01-05" is a day, not a zone.
-_OFFSET = r"T.*(Z|z|[+-]\d{2}(:?\d{2})?)$"
 
 
 def blank(col: Column) -> Column:
     return col.isNull() | (F.trim(col) == "")
 
 
-def parse_time(col: Column, time_zone: str) -> Column:
-    """ISO 8601 text to a UTC instant; naive times are in the agreement's zone; bad text -> null."""
-    text = F.regexp_replace(F.trim(col), " ", "T")
-    parsed = F.try_to_timestamp(text)
-    return F.when(text.rlike(_OFFSET), parsed).otherwise(F.to_utc_timestamp(parsed, time_zone))
+def parse_time(col: Column) -> Column:
+    """ISO 8601 text to an instant; bad text -> null. Text without an offset is in the session's zone,
+    which the job sets to the agreement's (``spark.session_time_zone``) while it builds its frames."""
+    return F.try_to_timestamp(F.trim(col))
 
 
 def first_reason(checks: list[tuple[Column, str]]) -> Column:
@@ -41,16 +38,17 @@ def first_reason(checks: list[tuple[Column, str]]) -> Column:
                   checks[1:], F.when(checks[0][0], F.lit(checks[0][1]))).otherwise(F.lit(None))
 
 
-def mark_duplicates(df: DataFrame, contract: InputContract) -> DataFrame:
+def mark_duplicates(df: DataFrame, contract: InputContract, *within: Column) -> DataFrame:
     """Flag exact copies of a row (all contract columns equal); the first by file name is kept.
 
     Rows are grouped by two independent hashes (96 bits) of their values instead of the values
     themselves: sorting two numbers is about twice as fast as sorting every column, and a false
     match needs a 96-bit collision (about 1e-9 over 1e10 rows). NUL stands in for a missing value
-    so that nulls in different columns do not hash alike.
+    so that nulls in different columns do not hash alike. ``within``: columns the frame is already
+    partitioned by (copies agree on them), so the check needs no shuffle of its own.
     """
     values = [F.coalesce(F.col(c), F.lit("\u0000")) for c in contract.columns]
-    window = Window.partitionBy(F.xxhash64(*values), F.hash(*values)).orderBy(F.col(SOURCE_FILE))
+    window = Window.partitionBy(*within, F.xxhash64(*values), F.hash(*values)).orderBy(F.col(SOURCE_FILE))
     return df.withColumn("_copy", F.row_number().over(window) > 1)
 
 
