@@ -42,9 +42,15 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
     from mobility.cli import _describe_anonymize, _describe_residence
     from mobility.privacy_budget import show as show_ledger
     from mobility.privacy_budget import verify as verify_ledger
+    from mobility.publish.export import describe as describe_export
+    from mobility.publish.export import export_release
     from mobility.release_job import describe as describe_release
     from mobility.release_job import release_flows
+    from mobility.release_remittances import describe as describe_remittances
+    from mobility.release_remittances import release_remittances
+    from mobility.report import write_reports
     from mobility.residence.job import run as run_residence
+    from mobility.rights.demo import show_rights
     from mobility.synth import generate
 
     workdir = Path(workdir).resolve()
@@ -57,7 +63,7 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
     t = _step(1, f"Synthetic population: {subscribers} subscribers of a Philippine operator, 24 months")
     summary = generate(inputs, subscribers=subscribers, months=24, start="2024-01", home_country="PHL", seed=seed,
                        fault_rate=0.02, events_per_day=4.0)
-    print(f"    wrote {summary.to_dict().get('events', 'the')} CDR events and truth to {inputs} "
+    print(f"    wrote {summary.to_dict().get('events', 0):,} CDR events and truth to {inputs} "
           f"({time.time() - t:.0f}s)")
 
     t = _step(2, "Operator side: validate, pseudonymize (HMAC-SHA256), minimize, bin on H3")
@@ -73,7 +79,18 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
                              requested_by="demo analyst", rho=0.5, by="sex,age_band")
     print(describe_release(released, rows=8) + f"\n    ({time.time() - t:.0f}s)")
 
-    _step(5, "Auditor: the privacy-budget ledger")
+    t = _step(5, f"Release: remittance corridors for {RELEASE_PERIOD}, SDG 10.c.1 and 17.3.2 (rho = 1.0)")
+    remittances = release_remittances(agreement, lake, RELEASE_PERIOD, purpose="remittance-statistics",
+                                      requested_by="demo analyst", rho=1.0)
+    print(describe_remittances(remittances, rows=6) + f"\n    ({time.time() - t:.0f}s)")
+
+    t = _step(6, "Publishing: SDMX-CSV export, release report and ledger report")
+    print(describe_export(export_release(lake, released.release_id, "sdmx-csv", workdir / "export")))
+    reports = write_reports(lake, released.release_id, workdir / "reports", agreement)
+    print(f"  release report: {reports['release']}\n  ledger report:  {reports['ledger']}"
+          f"\n    ({time.time() - t:.0f}s)")
+
+    _step(7, "Auditor: the privacy-budget ledger")
     view = show_ledger(lake, agreement_id=agreement.agreement_id, caps=agreement.budget)
     for e in view["entries"]:
         print(f"    #{e['seq']} {e['status']:9s} {e['release_id']} rho={e['rho']:.3g} hash {e['entry_hash'][:16]}")
@@ -82,6 +99,10 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
         print(f"    {y}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in b.items()))
     print("    " + verify_ledger(lake, caps={agreement.agreement_id: agreement.budget}).summary().splitlines()[0])
 
+    # Last: an erasure rewrites the office tables, so later releases need a fresh residence run.
+    t = _step(8, "Data-subject rights (UN HRC General Comment No. 16): one access request and one erasure")
+    print("    " + show_rights(agreement, lake, inputs).replace("\n", "\n    ") + f"\n    ({time.time() - t:.0f}s)")
+
     print(f"\nDone in {time.time() - started:.0f}s. What was produced, and where:")
     rows = [
         ("synthetic inputs and ground truth", inputs),
@@ -89,8 +110,12 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
         ("operator zone: quarantine, cells, run manifests", lake / "operator"),
         ("office zone: pseudonymized events, subscribers, payments", lake / "office"),
         ("office zone: daily presence, home cells, residence changes", lake / "office" / "residence_changes"),
-        ("release (CSV, Parquet, manifest.json)", released.path),
+        ("flows release (CSV, Parquet, manifest.json)", released.path),
+        ("remittance release (CSV, Parquet, manifest.json)", remittances.path),
+        ("SDMX-CSV export with its structure definition", workdir / "export"),
+        ("release report and ledger report (HTML)", workdir / "reports"),
         ("privacy-budget ledger (Delta, hash-chained)", lake / "ledger"),
+        ("rights log (keyed subject references, never numbers)", lake / "operator" / "rights_log"),
     ]
     for what, where in rows:
         print(f"  {what:58s} {where}")
