@@ -160,8 +160,8 @@ def _with_identity(ctx: _Context, df: DataFrame, ids: DataFrame, column: str, e1
 
 
 def _cdr(ctx: _Context, files, cells: DataFrame, suppression: DataFrame) -> DataFrame:
-    # One shuffle by subscriber number serves the exact-duplicate check (copies share the number),
-    # the distinct numbers to normalize and hash, and the join back: Spark reuses the exchange.
+    # Shuffled by subscriber number: the exact-duplicate check needs no shuffle of its own (copies share
+    # the number) and the join back to the distinct numbers (a second scan of that column only) is cheap.
     raw = inp.read(ctx.spark, files, CDR).repartition(F.col("msisdn"))
     df = v.mark_duplicates(raw, CDR, F.col("msisdn"))
     df = _with_identity(ctx, df, _identities(ctx, raw, "msisdn"), "msisdn", "_e164", PSEUDONYM)
