@@ -244,20 +244,38 @@ def describe(result: ReleaseResult, rows: int = 10) -> str:
     return "\n".join(lines)
 
 
+def release_options(period_help: str, by_help: str):
+    """The options every `mobility release` command shares: agreement, lake, period, breakdowns, budget."""
+    options = [
+        click.option("--agreement", required=True, help="agreement id or file (conf/agreements/ID.yaml)"),
+        click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root"),
+        click.option("--period", required=True, help=period_help),
+        click.option("--by", default=None, help=by_help),
+        click.option("--epsilon", type=float, default=None, help="pure epsilon-DP budget (discrete Laplace)"),
+        click.option("--rho", type=float, default=None, help="rho-zCDP budget (discrete Gaussian)"),
+        click.option("--purpose", required=True, help="one of the agreement's declared purpose ids"),
+        click.option("--requested-by", required=True, help="who asked for the release (name or role)"),
+    ]
+
+    def apply(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return apply
+
+
+def one_budget(epsilon: float | None, rho: float | None) -> None:
+    if (epsilon is None) == (rho is None):
+        raise click.UsageError("give exactly one of --epsilon or --rho")
+
+
 @click.command("flows")
-@click.option("--agreement", required=True, help="agreement id or file (conf/agreements/ID.yaml)")
-@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root")
-@click.option("--period", required=True, help="crossing month, YYYY-MM; must be final (16 months of data after it)")
-@click.option("--by", default=None, help="breakdowns of the international table: sex, age_band or sex,age_band")
-@click.option("--epsilon", type=float, default=None, help="pure epsilon-DP budget (discrete Laplace)")
-@click.option("--rho", type=float, default=None, help="rho-zCDP budget (discrete Gaussian)")
-@click.option("--purpose", required=True, help="one of the agreement's declared purpose ids")
-@click.option("--requested-by", required=True, help="who asked for the release (name or role)")
+@release_options("crossing month, YYYY-MM; must be final (16 months of data after it)",
+                 "breakdowns of the international table: sex, age_band or sex,age_band")
 @click.option("--release-id", default=None, help="default: derived from agreement, period, purpose, --by, budget")
 def flows_command(agreement, lake, period, by, epsilon, rho, purpose, requested_by, release_id):
     """Statistics office: publish differentially private migration flows of one crossing month."""
-    if (epsilon is None) == (rho is None):
-        raise click.UsageError("give exactly one of --epsilon or --rho")
+    one_budget(epsilon, rho)
     result = release_flows(agreement, lake, period, purpose=purpose, requested_by=requested_by, epsilon=epsilon,
                            rho=rho, by=by, release_id=release_id)
     click.echo(describe(result))

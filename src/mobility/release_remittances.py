@@ -26,7 +26,7 @@ from mobility.lake import Lake, delta_version, is_delta
 from mobility.privacy_budget.ledger import canonical_json
 from mobility.privacy_budget.mechanisms import ALPHA, plan_noise
 from mobility.privacy_budget.release import ReleaseRequest, ReleaseResult, publish
-from mobility.release_job import _refuse, check_request, parse_by
+from mobility.release_job import _refuse, check_request, one_budget, parse_by, release_options
 
 PAYMENTS_TABLE = "payments"
 SUBSCRIBERS_TABLE = "subscribers"
@@ -193,18 +193,11 @@ def describe(result: ReleaseResult, rows: int = 12) -> str:
 
 
 @click.command("remittances")
-@click.option("--agreement", required=True, help="agreement id or file (conf/agreements/ID.yaml)")
-@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root")
-@click.option("--period", required=True, help="month of the transfers, YYYY-MM; a later month must be ingested")
-@click.option("--by", default=None, help="breakdowns by the sender: sex, age_band or sex,age_band")
-@click.option("--epsilon", type=float, default=None, help="pure epsilon-DP budget (discrete Laplace)")
-@click.option("--rho", type=float, default=None, help="rho-zCDP budget (discrete Gaussian)")
-@click.option("--purpose", required=True, help="one of the agreement's declared purpose ids")
-@click.option("--requested-by", required=True, help="who asked for the release (name or role)")
+@release_options("month of the transfers, YYYY-MM; a later month must be ingested",
+                 "breakdowns by the sender: sex, age_band or sex,age_band")
 def remittances_command(agreement, lake, period, by, epsilon, rho, purpose, requested_by):
     """Statistics office: publish differentially private remittance corridors of one month."""
-    if (epsilon is None) == (rho is None):
-        raise click.UsageError("give exactly one of --epsilon or --rho")
+    one_budget(epsilon, rho)
     result = release_remittances(agreement, lake, period, purpose=purpose, requested_by=requested_by,
                                  epsilon=epsilon, rho=rho, by=by)
     click.echo(describe(result))
