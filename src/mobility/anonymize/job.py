@@ -33,7 +33,7 @@ from mobility.lake import Lake, delta_version, is_delta
 from mobility.reference import load_boundaries
 from mobility.schemas import (CDR, CELLS, CELLS_BINNED, OFFICE_EVENTS, OFFICE_PAYMENTS, OFFICE_SUBSCRIBERS, PAYMENTS,
                               PRESENCE_CHANNELS, PSEUDONYM, QUARANTINE, SUBSCRIBERS, conform)
-from mobility.spark import get_spark
+from mobility.spark import get_spark, session_time_zone
 
 SUPPRESSION_SCHEMA = StructType([StructField(PSEUDONYM, StringType(), False)])
 
@@ -52,7 +52,6 @@ class _Context:
         self.spark, self.agreement, self.key, self.lake, self.run_id = spark, agreement, key, lake, run_id
         self.boundaries = boundaries
         self.region = agreement.home_region
-        self.tz = agreement.time_zone
 
     def with_pseudonym(self, df: DataFrame, e164_col: str, out: str) -> DataFrame:
         return df.withColumn(out, hmac_sha256(F.col(e164_col)))
@@ -150,8 +149,8 @@ def _quarantine_rows(df: DataFrame, ctx: _Context, dataset: str) -> DataFrame:
 def _cdr(ctx: _Context, files, cells: DataFrame, suppression: DataFrame) -> DataFrame:
     df = v.mark_duplicates(inp.read(ctx.spark, files, CDR), CDR)
     df = df.withColumn("_e164", e164_column(F.col("msisdn"), ctx.region))
-    df = df.withColumn("_ts", v.parse_time(F.col("event_time"), ctx.tz))
-    df = df.withColumn("_local_date", F.to_date(F.from_utc_timestamp(F.col("_ts"), ctx.tz)))
+    df = df.withColumn("_ts", v.parse_time(F.col("event_time")))
+    df = df.withColumn("_local_date", F.to_date(F.col("_ts")))  # session zone = the agreement's
     cell_match = ((F.trim(F.col("cell_id")) == F.col("c_id"))
                   & (F.col("c_from").isNull() | (F.col("c_from") <= F.col("_local_date")))
                   & (F.col("c_to").isNull() | (F.col("c_to") >= F.col("_local_date"))))
@@ -174,18 +173,16 @@ def _cdr(ctx: _Context, files, cells: DataFrame, suppression: DataFrame) -> Data
                                          F.col("c_reason"), plmn_country))
     df = v.finish(df, reason, F.col("_suppressed"))
     coarse = "day" if ctx.agreement.time_resolution == "day" else "hour"
-    local = F.from_utc_timestamp(F.col("_ts"), ctx.tz)
-    event_hour = F.to_utc_timestamp(F.date_trunc(coarse, local), ctx.tz)
     roaming = ~v.blank(F.col("visited_plmn"))
     return df.select(
         *_kept(CDR),
         F.col(PSEUDONYM), F.lit(ctx.key.key_id).alias("key_id"),
-        event_hour.alias("event_hour"), F.lower(F.trim(F.col("event_type"))).alias("event_type"),
+        F.date_trunc(coarse, F.col("_ts")).alias("event_hour"), F.lower(F.trim(F.col("event_type"))).alias("event_type"),
         F.when(roaming, F.lit(None)).otherwise(F.col("c_h3")).alias("h3_cell"),
         F.when(roaming, plmn_country).otherwise(F.col("c_country")).alias("country"),
         F.col("counterpart_pseudonym"),
         F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"),
-        F.date_format(F.date_trunc(coarse, local), "yyyy-MM").alias("month"),  # the local month
+        F.date_format(F.col("_ts"), "yyyy-MM").alias("month"),  # the local month
     )
 
 
@@ -213,7 +210,7 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
     df = v.mark_duplicates(inp.read(ctx.spark, files, PAYMENTS), PAYMENTS)
     df = df.withColumn("_s164", e164_column(F.col("sender_msisdn"), ctx.region))
     df = df.withColumn("_r164", e164_column(F.col("receiver_msisdn"), ctx.region))
-    df = df.withColumn("_ts", v.parse_time(F.col("txn_time"), ctx.tz))
+    df = df.withColumn("_ts", v.parse_time(F.col("txn_time")))
     df = with_key_pads(ctx.spark, df, ctx.key)
     df = ctx.with_pseudonym(df, "_s164", PSEUDONYM)
     df = drop_key_pads(ctx.with_pseudonym(df, "_r164", "receiver_pseudonym"))
@@ -232,8 +229,7 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
 
     loc = _locate(F.col("latitude"), F.col("longitude"))
     coarse = "day" if ctx.agreement.time_resolution == "day" else "hour"
-    local = F.date_trunc(coarse, F.from_utc_timestamp(F.col("_ts"), ctx.tz))
-    txn_hour = F.to_utc_timestamp(local, ctx.tz)
+    txn_hour = F.date_trunc(coarse, F.col("_ts"))  # local hour (or day) start: session zone is the agreement's
     num = lambda c: F.expr(f"try_cast(trim({c}) AS DOUBLE)")  # noqa: E731
     return df.select(
         *_kept(PAYMENTS),
@@ -248,7 +244,7 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
         F.when((F.col(v.STATUS) == v.ACCEPTED) & F.lower(F.trim(F.col("channel"))).isin(*PRESENCE_CHANNELS),
                loc).alias("_loc"),
         F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"),
-        F.date_format(local, "yyyy-MM").alias("month"),
+        F.date_format(F.col("_ts"), "yyyy-MM").alias("month"),
     ).withColumn("h3_cell", F.col("_loc.h3_cell")).withColumn("location_country", F.col("_loc.location_country")) \
      .drop("_loc")
 
@@ -346,7 +342,9 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
         if not fs:
             continue
         progress.say("anonymize", f"validating and pseudonymizing {name}: {len(fs)} file(s)")
-        df = build(fs).persist(StorageLevel.MEMORY_AND_DISK)
+        with session_time_zone(spark, agreement.time_zone):  # naive input times are local times
+            df = build(fs)
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
         results[name] = df
         counts += _file_counts(df, name)
         quarantine.append(_quarantine_rows(df, ctx, name))
