@@ -220,6 +220,11 @@ def _resolve_relative(data: dict, base: Path, *keys: str) -> None:
                 node[leaf[-1]] = str((base / p).resolve())
 
 
+def as_agreement(ref: Agreement | str | os.PathLike) -> Agreement:
+    """An Agreement as given, or loaded from its file or id: what every stage's entry point accepts."""
+    return ref if isinstance(ref, Agreement) else load_agreement(ref)
+
+
 def load_agreement(ref: str | os.PathLike) -> Agreement:
     """Load an agreement by path, or by id from ``$MOBILITY_CONF/agreements`` or ``./conf/agreements``."""
     path = resolve_agreement_path(ref)

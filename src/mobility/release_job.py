@@ -27,7 +27,7 @@ from mobility.aggregate.flows import (
     INTERNATIONAL, MAX_CONTRIBUTIONS, TABLES, FlowSpec, domain_sizes, exact_tables, key_columns,
     last_day_of, subscriber_profile,
 )
-from mobility.config import Agreement, load_agreement
+from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError, ReleaseRefusedError
 from mobility.lake import Lake, delta_version, is_delta
 from mobility.privacy_budget.ledger import canonical_json
@@ -209,7 +209,7 @@ def release_flows(agreement: str | Agreement, lake_root: str | os.PathLike, peri
                   by: str | Sequence[str] | None = (), release_id: str | None = None, spark=None,
                   boundaries=None) -> ReleaseResult:
     """Publish the three flow tables of crossing month ``period`` through the release boundary."""
-    agreement = agreement if isinstance(agreement, Agreement) else load_agreement(agreement)
+    agreement = as_agreement(agreement)
     check_request(agreement, period, purpose, epsilon, rho)
     by = parse_by(by)
     release_id = release_id or default_release_id(agreement.agreement_id, period, purpose, by, epsilon, rho)

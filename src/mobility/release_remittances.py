@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import click
 
@@ -20,7 +19,7 @@ from mobility.aggregate import domains as D
 from mobility.aggregate import remittances as R
 from mobility.aggregate.flows import subscriber_profile
 from mobility.anonymize.runs import completed_runs
-from mobility.config import Agreement, load_agreement
+from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake, delta_version, is_delta
 from mobility.privacy_budget.ledger import canonical_json
@@ -88,7 +87,7 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
 
     from mobility.spark import get_spark
 
-    agreement = agreement if isinstance(agreement, Agreement) else load_agreement(agreement)
+    agreement = as_agreement(agreement)
     check_request(agreement, period, purpose, epsilon, rho)
     by = parse_by(by)
     if not agreement.corridors:

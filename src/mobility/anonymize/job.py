@@ -27,7 +27,7 @@ from mobility.anonymize.pseudonymize import (PseudonymKey, drop_key_pads, e164_c
 from mobility.anonymize.runs import (completed_runs, derive_run_id, ingested_fingerprints, read_json,
                                      write_json_atomic)
 from mobility.anonymize.spatial import bin_cells, locate_points, plmn_table
-from mobility.config import Agreement, load_agreement
+from mobility.config import Agreement, as_agreement
 from mobility.errors import QualityGateError
 from mobility.lake import Lake, delta_version, is_delta
 from mobility.reference import load_boundaries
@@ -293,7 +293,7 @@ def _upsert_subscribers(spark: SparkSession, df: DataFrame, path: Path) -> None:
 def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path, run_id: str | None = None,
         spark: SparkSession | None = None, boundaries=None) -> AnonymizeResult:
     started = time.time()
-    agreement = agreement if isinstance(agreement, Agreement) else load_agreement(agreement)
+    agreement = as_agreement(agreement)
     key = load_key(agreement.key)  # fail before any Spark work when the key is missing
     files = inp.discover(input_dir)
     lake = Lake(lake_root).ensure()

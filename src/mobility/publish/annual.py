@@ -38,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mobility.config import Agreement, load_agreement
+from mobility.config import Agreement, as_agreement
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
 from mobility.privacy_budget.ledger import (
@@ -154,7 +154,7 @@ def _dp_method(sources: dict[str, Source]) -> str:
 
 def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agreement) -> AnnualResult:
     """Sum the 12 monthly flows releases of ``year`` into ``LAKE/derived/annual/ANNUAL_ID`` (charges nothing)."""
-    agreement = agreement if isinstance(agreement, Agreement) else load_agreement(agreement)
+    agreement = as_agreement(agreement)
     year = int(year)
     sources = monthly_sources(lake_root, agreement.agreement_id, year)
     identifier = annual_id(agreement.agreement_id, year, sources)

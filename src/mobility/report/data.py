@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from mobility.config import Agreement, BudgetCaps, load_agreement
+from mobility.config import BudgetCaps, as_agreement, load_agreement
 from mobility.errors import ConfigError, InputContractError, MobilityError
 from mobility.lake import Lake
 from mobility.privacy_budget import accountant
@@ -79,9 +79,6 @@ def load_release(lake_root: str | os.PathLike, release_id: str) -> StoredRelease
                                      hint="run `mobility ledger verify`; the release may be incomplete")
     return StoredRelease(str(release_id), target, manifest, tables)
 
-
-def as_agreement(ref) -> Agreement:
-    return ref if isinstance(ref, Agreement) else load_agreement(ref)
 
 
 def caps_for(agreement_ids: list[str], given: tuple = ()) -> tuple[dict[str, BudgetCaps], list[str]]:

@@ -10,7 +10,8 @@ from mobility.lake import is_delta
 from mobility.privacy_budget import accountant, verify
 from mobility.privacy_budget.ledger import CHARGED, Ledger
 from mobility.report import figures
-from mobility.report.data import as_agreement, budget_path, caps_for, open_lake
+from mobility.config import as_agreement
+from mobility.report.data import budget_path, caps_for, open_lake
 from mobility.report.page import cards, esc, figure, fmt, page, rows_table
 
 

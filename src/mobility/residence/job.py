@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from mobility import progress
 from mobility.anonymize.runs import completed_runs, write_json_atomic
-from mobility.config import Agreement, load_agreement
+from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake, delta_version, is_delta
 from mobility.residence.presence import PSEUDONYM, daily_presence, monthly_home_cells, with_payment_days
@@ -102,7 +102,7 @@ def attach_cells(changes: DataFrame, home_cells: DataFrame) -> DataFrame:
 def run(agreement: str | Agreement, lake_root: str | Path, through: str | None = None,
         spark: SparkSession | None = None, params: ResidenceParams | None = None) -> ResidenceResult:
     started = time.time()
-    agreement = agreement if isinstance(agreement, Agreement) else load_agreement(agreement)
+    agreement = as_agreement(agreement)
     params = params or ResidenceParams()
     lake = Lake(lake_root)
     spark = spark or get_spark("mobility-residence")

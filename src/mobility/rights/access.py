@@ -18,7 +18,8 @@ from mobility.lake import Lake, is_delta
 from mobility.rights import catalog, log
 from mobility.rights import registry as reg
 from mobility.rights.matching import other_party_rows, run_finish_dates, subject_rows
-from mobility.rights.subject import RightsRequestError, Subject, as_agreement, resolve
+from mobility.config import as_agreement
+from mobility.rights.subject import RightsRequestError, Subject, resolve
 
 ZONE_KEYS = {"operator": "operator_zone", "office": "office_zone"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from mobility.anonymize.pseudonymize import to_e164
 from mobility.rights.access import access
 from mobility.rights.erase import erase
-from mobility.rights.subject import as_agreement
+from mobility.config import as_agreement
 
 
 def pick_subscriber(agreement, input_dir: str | Path) -> str:

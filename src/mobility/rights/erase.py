@@ -24,7 +24,8 @@ from mobility.lake import Lake, is_delta
 from mobility.rights import catalog, log
 from mobility.rights.history import purge
 from mobility.rights.matching import read, subject_rows
-from mobility.rights.subject import RightsRequestError, Subject, as_agreement, from_msisdn, from_pseudonym
+from mobility.config import as_agreement
+from mobility.rights.subject import RightsRequestError, Subject, from_msisdn, from_pseudonym
 
 SUPPRESSION_SCHEMA = StructType([StructField("pseudonym", StringType(), False),
                                  StructField("key_id", StringType(), False),

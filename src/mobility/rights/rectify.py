@@ -18,7 +18,8 @@ from mobility.errors import MobilityError
 from mobility.lake import Lake
 from mobility.rights import catalog, log
 from mobility.rights.matching import read
-from mobility.rights.subject import RightsRequestError, as_agreement, resolve
+from mobility.config import as_agreement
+from mobility.rights.subject import RightsRequestError, resolve
 from mobility.schemas import SEXES
 
 RECTIFIABLE = ("sex", "birth_year")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mobility.config import Agreement
+from mobility.config import Agreement, as_agreement
 from mobility.rights import log
-from mobility.rights.subject import as_agreement
 
 # UN Human Rights Committee, General Comment No. 16 (1988) on Article 17 ICCPR, paragraph 10.
 LEGAL_REFERENCE = "UN Human Rights Committee, General Comment No. 16 (1988), paragraph 10"

@@ -19,7 +19,8 @@ from mobility.lake import Lake
 from mobility.rights import catalog, log
 from mobility.rights.history import purge
 from mobility.rights.matching import read, run_finish_dates
-from mobility.rights.subject import RightsRequestError, as_agreement
+from mobility.config import as_agreement
+from mobility.rights.subject import RightsRequestError
 
 ACTIVITY_TABLES = ("events", "payments")  # what keeps a subscriber record alive
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import phonenumbers
 
 from mobility.anonymize.pseudonymize import load_key, to_e164
-from mobility.config import Agreement, load_agreement
+from mobility.config import Agreement
 from mobility.errors import KeyMaterialError, MobilityError
 
 PSEUDONYM_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -22,9 +22,6 @@ PSEUDONYM_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 class RightsRequestError(MobilityError):
     """A data-subject request cannot be carried out as given; nothing was changed."""
 
-
-def as_agreement(agreement: str | Agreement) -> Agreement:
-    return agreement if isinstance(agreement, Agreement) else load_agreement(agreement)
 
 
 @dataclass(frozen=True)
