@@ -62,6 +62,17 @@ def sex_value(sex: str | None) -> str:
     return sex if sex in SEXES else UNKNOWN_SEX
 
 
+def breakdown_values(frame: pd.DataFrame, by: Sequence[str],
+                     age_bands: Sequence[tuple[int, int | None]] = AGE_BANDS) -> pd.DataFrame:
+    """Map the ``sex`` / ``age_band`` breakdowns of ``frame`` (in place) onto their public values."""
+    if "sex" in by:
+        frame["sex"] = [sex_value(s) for s in frame["sex"]]
+    if "age_band" in by:
+        values = age_band_values(age_bands)
+        frame["age_band"] = [b if b in values else UNKNOWN_AGE for b in frame["age_band"]]
+    return frame
+
+
 def foreign_values(countries: Sequence[str], home: str) -> list[str]:
     """The other side of a flow: every listed country but home, then OTHER."""
     return [c for c in countries if c != home] + [OTHER]

@@ -137,11 +137,7 @@ def tables_from_counts(counts: pd.DataFrame, spec: FlowSpec) -> dict[str, pd.Dat
     frame[D.TO] = [D.country_value(c, spec.countries) for c in frame["to_country"]]
     known = set(spec.cells)
     frame["_cell"] = [c if c in known else D.UNKNOWN for c in frame["h3_cell"]]
-    if "sex" in spec.by:
-        frame["sex"] = [D.sex_value(s) for s in frame["sex"]]
-    if "age_band" in spec.by:
-        values = D.age_band_values(spec.age_bands)
-        frame["age_band"] = [b if b in values else D.UNKNOWN_AGE for b in frame["age_band"]]
+    D.breakdown_values(frame, spec.by, spec.age_bands)
     domains = spec.domains()
     departures = frame[frame["direction"] == DEPARTURE].rename(columns={"_cell": D.ORIGIN_CELL})
     arrivals = frame[frame["direction"] == ARRIVAL].rename(columns={"_cell": D.DESTINATION_CELL})

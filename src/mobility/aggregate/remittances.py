@@ -259,11 +259,7 @@ def cell_sums(transfers: pd.DataFrame, spec: RemittanceSpec,
 def tables_from_sums(sums: pd.DataFrame, spec: RemittanceSpec) -> dict[str, pd.DataFrame]:
     """One table per measure, every domain cell present (zeros included), column ``count``."""
     frame = sums.copy()
-    if "sex" in spec.by:
-        frame["sex"] = [D.sex_value(s) for s in frame["sex"]]
-    if "age_band" in spec.by:
-        values = D.age_band_values(spec.age_bands)
-        frame["age_band"] = [b if b in values else D.UNKNOWN_AGE for b in frame["age_band"]]
+    D.breakdown_values(frame, spec.by, spec.age_bands)
     domain = spec.domain()
     measures = list(MEASURES)
     summed = frame.groupby(spec.keys, as_index=False, dropna=False)[measures].sum()
