@@ -53,12 +53,16 @@ def mark_duplicates(df: DataFrame, contract: InputContract, *within: Column) -> 
 
 
 def finish(df: DataFrame, reason: Column, suppressed: Column) -> DataFrame:
-    """Duplicate before suppressed before quarantined: an erased person's rows go nowhere, not even quarantine."""
+    """Duplicate before suppressed before quarantined: an erased person's rows go nowhere, not even quarantine.
+
+    The checks are evaluated once, into a column of their own: written inline they were generated
+    three times over, which made the stage's code too large for the JIT (BENCHMARKS.md)."""
     status = (F.when(F.col("_copy"), F.lit(DUPLICATE))
               .when(F.coalesce(suppressed, F.lit(False)), F.lit(SUPPRESSED))
-              .when(reason.isNotNull(), F.lit(QUARANTINED))
+              .when(F.col("_failed").isNotNull(), F.lit(QUARANTINED))
               .otherwise(F.lit(ACCEPTED)))
-    return df.withColumn(STATUS, status).withColumn(REASON, F.when(status == QUARANTINED, reason))
+    return (df.withColumn("_failed", reason).withColumn(STATUS, status)
+            .withColumn(REASON, F.when(F.col(STATUS) == QUARANTINED, F.col("_failed"))).drop("_failed"))
 
 
 def cdr_checks(e164: Column, event_ts: Column, cell_known: Column, cell_reason: Column,
