@@ -91,14 +91,18 @@ def write_csv(path: Path, header, rows, gz=False):
         w.writerows(rows)
 
 
+ODD_NAME = "part 2 #ü%.csv"
+
+
 def make_inputs(root: Path) -> Path:
     write_csv(root / "cells" / "cells.csv", ["cell_id", "latitude", "longitude", "valid_from", "valid_to"], HOME_CELLS)
     half = len(CDR_ROWS) // 2
     write_csv(root / "cdr" / "part-1.csv.gz", CDR_HEADER, [r[:-1] for r in CDR_ROWS[:half]], gz=True)
-    # a sub-folder and a space in the name: files are named by their path under the input folder
-    write_csv(root / "cdr" / "2025" / "part 2.csv", CDR_HEADER, [r[:-1] for r in CDR_ROWS[half:]])
+    # a sub-folder, a space and characters a URI escapes: files are named by their path under the
+    # input folder, whatever form Spark's file URI takes
+    write_csv(root / "cdr" / "2025" / ODD_NAME, CDR_HEADER, [r[:-1] for r in CDR_ROWS[half:]])
     # a row with too many fields: malformed
-    with open(root / "cdr" / "2025" / "part 2.csv", "a") as fh:
+    with open(root / "cdr" / "2025" / ODD_NAME, "a") as fh:
         fh.write('+639171234567,2025-01-05T21:13:00,call_out,C1,,,,,EXTRA,"more"\n')
     write_csv(root / "subscribers" / "subscribers.csv", ["msisdn", "sex", "birth_year"],
               [r[:-1] for r in SUBSCRIBER_ROWS])

@@ -127,11 +127,35 @@ def _as_text(df: DataFrame, column: str):
     return col.cast("string").alias(column)
 
 
+def _spark_uris(spark: SparkSession, path: Path) -> set[str]:
+    """The forms in which Spark's ``_metadata.file_path`` may name a local or cluster file: the
+    qualified Hadoop URI, percent-encoded, with ``file:/`` or ``file:///`` for the local file system."""
+    jvm_path = spark._jvm.org.apache.hadoop.fs.Path(str(path))
+    fs = jvm_path.getFileSystem(spark._jsc.hadoopConfiguration())
+    uri = str(fs.makeQualified(jvm_path).toUri().toString())
+    forms = {uri}
+    if uri.startswith("file:///"):
+        forms.add("file:/" + uri[len("file:///"):])
+    elif uri.startswith("file:/"):
+        forms.add("file:///" + uri[len("file:/"):])
+    return forms
+
+
+def _source_names(spark: SparkSession, files: list[InputFile]) -> DataFrame:
+    """File URI -> the file's name under the input folder, as a small table to broadcast.
+
+    Joining on Spark's own URI string costs one hash lookup per row; decoding each row's URI
+    first (the obvious way) was half the cost of reading the CSVs (BENCHMARKS.md).
+    """
+    rows = [(uri, f.name) for f in files for uri in sorted(_spark_uris(spark, f.path))]
+    return spark.createDataFrame(rows, f"_uri STRING, {SOURCE_FILE} STRING")
+
+
 def read(spark: SparkSession, files: list[InputFile], contract: InputContract) -> DataFrame:
     """All files of one dataset as one DataFrame of strings with the contract's columns,
     the source file name, and ``_corrupt_record`` for rows that do not parse as CSV."""
     frames = []
-    names = spark.createDataFrame([(str(f.path), f.name) for f in files], f"_abs STRING, {SOURCE_FILE} STRING")
+    names = F.broadcast(_source_names(spark, files))
     by_header: dict[tuple, list[InputFile]] = defaultdict(list)
     for f in files:
         by_header[(f.fmt, f.columns)].append(f)
@@ -148,9 +172,10 @@ def read(spark: SparkSession, files: list[InputFile], contract: InputContract) -
             df = spark.read.parquet(*paths)
             df = df.select(*[_as_text(df, c) for c in columns], "_metadata")
             df = df.withColumn(CORRUPT, F.lit(None).cast("string"))
-        # Spark reports a URI (percent-encoded); name files by their path under the input folder.
-        local = F.regexp_replace(F.url_decode(F.col("_metadata.file_path")), "^file:(//)?", "")
-        df = df.withColumn("_abs", local).join(F.broadcast(names), "_abs").drop("_abs")
+        df = df.withColumn("_uri", F.col("_metadata.file_path")).join(names, "_uri", "left")
+        # Every row must be attributed to its file (per-file reconciliation): fail, never drop.
+        df = df.withColumn(SOURCE_FILE, F.coalesce(F.col(SOURCE_FILE), F.raise_error(F.concat(
+            F.lit("cannot attribute a row to one of the listed input files: "), F.col("_uri")))))
         for c in contract.columns:
             if c not in columns:
                 df = df.withColumn(c, F.lit(None).cast("string"))
@@ -159,4 +184,3 @@ def read(spark: SparkSession, files: list[InputFile], contract: InputContract) -
     for df in frames[1:]:
         out = out.unionByName(df)
     return out
-
