@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from anon_fixtures import CDR_ROWS, PAYMENT_ROWS, SUBSCRIBER_ROWS, make_agreement, make_inputs
+from anon_fixtures import CDR_ROWS, ODD_NAME, PAYMENT_ROWS, SUBSCRIBER_ROWS, make_agreement, make_inputs
 from mobility.anonymize.job import run
 from mobility.config import load_agreement
 from mobility.errors import InputContractError, KeyMaterialError, QualityGateError
@@ -54,11 +54,11 @@ def test_every_quarantine_reason_is_recorded(world):
     got = collections.Counter(zip(q["dataset"], q["reason"]))
     expected = {**_expected(CDR_ROWS, "cdr"), **_expected(SUBSCRIBER_ROWS, "subscribers"),
                 **_expected(PAYMENT_ROWS, "payments")}
-    expected[("cdr", "malformed_row")] = 1  # the extra-field line appended to part 2.csv
+    expected[("cdr", "malformed_row")] = 1  # the extra-field line appended to the second CDR file
     expected[("cells", "cell_outside_boundaries")] = 1
     expected[("cells", "invalid_coordinates")] = 1
     assert dict(got) == expected
-    assert set(q["source_file"]) >= {"cdr/part-1.csv.gz", "cdr/2025/part 2.csv", "cells/cells.csv",
+    assert set(q["source_file"]) >= {"cdr/part-1.csv.gz", f"cdr/2025/{ODD_NAME}", "cells/cells.csv",
                                      "subscribers/subscribers.csv", "payments/payments.csv"}
 
 
@@ -131,12 +131,34 @@ def test_office_zone_has_no_raw_identifier_nor_key(world):
                 assert needle not in text, f"{needle} found in {path}"
 
 
+def test_delta_logs_keep_no_pseudonym(world):
+    """Data-skipping statistics cover only non-identifying columns, so no pseudonym is copied
+    into a table's transaction log (where erasure would have to scrub it)."""
+    spark, lake = world["spark"], world["lake"]
+    pseudonyms = set()
+    for name, columns in (("events", ["pseudonym", "counterpart_pseudonym"]), ("subscribers", ["pseudonym"]),
+                          ("payments", ["sender_pseudonym", "receiver_pseudonym"])):
+        rows = _delta(spark, lake / "office" / name).select(*columns).collect()
+        pseudonyms |= {v for r in rows for v in r if v}
+    assert len(pseudonyms) >= 3
+    logs = [p for p in (lake / "office").rglob("*") if p.is_file() and "_delta_log" in p.parts]
+    assert any(p.suffix == ".json" for p in logs)
+    for path in logs:
+        text = path.read_bytes().decode("utf-8", "ignore")
+        for pseudonym in pseudonyms:
+            assert pseudonym not in text, f"a pseudonym is in {path}"
+        for line in text.splitlines() if path.suffix == ".json" else []:
+            stats = json.loads(line).get("add", {}).get("stats")
+            if stats:  # statistics are still kept, on the columns meant for skipping
+                assert "pseudonym" not in stats and json.loads(stats)["numRecords"] >= 0
+
+
 def test_rerun_of_same_inputs_adds_nothing(world):
     before = _delta(world["spark"], world["lake"] / "office" / "events").count()
     again = run(world["agreement"], world["inputs"], world["lake"], spark=world["spark"])
     assert again.already_done and again.run_id == world["result"].run_id
     other_id = run(world["agreement"], world["inputs"], world["lake"], run_id="manual-2", spark=world["spark"])
-    assert {f["file"] for f in other_id.manifest["skipped_files"]} >= {"cdr/part-1.csv.gz", "cdr/2025/part 2.csv"}
+    assert {f["file"] for f in other_id.manifest["skipped_files"]} >= {"cdr/part-1.csv.gz", f"cdr/2025/{ODD_NAME}"}
     assert _delta(world["spark"], world["lake"] / "office" / "events").count() == before
 
 

@@ -268,9 +268,27 @@ def _file_counts(df: DataFrame, dataset: str) -> list[dict]:
     return sorted(per.values(), key=lambda e: e["file"])
 
 
+# Columns whose per-file min/max Delta keeps in its log for data skipping. Never an identifier
+# (pseudonym, raw record): the log is not where a pseudonym should be found, and collecting
+# statistics on every column cost about a third of the office-zone write (BENCHMARKS.md).
+STATS_COLUMNS = {
+    "events": "event_hour,event_type,country",
+    "payments": "txn_hour,sender_country,receiver_country,channel",
+    "subscribers": "sex,birth_year",
+    "quarantine": "dataset,reason,source_file,run_id",
+}
+
+
+def _new_table_options(path: Path) -> dict[str, str]:
+    """Table properties for a table this write creates (existing tables keep theirs)."""
+    if is_delta(path):
+        return {}
+    return {"delta.dataSkippingStatsColumns": STATS_COLUMNS[path.name]}
+
+
 def _append(df: DataFrame, path: Path, run_id: str, partition: str | None = None) -> None:
     """Idempotent append: Delta skips a write whose (txnAppId, txnVersion) it has already committed."""
-    writer = (df.write.format("delta").mode("append")
+    writer = (df.write.format("delta").mode("append").options(**_new_table_options(path))
               .option("txnAppId", f"mobility-anonymize:{run_id}").option("txnVersion", 0))
     if partition:
         writer = writer.partitionBy(partition)
@@ -281,7 +299,7 @@ def _upsert_subscribers(spark: SparkSession, df: DataFrame, path: Path) -> None:
     from delta.tables import DeltaTable
 
     if not is_delta(path):
-        df.write.format("delta").mode("append").save(str(path))
+        df.write.format("delta").mode("append").options(**_new_table_options(path)).save(str(path))
         return
     (DeltaTable.forPath(spark, str(path)).alias("t")
      .merge(df.alias("s"), "t.pseudonym = s.pseudonym AND t.key_id = s.key_id")
@@ -351,7 +369,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
 
     _quality_gate(counts, agreement.max_invalid_share)
 
-    progress.say("anonymize", "writing office zone and quarantine", rows=sum(c.get("read", 0) for c in counts))
+    progress.say("anonymize", "writing the quarantine", rows=sum(c.get("read", 0) for c in counts))
     if quarantine:
         q = quarantine[0]
         for extra in quarantine[1:]:
@@ -363,6 +381,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
          .write.format("delta").mode("overwrite").option("txnAppId", f"mobility-anonymize:{run_id}")
          .option("txnVersion", 0).save(str(lake.cells)))
     accepted = lambda name: results[name].filter(F.col(v.STATUS) == v.ACCEPTED)  # noqa: E731
+    progress.say("anonymize", "writing the office zone")
     if "cdr" in results:
         _append(conform(accepted("cdr"), OFFICE_EVENTS), lake.office_table("events"), run_id, "month")
     if "subscribers" in results:
