@@ -14,8 +14,9 @@ import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import pandas as pd
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType, StructField, StructType
@@ -123,13 +124,14 @@ def to_e164(raw: str | None, region: str) -> str | None:
 
 
 def e164_column(value: Column, region: str) -> Column:
-    """Vectorised (Arrow) normalization; each batch parses each distinct number once."""
+    """Vectorised (Arrow) normalization: each batch parses each distinct number once, and the
+    numbers never become Python objects row by row (dictionary-encode, map the few distinct values,
+    take back): about half the cost of the pandas version it replaced (BENCHMARKS.md)."""
 
-    @F.pandas_udf(StringType())
-    def _normalize(numbers: pd.Series) -> pd.Series:
-        uniques = numbers.dropna().unique()
-        mapping = {u: to_e164(u, region) for u in uniques}
-        # object dtype even when no value is valid, so Arrow always sees strings or nulls
-        return pd.Series([mapping.get(n) for n in numbers], index=numbers.index, dtype=object)
+    @F.arrow_udf(StringType())
+    def _normalize(numbers: pa.Array) -> pa.Array:
+        encoded = pc.dictionary_encode(numbers)  # nulls stay null indices, and take() keeps them null
+        distinct = [to_e164(u, region) for u in encoded.dictionary.to_pylist()]
+        return pa.array(distinct, type=pa.string()).take(encoded.indices)
 
     return _normalize(value)
