@@ -19,6 +19,10 @@ from pyspark.sql import SparkSession
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 LOG4J_QUIET = Path(__file__).parent / "data" / "log4j2-quiet.properties"
+# The throughput collector: a batch job wants the most work per CPU, not short pauses. With G1 the
+# anonymization job spent about a quarter more CPU on 2 cores (BENCHMARKS.md). Local runs only:
+# the executors run inside this JVM.
+LOCAL_JAVA_OPTIONS = ["-XX:+UseParallelGC"]
 
 # Defaults sized for one machine; a cluster overrides them in spark-defaults.conf.
 LOCAL_DEFAULTS = {
@@ -53,9 +57,10 @@ def get_spark(app_name: str = "mobility", conf: dict[str, str] | None = None) ->
         builder = builder.master(os.environ.get("MOBILITY_SPARK_MASTER", "local[*]"))
         for key, value in LOCAL_DEFAULTS.items():
             builder = builder.config(key, value)
+        java_opts = list(LOCAL_JAVA_OPTIONS)
         if not os.environ.get("MOBILITY_SPARK_VERBOSE"):
-            opt = f"-Dlog4j2.configurationFile={LOG4J_QUIET.as_uri()}"
-            builder = builder.config("spark.driver.extraJavaOptions", opt)
+            java_opts.append(f"-Dlog4j2.configurationFile={LOG4J_QUIET.as_uri()}")
+        builder = builder.config("spark.driver.extraJavaOptions", " ".join(java_opts))
         jars = _cached_delta_jars()
         if jars:  # resolved before: skip Ivy (no network, no resolution chatter)
             builder = builder.config("spark.jars", ",".join(jars))
