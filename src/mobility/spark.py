@@ -80,18 +80,28 @@ def get_spark(app_name: str = "mobility", conf: dict[str, str] | None = None) ->
 
 
 @contextmanager
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """Set one SQL setting for the frames built (or persisted) inside the block, then restore it."""
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
+
+
+@contextmanager
 def session_time_zone(spark: SparkSession, zone: str) -> Iterator[None]:
     """Build DataFrames whose time expressions work in ``zone`` (parsing naive text, dates, truncation).
 
     Spark fixes each expression's zone when the DataFrame is built, so frames built inside the block
     keep ``zone`` after it restores the session's own; this replaces per-row zone conversions.
     """
-    previous = spark.conf.get("spark.sql.session.timeZone")
-    spark.conf.set("spark.sql.session.timeZone", zone)
-    try:
+    with session_conf(spark, "spark.sql.session.timeZone", zone):
         yield
-    finally:
-        spark.conf.set("spark.sql.session.timeZone", previous)
 
 
 def _jar_cache_file() -> Path:

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mobility.anonymize.pseudonymize import PseudonymKey, hmac_sha256, to_e164, with_key_pads, drop_key_pads
+from mobility.anonymize.pseudonymize import (PseudonymKey, drop_key_pads, e164_column, hmac_sha256, to_e164,
+                                             with_key_pads)
 
 
 @pytest.mark.spark
@@ -46,6 +47,19 @@ def test_invalid_numbers_are_rejected(raw):
 
 def test_foreign_numbers_keep_their_country():
     assert to_e164("+974 5512 3456", "PH") == "+97455123456"
+
+
+@pytest.mark.spark
+def test_spark_column_equals_the_python_function_row_by_row(spark):
+    """The Arrow UDF maps each row through its batch's distinct values: order, repeats, nulls and
+    invalid text must come back exactly as ``to_e164`` gives them, also in a batch with no number."""
+    values = ["0917 123 4567", None, "+974 5512 3456", "garbage", "09171234567", "", None, "+639171234567",
+              "00639221234567", "garbage"] * 7
+    df = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "i INT, v STRING")
+    got = {r["i"]: r["e"] for r in df.select("i", e164_column(df["v"], "PH").alias("e")).collect()}
+    assert got == {i: to_e164(v, "PH") for i, v in enumerate(values)}
+    nothing = spark.createDataFrame([(None,), (None,)], "v STRING")
+    assert [r["e"] for r in nothing.select(e164_column(nothing["v"], "PH").alias("e")).collect()] == [None, None]
 
 
 @settings(max_examples=200, deadline=None)

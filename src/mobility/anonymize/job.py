@@ -33,7 +33,7 @@ from mobility.lake import Lake, delta_version, is_delta
 from mobility.reference import load_boundaries
 from mobility.schemas import (CDR, CELLS, CELLS_BINNED, OFFICE_EVENTS, OFFICE_PAYMENTS, OFFICE_SUBSCRIBERS, PAYMENTS,
                               PRESENCE_CHANNELS, PSEUDONYM, QUARANTINE, SUBSCRIBERS, conform)
-from mobility.spark import get_spark, session_time_zone
+from mobility.spark import get_spark, session_conf, session_time_zone
 
 SUPPRESSION_SCHEMA = StructType([StructField(PSEUDONYM, StringType(), False)])
 
@@ -148,7 +148,6 @@ def _quarantine_rows(df: DataFrame, ctx: _Context, dataset: str) -> DataFrame:
 
 def _cdr(ctx: _Context, files, cells: DataFrame, suppression: DataFrame) -> DataFrame:
     df = v.mark_duplicates(inp.read(ctx.spark, files, CDR), CDR)
-    df = df.withColumn("_e164", e164_column(F.col("msisdn"), ctx.region))
     df = df.withColumn("_ts", v.parse_time(F.col("event_time")))
     df = df.withColumn("_local_date", F.to_date(F.col("_ts")))  # session zone = the agreement's
     cell_match = ((F.trim(F.col("cell_id")) == F.col("c_id"))
@@ -159,6 +158,10 @@ def _cdr(ctx: _Context, files, cells: DataFrame, suppression: DataFrame) -> Data
     df = df.join(F.broadcast(full), F.trim(F.col("visited_plmn")) == F.col("p_key"), "left")
     df = df.join(F.broadcast(mcc), F.substring(F.trim(F.col("visited_plmn")), 1, 3) == F.col("m_key"), "left")
     plmn_country = F.coalesce(F.col("p_country"), F.col("m_country"))
+    # The Python UDF runs between the joins and the keyed hash and checks: Spark's generated code
+    # for the stage then comes in two halves instead of one method so large that the JIT spent
+    # some 20 CPU-s compiling it, twice over, in every fresh JVM (BENCHMARKS.md).
+    df = df.withColumn("_e164", e164_column(F.col("msisdn"), ctx.region))
     df = with_key_pads(ctx.spark, df, ctx.key)
     df = ctx.with_pseudonym(df, "_e164", PSEUDONYM)
     if ctx.agreement.counterpart == "pseudonymize":
@@ -176,12 +179,11 @@ def _cdr(ctx: _Context, files, cells: DataFrame, suppression: DataFrame) -> Data
     roaming = ~v.blank(F.col("visited_plmn"))
     return df.select(
         *_kept(CDR),
-        F.col(PSEUDONYM), F.lit(ctx.key.key_id).alias("key_id"),
+        F.col(PSEUDONYM),
         F.date_trunc(coarse, F.col("_ts")).alias("event_hour"), F.lower(F.trim(F.col("event_type"))).alias("event_type"),
         F.when(roaming, F.lit(None)).otherwise(F.col("c_h3")).alias("h3_cell"),
         F.when(roaming, plmn_country).otherwise(F.col("c_country")).alias("country"),
         F.col("counterpart_pseudonym"),
-        F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"),
         F.date_format(F.col("_ts"), "yyyy-MM").alias("month"),  # the local month
     )
 
@@ -199,10 +201,9 @@ def _subscribers(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
     df = v.finish(df, v.first_reason(checks), F.col("_suppressed"))
     sex = F.upper(F.trim(F.col("sex")))
     return df.select(
-        *_kept(SUBSCRIBERS), F.col(PSEUDONYM), F.lit(ctx.key.key_id).alias("key_id"),
+        *_kept(SUBSCRIBERS), F.col(PSEUDONYM),
         F.when(sex == "", None).otherwise(sex).alias("sex"),
         F.expr("try_cast(trim(birth_year) AS INT)").alias("birth_year"),
-        F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"),
     )
 
 
@@ -234,7 +235,7 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
     return df.select(
         *_kept(PAYMENTS),
         F.col(PSEUDONYM).alias("sender_pseudonym"), F.col("receiver_pseudonym"),
-        F.lit(ctx.key.key_id).alias("key_id"), txn_hour.alias("txn_hour"),
+        txn_hour.alias("txn_hour"),
         F.upper(F.trim(F.col("sender_country"))).alias("sender_country"),
         F.upper(F.trim(F.col("receiver_country"))).alias("receiver_country"),
         num("amount").alias("amount"), F.upper(F.trim(F.col("currency"))).alias("currency"),
@@ -243,7 +244,6 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
         # Only an agent desk or card terminal places the payer; other channels' positions are dropped.
         F.when((F.col(v.STATUS) == v.ACCEPTED) & F.lower(F.trim(F.col("channel"))).isin(*PRESENCE_CHANNELS),
                loc).alias("_loc"),
-        F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"),
         F.date_format(F.col("_ts"), "yyyy-MM").alias("month"),
     ).withColumn("h3_cell", F.col("_loc.h3_cell")).withColumn("location_country", F.col("_loc.location_country")) \
      .drop("_loc")
@@ -362,7 +362,11 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
         progress.say("anonymize", f"validating and pseudonymizing {name}: {len(fs)} file(s)")
         with session_time_zone(spark, agreement.time_zone):  # naive input times are local times
             df = build(fs)
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        # Kept in memory uncompressed (spilling to disk if need be) for the counts and the writes:
+        # encoding the columns cost more CPU than the rest of the persist (BENCHMARKS.md). The
+        # constant columns (key id, agreement, run) are added at write time, not stored per row.
+        with session_conf(spark, "spark.sql.inMemoryColumnarStorage.compressed", "false"):
+            df = df.persist(StorageLevel.MEMORY_AND_DISK)
         results[name] = df
         counts += _file_counts(df, name)
         quarantine.append(_quarantine_rows(df, ctx, name))
@@ -380,7 +384,11 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
                                CELLS_BINNED)
          .write.format("delta").mode("overwrite").option("txnAppId", f"mobility-anonymize:{run_id}")
          .option("txnVersion", 0).save(str(lake.cells)))
-    accepted = lambda name: results[name].filter(F.col(v.STATUS) == v.ACCEPTED)  # noqa: E731
+    def accepted(name: str) -> DataFrame:
+        return results[name].filter(F.col(v.STATUS) == v.ACCEPTED).select(
+            "*", F.lit(key.key_id).alias("key_id"), F.lit(agreement.agreement_id).alias("agreement_id"),
+            F.lit(run_id).alias("run_id"))
+
     progress.say("anonymize", "writing the office zone")
     if "cdr" in results:
         _append(conform(accepted("cdr"), OFFICE_EVENTS), lake.office_table("events"), run_id, "month")
