@@ -33,7 +33,7 @@ from mobility.lake import Lake, delta_version, is_delta
 from mobility.reference import load_boundaries
 from mobility.schemas import (CDR, CELLS, CELLS_BINNED, OFFICE_EVENTS, OFFICE_PAYMENTS, OFFICE_SUBSCRIBERS, PAYMENTS,
                               PRESENCE_CHANNELS, PSEUDONYM, QUARANTINE, SUBSCRIBERS, conform)
-from mobility.spark import get_spark, session_conf, session_time_zone
+from mobility.spark import get_spark, session_time_zone
 
 SUPPRESSION_SCHEMA = StructType([StructField(PSEUDONYM, StringType(), False)])
 
@@ -362,11 +362,9 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
         progress.say("anonymize", f"validating and pseudonymizing {name}: {len(fs)} file(s)")
         with session_time_zone(spark, agreement.time_zone):  # naive input times are local times
             df = build(fs)
-        # Kept in memory uncompressed (spilling to disk if need be) for the counts and the writes:
-        # encoding the columns cost more CPU than the rest of the persist (BENCHMARKS.md). The
+        # Kept (compressed: uncompressed was slower at 10M rows) for the counts and the writes; the
         # constant columns (key id, agreement, run) are added at write time, not stored per row.
-        with session_conf(spark, "spark.sql.inMemoryColumnarStorage.compressed", "false"):
-            df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
         results[name] = df
         counts += _file_counts(df, name)
         quarantine.append(_quarantine_rows(df, ctx, name))
