@@ -10,27 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 from mobility.rights.catalog import Table
+from mobility.spark import session_conf
 
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 STATS_KEYS = ("minValues", "maxValues")
 
 
-@contextmanager
 def retention_check_disabled(spark):
     """Lift Delta's 7-day vacuum guard for this operation only, then put the previous value back."""
-    previous = spark.conf.get(RETENTION_CHECK, None)
-    spark.conf.set(RETENTION_CHECK, "false")
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(RETENTION_CHECK)
-        else:
-            spark.conf.set(RETENTION_CHECK, previous)
+    return session_conf(spark, RETENTION_CHECK, "false")
 
 
 def data_files(path: Path) -> set[Path]:
