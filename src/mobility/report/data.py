@@ -80,7 +80,6 @@ def load_release(lake_root: str | os.PathLike, release_id: str) -> StoredRelease
     return StoredRelease(str(release_id), target, manifest, tables)
 
 
-
 def caps_for(agreement_ids: list[str], given: tuple = ()) -> tuple[dict[str, BudgetCaps], list[str]]:
     """Caps of the agreements given (objects, files or ids), else found by id; notes say which were not found."""
     caps: dict[str, BudgetCaps] = {}

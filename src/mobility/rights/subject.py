@@ -23,7 +23,6 @@ class RightsRequestError(MobilityError):
     """A data-subject request cannot be carried out as given; nothing was changed."""
 
 
-
 @dataclass(frozen=True)
 class Subject:
     pseudonym: str
