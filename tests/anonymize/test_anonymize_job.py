@@ -32,10 +32,22 @@ def world(tmp_path_factory, spark):
     mp.setenv("MOBILITY_KEY_TEST", key)
     agreement = load_agreement(make_agreement(root))
     inputs = make_inputs(root / "input")
+    held_before = _held_blocks(spark)
     result = run(agreement, inputs, root / "lake", spark=spark)
     yield {"root": root, "key": key, "agreement": agreement, "inputs": inputs, "lake": root / "lake",
-           "result": result, "spark": spark}
+           "result": result, "spark": spark, "held_before": held_before, "held_after": _held_blocks(spark)}
     mp.undo()
+
+
+def _held_blocks(spark) -> set[int]:
+    """Ids of the RDDs (cached frames, local checkpoints) that hold blocks in Spark's block manager."""
+    return {info.id() for info in spark.sparkContext._jsc.sc().getRDDStorageInfo()}
+
+
+def test_run_frees_what_it_kept(world):
+    # The job keeps its frames on local disk (raw quarantined records among them) while it counts
+    # and writes; none of it may outlive the run.
+    assert world["held_after"] <= world["held_before"]
 
 
 def _delta(spark, path):
@@ -210,8 +222,10 @@ def test_suppressed_subject_is_dropped_and_counted(world, tmp_path):
 
 def test_quality_gate_fails_and_writes_nothing(world, tmp_path):
     agreement = load_agreement(make_agreement(tmp_path, max_invalid_share=0.05))
+    held = _held_blocks(world["spark"])
     with pytest.raises(QualityGateError, match="max_invalid_share") as err:
         run(agreement, world["inputs"], tmp_path / "lake", spark=world["spark"])
+    assert _held_blocks(world["spark"]) <= held
     message = str(err.value)
     assert "nothing was written" in message and "What to do" in message
     assert any(f"of 6 cells rows" in message or f"of 20 cdr rows" in message for _ in [0])

@@ -286,6 +286,18 @@ def _new_table_options(path: Path) -> dict[str, str]:
     return {"delta.dataSkippingStatsColumns": STATS_COLUMNS[path.name]}
 
 
+def _release(df: DataFrame) -> None:
+    """Free a local checkpoint's blocks now rather than when the JVM collects the frame.
+
+    ``DataFrame.unpersist`` does not reach them: they belong to the RDD under the checkpoint's
+    plan, which PySpark does not expose. Should a Spark version hide it, Spark's context cleaner
+    still frees the blocks once the frame is garbage-collected."""
+    try:
+        df._jdf.queryExecution().analyzed().rdd().unpersist(True)
+    except Exception:  # noqa: BLE001 - best effort: see above
+        pass
+
+
 def _append(df: DataFrame, path: Path, run_id: str, partition: str | None = None) -> None:
     """Idempotent append: Delta skips a write whose (txnAppId, txnVersion) it has already committed."""
     writer = (df.write.format("delta").mode("append").options(**_new_table_options(path))
@@ -352,51 +364,59 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
             q = q.rename(columns={inp.SOURCE_FILE: "source_file"})[[f.name for f in QUARANTINE.fields]]
             quarantine.append(spark.createDataFrame(q.astype(object).where(q.notna(), None), QUARANTINE))
 
-    builders = {"cdr": lambda fs: _cdr(ctx, fs, cell_lookup, suppression),
-                "subscribers": lambda fs: _subscribers(ctx, fs, suppression),
-                "payments": lambda fs: _payments(ctx, fs, suppression)}
-    for name, build in builders.items():
-        fs = new_files.get(name)
-        if not fs:
-            continue
-        progress.say("anonymize", f"validating and pseudonymizing {name}: {len(fs)} file(s)")
-        with session_time_zone(spark, agreement.time_zone):  # naive input times are local times
-            df = build(fs)
-        # Kept (compressed: uncompressed was slower at 10M rows) for the counts and the writes; the
-        # constant columns (key id, agreement, run) are added at write time, not stored per row.
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
-        results[name] = df
-        counts += _file_counts(df, name)
-        quarantine.append(_quarantine_rows(df, ctx, name))
+    try:  # the local checkpoints are freed whether the run commits or the gate stops it
+        builders = {"cdr": lambda fs: _cdr(ctx, fs, cell_lookup, suppression),
+                    "subscribers": lambda fs: _subscribers(ctx, fs, suppression),
+                    "payments": lambda fs: _payments(ctx, fs, suppression)}
+        for name, build in builders.items():
+            fs = new_files.get(name)
+            if not fs:
+                continue
+            progress.say("anonymize", f"validating and pseudonymizing {name}: {len(fs)} file(s)")
+            with session_time_zone(spark, agreement.time_zone):  # naive input times are local times
+                df = build(fs)
+            # Computed once, for the counts and then the writes (ADR 0007): a local checkpoint on the
+            # executors' disks, filled by the first action. Spark's columnar cache cost some 25 more
+            # CPU-s per 10M rows to encode and crowded the sort out of memory (BENCHMARKS.md). The
+            # constant columns (key id, agreement, run) are added at write time, not stored per row.
+            df = df.localCheckpoint(eager=False, storageLevel=StorageLevel.DISK_ONLY)
+            results[name] = df
+            counts += _file_counts(df, name)
+            quarantine.append(_quarantine_rows(df, ctx, name))
 
-    _quality_gate(counts, agreement.max_invalid_share)
+        _quality_gate(counts, agreement.max_invalid_share)
 
-    progress.say("anonymize", "writing the quarantine", rows=sum(c.get("read", 0) for c in counts))
-    if quarantine:
-        q = quarantine[0]
-        for extra in quarantine[1:]:
-            q = q.unionByName(extra)
-        _append(q, lake.quarantine, run_id)
-    if cells_binned is not None and new_files.get("cells"):
-        (spark.createDataFrame(cells_binned.astype(object).where(cells_binned.notna(), None),
-                               CELLS_BINNED)
-         .write.format("delta").mode("overwrite").option("txnAppId", f"mobility-anonymize:{run_id}")
-         .option("txnVersion", 0).save(str(lake.cells)))
-    def accepted(name: str) -> DataFrame:
-        return results[name].filter(F.col(v.STATUS) == v.ACCEPTED).select(
-            "*", F.lit(key.key_id).alias("key_id"), F.lit(agreement.agreement_id).alias("agreement_id"),
-            F.lit(run_id).alias("run_id"))
+        progress.say("anonymize", "writing the quarantine", rows=sum(c.get("read", 0) for c in counts))
+        if quarantine:
+            q = quarantine[0]
+            for extra in quarantine[1:]:
+                q = q.unionByName(extra)
+            _append(q, lake.quarantine, run_id)
+        if cells_binned is not None and new_files.get("cells"):
+            (spark.createDataFrame(cells_binned.astype(object).where(cells_binned.notna(), None),
+                                   CELLS_BINNED)
+             .write.format("delta").mode("overwrite").option("txnAppId", f"mobility-anonymize:{run_id}")
+             .option("txnVersion", 0).save(str(lake.cells)))
 
-    progress.say("anonymize", "writing the office zone")
-    if "cdr" in results:
-        _append(conform(accepted("cdr"), OFFICE_EVENTS), lake.office_table("events"), run_id, "month")
-    if "subscribers" in results:
-        _upsert_subscribers(spark, conform(accepted("subscribers"), OFFICE_SUBSCRIBERS),
-                            lake.office_table("subscribers"))
-    if "payments" in results:
-        _append(conform(accepted("payments"), OFFICE_PAYMENTS), lake.office_table("payments"), run_id, "month")
-    for df in results.values():
-        df.unpersist()
+        def accepted(name: str) -> DataFrame:
+            return results[name].filter(F.col(v.STATUS) == v.ACCEPTED).select(
+                "*", F.lit(key.key_id).alias("key_id"), F.lit(agreement.agreement_id).alias("agreement_id"),
+                F.lit(run_id).alias("run_id"))
+
+        progress.say("anonymize", "writing the office zone")
+        if "cdr" in results:
+            _append(conform(accepted("cdr"), OFFICE_EVENTS), lake.office_table("events"), run_id, "month")
+        if "subscribers" in results:
+            _upsert_subscribers(spark, conform(accepted("subscribers"), OFFICE_SUBSCRIBERS),
+                                lake.office_table("subscribers"))
+        if "payments" in results:
+            _append(conform(accepted("payments"), OFFICE_PAYMENTS), lake.office_table("payments"), run_id, "month")
+    finally:
+        for df in results.values():
+            _release(df)
+        suppression.unpersist()
+        if cell_files:
+            cell_lookup.unpersist()
 
     versions = {name: delta_version(spark, lake.office_table(name)) for name in ("events", "subscribers", "payments")}
     fingerprints = {f.name: f.fingerprint for fs in new_files.values() for f in fs}
