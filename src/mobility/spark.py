@@ -28,7 +28,7 @@ LOCAL_JAVA_OPTIONS = ["-XX:+UseParallelGC"]
 LOCAL_DEFAULTS = {
     "spark.sql.shuffle.partitions": str(max(4, 2 * (os.cpu_count() or 2))),
     # Spark packs small files into read tasks by their size on disk, aiming at one task per core.
-    # Gzip files cannot be split and hold several times their size in rows, so 24 monthly CDR
+    # Gzip files cannot be split and hold about three times their size in text, so 24 monthly CDR
     # files became 3 tasks on 2 cores, one core idle for a third of the read (BENCHMARKS.md).
     # Four tasks per core keep both busy; tiny inputs are still packed (openCostInBytes).
     "spark.sql.files.minPartitionNum": str(4 * (os.cpu_count() or 2)),
