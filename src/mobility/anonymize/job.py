@@ -377,8 +377,8 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
                 df = build(fs)
             # Computed once, for the counts and then the writes (ADR 0007): a local checkpoint on the
             # executors' disks, filled by the first action. Spark's columnar cache cost some 25 more
-            # CPU-s per 10M rows to encode and crowded the sort out of memory (BENCHMARKS.md). The
-            # constant columns (key id, agreement, run) are added at write time, not stored per row.
+            # CPU-s per 10M rows to encode (BENCHMARKS.md). The constant columns (key id, agreement,
+            # run) are added at write time, not stored per row.
             df = df.localCheckpoint(eager=False, storageLevel=StorageLevel.DISK_ONLY)
             results[name] = df
             counts += _file_counts(df, name)
