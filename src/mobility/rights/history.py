@@ -19,11 +19,6 @@ RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 STATS_KEYS = ("minValues", "maxValues")
 
 
-def retention_check_disabled(spark):
-    """Lift Delta's 7-day vacuum guard for this operation only, then put the previous value back."""
-    return session_conf(spark, RETENTION_CHECK, "false")
-
-
 def data_files(path: Path) -> set[Path]:
     """Data files of a table (not its log, not Hadoop's hidden checksum sidecars)."""
     return {p for p in Path(path).rglob("*") if p.is_file() and "_delta_log" not in p.parts
@@ -39,7 +34,7 @@ def purge(spark, tables: list[Table]) -> dict[str, int]:
     from delta.tables import DeltaTable
 
     removed = {}
-    with retention_check_disabled(spark):
+    with session_conf(spark, RETENTION_CHECK, "false"):  # lift Delta's 7-day vacuum guard for this purge only
         for table in tables:
             delta = DeltaTable.forPath(spark, str(table.path))
             if _uses_deletion_vectors(table.path, delta):
