@@ -356,7 +356,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
         progress.say("anonymize", f"binning {len(cell_files)} cell file(s) on H3 res {agreement.h3_resolution}")
         cells_binned, cells_rejected, cell_counts = _cells(ctx, cell_files)
         counts += [c for c in cell_counts if any(c["file"] == f.name for f in new_files.get("cells", []))]
-        cell_lookup = F.broadcast(_cell_lookup(ctx, cells_binned, cells_rejected)).persist()
+        cell_lookup = F.broadcast(_cell_lookup(ctx, cells_binned, cells_rejected))
         if len(cells_rejected) and new_files.get("cells"):
             q = cells_rejected.assign(dataset="cells", agreement_id=agreement.agreement_id, run_id=run_id)
             q["record"] = q[list(CELLS.columns)].astype(object).where(q[list(CELLS.columns)].notna(), None) \
@@ -415,8 +415,6 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
         for df in results.values():
             _release(df)
         suppression.unpersist()
-        if cell_files:
-            cell_lookup.unpersist()
 
     versions = {name: delta_version(spark, lake.office_table(name)) for name in ("events", "subscribers", "payments")}
     fingerprints = {f.name: f.fingerprint for fs in new_files.values() for f in fs}
