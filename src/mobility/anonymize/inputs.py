@@ -23,7 +23,7 @@ from mobility.schemas import INPUTS, InputContract
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet",)
-SOURCE_FILE = "_source_file"
+SOURCE_FILE = "_source_file"  # the file's position in ``file_names``: a number costs less to carry than its name
 CORRUPT = "_corrupt_record"
 
 
@@ -141,19 +141,32 @@ def _spark_uris(spark: SparkSession, path: Path) -> set[str]:
     return forms
 
 
+def file_names(files: list[InputFile]) -> list[str]:
+    """The files' names under the input folder, sorted: ``SOURCE_FILE`` holds a position in this list,
+    so ordering by it orders by name."""
+    return sorted(f.name for f in files)
+
+
+def name_of_file(column, files: list[InputFile]):
+    """The Spark column naming the source file of a ``SOURCE_FILE`` position (for the few rows shown)."""
+    return F.element_at(F.array(*[F.lit(n) for n in file_names(files)]), column + 1)
+
+
 def _source_names(spark: SparkSession, files: list[InputFile]) -> DataFrame:
-    """File URI -> the file's name under the input folder, as a small table to broadcast.
+    """File URI -> the file's position in ``file_names``, as a small table to broadcast.
 
     Joining on Spark's own URI string costs one hash lookup per row; decoding each row's URI
     first (the obvious way) was half the cost of reading the CSVs (BENCHMARKS.md).
     """
-    rows = [(uri, f.name) for f in files for uri in sorted(_spark_uris(spark, f.path))]
-    return spark.createDataFrame(rows, f"_uri STRING, {SOURCE_FILE} STRING")
+    position = {name: i for i, name in enumerate(file_names(files))}
+    rows = [(uri, position[f.name]) for f in files for uri in sorted(_spark_uris(spark, f.path))]
+    return spark.createDataFrame(rows, f"_uri STRING, {SOURCE_FILE} INT")
 
 
 def read(spark: SparkSession, files: list[InputFile], contract: InputContract) -> DataFrame:
     """All files of one dataset as one DataFrame of strings with the contract's columns,
-    the source file name, and ``_corrupt_record`` for rows that do not parse as CSV."""
+    the source file (its position in ``file_names(files)``), and ``_corrupt_record`` for rows
+    that do not parse as CSV."""
     frames = []
     names = F.broadcast(_source_names(spark, files))
     by_header: dict[tuple, list[InputFile]] = defaultdict(list)

@@ -94,6 +94,7 @@ def _blank_if_suppressed(df: DataFrame, suppression: DataFrame, column: str) -> 
 
 def _cells(ctx: _Context, files: list[inp.InputFile]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     raw = inp.read(ctx.spark, files, CELLS).toPandas()  # the cell list is small by nature
+    raw[inp.SOURCE_FILE] = raw[inp.SOURCE_FILE].map(dict(enumerate(inp.file_names(files))))
     dup = raw.duplicated(subset=list(CELLS.columns), keep="first")
     corrupt = raw[inp.CORRUPT].notna() & ~dup
     binned, rejected = bin_cells(raw[~dup & ~corrupt].reset_index(drop=True), ctx.agreement.h3_resolution,
@@ -139,9 +140,21 @@ def _kept(contract) -> list:
             F.when(F.col(v.STATUS) == v.QUARANTINED, raw).alias("_record")]
 
 
-def _quarantine_rows(df: DataFrame, ctx: _Context, dataset: str) -> DataFrame:
-    return df.filter(F.col(v.STATUS) == v.QUARANTINED).select(
-        F.lit(dataset).alias("dataset"), F.col(inp.SOURCE_FILE).alias("source_file"),
+def _summary(df: DataFrame) -> DataFrame:
+    """The counts per file, status and reason, and every quarantined row, from one pass.
+
+    Quarantined rows each form a group of their own (a row number in the key); every other row
+    falls into its file's group for its status. Counting and then filtering the quarantined rows
+    would read the whole frame twice to keep about 1 % of it (BENCHMARKS.md)."""
+    quarantined = F.col(v.STATUS) == v.QUARANTINED
+    return df.groupBy(inp.SOURCE_FILE, v.STATUS, v.REASON,
+                      F.when(quarantined, F.monotonically_increasing_id()).alias("_row"),
+                      "_record").agg(F.count(F.lit(1)).alias("_n"))
+
+
+def _quarantine_rows(summary: DataFrame, ctx: _Context, dataset: str, files: list[inp.InputFile]) -> DataFrame:
+    return summary.filter(F.col(v.STATUS) == v.QUARANTINED).select(
+        F.lit(dataset).alias("dataset"), inp.name_of_file(F.col(inp.SOURCE_FILE), files).alias("source_file"),
         F.col(v.REASON).alias("reason"), F.col("_record").alias("record"),
         F.lit(ctx.agreement.agreement_id).alias("agreement_id"), F.lit(ctx.run_id).alias("run_id"))
 
@@ -252,13 +265,14 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
 
 # ---- counting, writing ------------------------------------------------------------------
 
-def _file_counts(df: DataFrame, dataset: str) -> list[dict]:
-    rows = df.groupBy(inp.SOURCE_FILE, v.STATUS, v.REASON).count().collect()
+def _file_counts(summary: DataFrame, dataset: str, files: list[inp.InputFile]) -> list[dict]:
+    rows = summary.groupBy(inp.SOURCE_FILE, v.STATUS, v.REASON).agg(F.sum("_n").alias("count")).collect()
+    names = inp.file_names(files)
     per: dict[str, dict] = {}
     for r in rows:
-        entry = per.setdefault(r[inp.SOURCE_FILE], {"dataset": dataset, "file": r[inp.SOURCE_FILE], "read": 0,
-                                                    "accepted": 0, "quarantined": 0, "duplicates": 0,
-                                                    "suppressed": 0, "reasons": {}})
+        name = names[r[inp.SOURCE_FILE]]
+        entry = per.setdefault(name, {"dataset": dataset, "file": name, "read": 0, "accepted": 0, "quarantined": 0,
+                                      "duplicates": 0, "suppressed": 0, "reasons": {}})
         n = r["count"]
         entry["read"] += n
         key = {"duplicate": "duplicates"}.get(r[v.STATUS], r[v.STATUS])
@@ -348,6 +362,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
     suppression = _suppression(ctx, key.key_id).persist()
     counts: list[dict] = []
     results: dict[str, DataFrame] = {}
+    summaries: list[DataFrame] = []
     quarantine: list[DataFrame] = []
     cells_binned = None
 
@@ -376,13 +391,16 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
             with session_time_zone(spark, agreement.time_zone):  # naive input times are local times
                 df = build(fs)
             # Computed once, for the counts and then the writes (ADR 0007): a local checkpoint on the
-            # executors' disks, filled by the first action. Spark's columnar cache cost some 25 more
-            # CPU-s per 10M rows to encode (BENCHMARKS.md). The constant columns (key id, agreement,
-            # run) are added at write time, not stored per row.
+            # executors' disks, filled by the pass that summarizes it. Spark's columnar cache cost some
+            # 25 more CPU-s per 10M rows to encode (BENCHMARKS.md). The constant columns (key id,
+            # agreement, run) are added at write time, not stored per row.
             df = df.localCheckpoint(eager=False, storageLevel=StorageLevel.DISK_ONLY)
             results[name] = df
-            counts += _file_counts(df, name)
-            quarantine.append(_quarantine_rows(df, ctx, name))
+            # The counts and the quarantined rows, kept from that same pass: small beside the frame.
+            summary = _summary(df).localCheckpoint(eager=True)
+            summaries.append(summary)
+            counts += _file_counts(summary, name, fs)
+            quarantine.append(_quarantine_rows(summary, ctx, name, fs))
 
         _quality_gate(counts, agreement.max_invalid_share)
 
@@ -412,7 +430,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
         if "payments" in results:
             _append(conform(accepted("payments"), OFFICE_PAYMENTS), lake.office_table("payments"), run_id, "month")
     finally:
-        for df in results.values():
+        for df in [*results.values(), *summaries]:
             _release(df)
         suppression.unpersist()
 
