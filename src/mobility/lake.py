@@ -74,10 +74,10 @@ def is_delta(path: Path) -> bool:
     return (Path(path) / "_delta_log").is_dir()
 
 
-def delta_version(spark, path: Path) -> int | None:
+def delta_version(path: Path) -> int | None:
     """Current version of a Delta table (recorded in manifests), or None when there is none."""
     if not is_delta(path):
         return None
-    from delta.tables import DeltaTable
+    from deltalake import DeltaTable  # reads the log directly: a Spark history query took about 0.3 s a table
 
-    return int(DeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"])
+    return int(DeltaTable(str(path)).version())

@@ -149,7 +149,7 @@ def read_flow_inputs(agreement: Agreement, lake_root: str | os.PathLike, period:
         raise InputContractError("no residence changes yet", where=str(changes_path),
                                  hint="run `mobility residence` on the office zone first")
     spark = spark or get_spark("mobility-release")
-    versions = {f"office/{CHANGES_TABLE}": delta_version(spark, changes_path)}
+    versions = {f"office/{CHANGES_TABLE}": delta_version(changes_path)}
     manifest = residence_manifest(lake, agreement.agreement_id, versions[f"office/{CHANGES_TABLE}"])
     params = manifest.get("params") or {}
     window_days = int(params.get("window_days", ResidenceParams().window_days))
@@ -170,7 +170,7 @@ def read_flow_inputs(agreement: Agreement, lake_root: str | os.PathLike, period:
             raise InputContractError("a breakdown by sex or age_band needs the office subscribers table",
                                      where=str(subscribers_path),
                                      hint="anonymize a subscribers file, or release without --by")
-        versions[f"office/{SUBSCRIBERS_TABLE}"] = delta_version(spark, subscribers_path)
+        versions[f"office/{SUBSCRIBERS_TABLE}"] = delta_version(subscribers_path)
         subscribers = spark.read.format("delta").option("versionAsOf", versions[f"office/{SUBSCRIBERS_TABLE}"]) \
             .load(str(subscribers_path))
         profile = subscriber_profile(subscribers, agreement.agreement_id)

@@ -106,7 +106,7 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
         raise InputContractError("no payments in the office zone", where=str(path),
                                  hint="anonymize a payments file on the operator side first")
     spark = spark or get_spark("mobility-release-remittances")
-    versions = {f"office/{PAYMENTS_TABLE}": delta_version(spark, path)}
+    versions = {f"office/{PAYMENTS_TABLE}": delta_version(path)}
     runs = [r for r, m in completed_runs(lake).items() if m.get("agreement_id") == agreement.agreement_id]
     payments = (spark.read.format("delta").option("versionAsOf", versions[f"office/{PAYMENTS_TABLE}"])
                 .load(str(path)).where((F.col("agreement_id") == agreement.agreement_id) & F.col("run_id").isin(runs)))
@@ -120,7 +120,7 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
             if not is_delta(sub_path):
                 raise InputContractError("a breakdown by sex or age_band needs the office subscribers table",
                                          where=str(sub_path), hint="anonymize a subscribers file, or drop --by")
-            versions[f"office/{SUBSCRIBERS_TABLE}"] = delta_version(spark, sub_path)
+            versions[f"office/{SUBSCRIBERS_TABLE}"] = delta_version(sub_path)
             profile = subscriber_profile(spark.read.format("delta")
                                          .option("versionAsOf", versions[f"office/{SUBSCRIBERS_TABLE}"])
                                          .load(str(sub_path)), agreement.agreement_id)

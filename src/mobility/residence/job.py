@@ -148,7 +148,7 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
         "data_end": data_end.isoformat(), "through": through, "params": params.model_dump(),
         "subjects": subjects, "presence_days": presence.count(),
         "changes": kinds, "duration_s": round(time.time() - started, 1),
-        "office_versions": {t: delta_version(spark, lake.office_table(t))
+        "office_versions": {t: delta_version(lake.office_table(t))
                             for t in ("events", "presence", "home_cells", "residence_changes")},
     }
     path = lake.office_manifests.parent / "residence_manifests" / f"{run_id}.json"
