@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.util import inheritable_thread_target
 
 from mobility import progress
 from mobility.anonymize import inputs as inp
@@ -321,6 +323,25 @@ def _append(df: DataFrame, path: Path, run_id: str, partition: str | None = None
     writer.save(str(path))
 
 
+def _all_at_once(spark: SparkSession, writes: list) -> None:
+    """Run independent table writes at the same time, each in its own Spark job.
+
+    The small ones (quarantine, cells) are mostly driver-side Delta bookkeeping: run one after
+    another they added about 5 s of idle cores to every run (BENCHMARKS.md). Each write is
+    idempotent (``_append``), so when one fails the others still finish, the first error is
+    raised, no manifest is written, and a rerun completes the run."""
+    if len(writes) < 2:
+        for write in writes:
+            write()
+        return
+    with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="mobility-write") as pool:
+        inherit = inheritable_thread_target(spark)  # job groups, tags and local properties of the caller
+        futures = [pool.submit(inherit(write)) for write in writes]
+        wait(futures)
+    for future in futures:
+        future.result()  # the first failure, in the order the writes were listed
+
+
 def _upsert_subscribers(spark: SparkSession, df: DataFrame, path: Path) -> None:
     from delta.tables import DeltaTable
 
@@ -404,37 +425,42 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
 
         _quality_gate(counts, agreement.max_invalid_share)
 
-        progress.say("anonymize", "writing the quarantine", rows=sum(c.get("read", 0) for c in counts))
+        writes = []
         if quarantine:
             q = quarantine[0]
             for extra in quarantine[1:]:
                 q = q.unionByName(extra)
-            _append(q, lake.quarantine, run_id)
+            writes.append(lambda: _append(q, lake.quarantine, run_id))
         if cells_binned is not None and new_files.get("cells"):
-            (spark.createDataFrame(cells_binned.astype(object).where(cells_binned.notna(), None),
-                                   CELLS_BINNED)
-             .write.format("delta").mode("overwrite").option("txnAppId", f"mobility-anonymize:{run_id}")
-             .option("txnVersion", 0).save(str(lake.cells)))
+            cells_df = spark.createDataFrame(cells_binned.astype(object).where(cells_binned.notna(), None),
+                                             CELLS_BINNED)
+            writes.append(lambda: cells_df.write.format("delta").mode("overwrite")
+                          .option("txnAppId", f"mobility-anonymize:{run_id}").option("txnVersion", 0)
+                          .save(str(lake.cells)))
 
-        def accepted(name: str) -> DataFrame:
-            return results[name].filter(F.col(v.STATUS) == v.ACCEPTED).select(
+        def accepted(name: str, schema) -> DataFrame:
+            return conform(results[name].filter(F.col(v.STATUS) == v.ACCEPTED).select(
                 "*", F.lit(key.key_id).alias("key_id"), F.lit(agreement.agreement_id).alias("agreement_id"),
-                F.lit(run_id).alias("run_id"))
+                F.lit(run_id).alias("run_id")), schema)
 
-        progress.say("anonymize", "writing the office zone")
         if "cdr" in results:
-            _append(conform(accepted("cdr"), OFFICE_EVENTS), lake.office_table("events"), run_id, "month")
+            writes.append(lambda: _append(accepted("cdr", OFFICE_EVENTS), lake.office_table("events"), run_id,
+                                          "month"))
         if "subscribers" in results:
-            _upsert_subscribers(spark, conform(accepted("subscribers"), OFFICE_SUBSCRIBERS),
-                                lake.office_table("subscribers"))
+            writes.append(lambda: _upsert_subscribers(spark, accepted("subscribers", OFFICE_SUBSCRIBERS),
+                                                      lake.office_table("subscribers")))
         if "payments" in results:
-            _append(conform(accepted("payments"), OFFICE_PAYMENTS), lake.office_table("payments"), run_id, "month")
+            writes.append(lambda: _append(accepted("payments", OFFICE_PAYMENTS), lake.office_table("payments"),
+                                          run_id, "month"))
+        progress.say("anonymize", "writing the quarantine and the office zone",
+                     rows=sum(c.get("read", 0) for c in counts))
+        _all_at_once(spark, writes)
     finally:
         for df in [*results.values(), *summaries]:
             _release(df)
         suppression.unpersist()
 
-    versions = {name: delta_version(spark, lake.office_table(name)) for name in ("events", "subscribers", "payments")}
+    versions = {name: delta_version(lake.office_table(name)) for name in ("events", "subscribers", "payments")}
     fingerprints = {f.name: f.fingerprint for fs in new_files.values() for f in fs}
     manifest = {
         "run_id": run_id, "agreement_id": agreement.agreement_id, "key_id": key.key_id, "stage": "anonymize",
