@@ -190,6 +190,33 @@ def test_crashed_run_is_completed_by_rerun_without_duplicates(world, tmp_path):
         first.manifest["totals"]["payments"]["quarantined"] + first.manifest["totals"]["cells"]["quarantined"]
 
 
+def test_a_failed_write_leaves_no_manifest_and_the_rerun_completes(world, tmp_path, monkeypatch):
+    """The writes after the gate run at the same time: one failing must not stop the others, must
+    surface its own error, and must leave the run to be completed by a rerun without duplicates."""
+    from mobility.anonymize import job
+
+    lake = tmp_path / "lake"
+    real = job._upsert_subscribers
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full while writing subscribers")
+
+    monkeypatch.setattr(job, "_upsert_subscribers", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run(world["agreement"], world["inputs"], lake, run_id="r1", spark=world["spark"])
+    assert not list((lake / "office" / "manifests").glob("r1*"))
+    events = _delta(world["spark"], lake / "office" / "events").count()  # written beside the failed write
+    assert events == world["result"].manifest["totals"]["cdr"]["accepted"]
+
+    monkeypatch.setattr(job, "_upsert_subscribers", real)
+    again = run(world["agreement"], world["inputs"], lake, run_id="r1", spark=world["spark"])
+    assert not again.already_done and (lake / "office" / "manifests" / "r1.json").is_file()
+    assert _delta(world["spark"], lake / "office" / "events").count() == events
+    assert _delta(world["spark"], lake / "office" / "subscribers").count() == \
+        world["result"].manifest["totals"]["subscribers"]["accepted"]
+    assert again.manifest["totals"] == world["result"].manifest["totals"]
+
+
 def test_other_key_gives_other_pseudonyms(world, tmp_path, monkeypatch):
     monkeypatch.setenv("MOBILITY_KEY_TEST", secrets.token_hex(32))
     small = tmp_path / "input"
