@@ -14,6 +14,7 @@ SIZES: dict[str, dict] = {
     "tiny": {"subscribers": 12, "months": 24},  # a smoke run of the harness itself, ~50k rows
     "1m": {"subscribers": 250, "months": 24},
     "10m": {"subscribers": 2400, "months": 24},
+    "30m": {"subscribers": 7200, "months": 24},  # where the JVM's fixed start-up cost weighs less (BENCHMARKS.md)
 }
 COMMON = {"start": "2025-01", "home_country": "PHL", "seed": 20260101, "fault_rate": 0.02, "events_per_day": 6.0}
 DONE = "bench-data.json"  # written last: a folder without it is an interrupted generation
