@@ -327,7 +327,7 @@ def _all_at_once(spark: SparkSession, writes: list) -> None:
     """Run independent table writes at the same time, each in its own Spark job.
 
     The small ones (quarantine, cells) are mostly driver-side Delta bookkeeping: run one after
-    another they added about 5 s of idle cores to every run (BENCHMARKS.md). Each write is
+    another they left the cores idle for 2-5 s of every run (BENCHMARKS.md). Each write is
     idempotent (``_append``), so when one fails the others still finish, the first error is
     raised, no manifest is written, and a rerun completes the run."""
     if len(writes) < 2:
