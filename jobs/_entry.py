@@ -135,17 +135,14 @@ def public_args(args: argparse.Namespace) -> dict:
 
 def lake_versions(lake: str, zones: tuple[str, ...] = ("operator", "office")) -> dict[str, int]:
     """Current version of every Delta table under the given zones (for stages without a manifest)."""
-    from pyspark.sql import SparkSession
-
     from mobility.lake import delta_version, is_delta
 
-    spark = SparkSession.getActiveSession()
     root = Path(lake).resolve()
     found = {}
     for zone in zones:
         for table in sorted((root / zone).iterdir()) if (root / zone).is_dir() else []:
-            if spark is not None and is_delta(table):
-                found[f"{zone}/{table.name}"] = delta_version(spark, table)
+            if is_delta(table):
+                found[f"{zone}/{table.name}"] = delta_version(table)
     return found
 
 
