@@ -78,6 +78,16 @@ def delta_version(path: Path) -> int | None:
     """Current version of a Delta table (recorded in manifests), or None when there is none."""
     if not is_delta(path):
         return None
-    from deltalake import DeltaTable  # reads the log directly: a Spark history query took about 0.3 s a table
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaProtocolError
 
-    return int(DeltaTable(str(path)).version())
+    try:  # delta-rs reads the log directly: a Spark history query took about 0.3 s a table
+        return int(DeltaTable(str(path)).version())
+    except DeltaProtocolError:  # a table feature delta-rs cannot read: ask the session's Delta
+        from delta.tables import DeltaTable as SparkDeltaTable
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()
+        if spark is None:
+            raise
+        return int(SparkDeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"])

@@ -285,3 +285,22 @@ def test_file_missing_a_required_column_names_file_and_column(tmp_path, key_hex)
         run(str(make_agreement(tmp_path)), inputs, tmp_path / "lake")
     message = str(err.value)
     assert "part-3.csv" in message and "event_type" in message and "visited_plmn" in message
+
+
+def test_table_version_falls_back_to_spark_when_delta_rs_cannot_read_the_table(world, monkeypatch):
+    import deltalake
+    from deltalake.exceptions import DeltaProtocolError
+
+    from mobility.lake import delta_version
+
+    from delta.tables import DeltaTable
+
+    events = world["lake"] / "office" / "events"
+    read_by_delta_rs = delta_version(events)
+    assert read_by_delta_rs == DeltaTable.forPath(world["spark"], str(events)).history(1).collect()[0]["version"]
+
+    def unsupported(*args, **kwargs):
+        raise DeltaProtocolError("reader feature not supported")
+
+    monkeypatch.setattr(deltalake, "DeltaTable", unsupported)
+    assert delta_version(events) == read_by_delta_rs
