@@ -330,9 +330,7 @@ def _all_at_once(spark: SparkSession, writes: list) -> None:
     another they left the cores idle for 2-5 s of every run (BENCHMARKS.md). Each write is
     idempotent (``_append``), so when one fails the others still finish, the first error is
     raised, no manifest is written, and a rerun completes the run."""
-    if len(writes) < 2:
-        for write in writes:
-            write()
+    if not writes:
         return
     with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="mobility-write") as pool:
         inherit = inheritable_thread_target(spark)  # job groups, tags and local properties of the caller
