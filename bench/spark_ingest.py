@@ -87,7 +87,8 @@ def profile(spark, agreement_path: Path, input_dir: Path, lake_dir: Path, repeat
     keyed = drop_key_pads(with_key_pads(spark, e164, key).withColumn("pseudonym", hmac_sha256(F.col("_e164"))))
     steps = [
         ("read and parse the gzip CSV (all columns as strings)", raw),
-        ("read + exact-duplicate window (shuffle on two row hashes)", v.mark_duplicates(raw, CDR)),
+        ("read + exact copies (shuffle of the two row hashes, file and row id)",
+         v.copies(v.with_row_hashes(raw, CDR).withColumn(v.ROW_ID, F.monotonically_increasing_id()))),
         ("read + E.164 pandas UDF (phonenumbers)", e164),
         ("read + E.164 + HMAC pads join + HMAC-SHA256", keyed),
         ("read + time parsing (try_to_timestamp, zones)",

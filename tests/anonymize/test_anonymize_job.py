@@ -13,7 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from anon_fixtures import CDR_ROWS, ODD_NAME, PAYMENT_ROWS, SUBSCRIBER_ROWS, make_agreement, make_inputs
+from anon_fixtures import (CDR_HEADER, CDR_ROWS, ODD_NAME, PAYMENT_ROWS, SUBSCRIBER_ROWS, make_agreement,
+                           make_inputs, write_csv)
 from mobility.anonymize.job import STATS_COLUMNS, run
 from mobility.config import load_agreement
 from mobility.errors import InputContractError, KeyMaterialError, QualityGateError
@@ -304,3 +305,27 @@ def test_table_version_falls_back_to_spark_when_delta_rs_cannot_read_the_table(w
 
     monkeypatch.setattr(deltalake, "DeltaTable", unsupported)
     assert delta_version(events) == read_by_delta_rs
+
+
+def test_copies_are_counted_in_the_first_file_by_name(world, tmp_path):
+    """An exact copy is a duplicate wherever it sits; the copy kept is the one in the first file by
+    name, even when Spark reads a later, larger file first. A copy of an invalid row is a duplicate
+    too, so the quarantine holds the row once."""
+    row = lambda n, cell="C1": ("+639171234567", f"2025-01-05T21:{n:02d}:00", "call_out", cell, "", "60", "", "")
+    early, late, bad = row(1), row(2), row(3, cell="NOPE")
+    filler = [row(10 + n) for n in range(40)]  # makes the later file the larger one
+    root = tmp_path / "input"
+    shutil.copytree(world["inputs"] / "cells", root / "cells")
+    write_csv(root / "cdr" / "2025-01.csv", CDR_HEADER, [early, late, late, bad])
+    write_csv(root / "cdr" / "2025-02.csv", CDR_HEADER, [early, early, bad, *filler])
+    result = run(world["agreement"], root, tmp_path / "lake", spark=world["spark"])
+    files = {f["file"]: f for f in result.manifest["files"] if f["dataset"] == "cdr"}
+    assert {k: files["cdr/2025-01.csv"][k] for k in ("read", "accepted", "duplicates", "quarantined")} == \
+        {"read": 4, "accepted": 2, "duplicates": 1, "quarantined": 1}
+    assert {k: files["cdr/2025-02.csv"][k] for k in ("read", "accepted", "duplicates", "quarantined")} == \
+        {"read": 43, "accepted": 40, "duplicates": 3, "quarantined": 0}
+    events = _delta(world["spark"], tmp_path / "lake" / "office" / "events").toPandas()
+    assert len(events) == 42  # the minimized rows look alike (same hour): only the count tells
+    quarantine = _delta(world["spark"], tmp_path / "lake" / "operator" / "quarantine").toPandas()
+    cdr_rows = quarantine[quarantine["dataset"] == "cdr"]
+    assert list(cdr_rows["source_file"]) == ["cdr/2025-01.csv"] and list(cdr_rows["reason"]) == ["unknown_cell"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.util import inheritable_thread_target
@@ -135,11 +135,30 @@ def _plmns(ctx: _Context) -> tuple[DataFrame, DataFrame]:
 
 
 def _kept(contract) -> list:
-    """Bookkeeping columns every builder returns: status, reason, source file, and the raw row of a
-    quarantined record (operator zone only)."""
+    """Bookkeeping columns every builder returns: status, reason, source file, the raw row of a
+    quarantined record (operator zone only), the row's hashes and an id for finding copies."""
     raw = F.to_json(F.struct(*[F.col(c) for c in contract.columns], F.col(inp.CORRUPT)))
     return [F.col(v.STATUS), F.col(v.REASON), F.col(inp.SOURCE_FILE),
-            F.when(F.col(v.STATUS) == v.QUARANTINED, raw).alias("_record")]
+            F.when(F.col(v.STATUS) == v.QUARANTINED, raw).alias("_record"),
+            F.col(v.ROW_HASH_1), F.col(v.ROW_HASH_2), F.monotonically_increasing_id().alias(v.ROW_ID)]
+
+
+# Copies are looked up in a broadcast table up to this many (about 25 bytes each in the hash
+# table); beyond it Spark joins them by a shuffle, slower but bounded by memory per partition.
+MAX_BROADCAST_COPIES = 4_000_000
+
+
+def _mark_copies(df: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """``df`` (computed once) with every exact copy of an earlier row marked ``duplicate``, and the
+    small checkpoint of the copies' row ids that it reads (for ``_release``)."""
+    found = v.copies(df).localCheckpoint(eager=True)
+    lookup = F.broadcast(found) if found.count() <= MAX_BROADCAST_COPIES else found
+    copy = F.col(v.COPY).isNotNull()
+    marked = (df.join(lookup, v.ROW_ID, "left")
+              .withColumn(v.STATUS, F.when(copy, F.lit(v.DUPLICATE)).otherwise(F.col(v.STATUS)))
+              .withColumn(v.REASON, F.when(~copy, F.col(v.REASON)))
+              .withColumn("_record", F.when(~copy, F.col("_record"))).drop(v.COPY))
+    return marked, found
 
 
 def _summary(df: DataFrame) -> DataFrame:
@@ -150,7 +169,7 @@ def _summary(df: DataFrame) -> DataFrame:
     would read the whole frame twice to keep about 1 % of it (BENCHMARKS.md)."""
     quarantined = F.col(v.STATUS) == v.QUARANTINED
     return df.groupBy(inp.SOURCE_FILE, v.STATUS, v.REASON,
-                      F.when(quarantined, F.monotonically_increasing_id()).alias("_row"),
+                      F.when(quarantined, F.col(v.ROW_ID)).alias("_row"),
                       "_record").agg(F.count(F.lit(1)).alias("_n"))
 
 
@@ -162,7 +181,7 @@ def _quarantine_rows(summary: DataFrame, ctx: _Context, dataset: str, files: lis
 
 
 def _cdr(ctx: _Context, files, cells: DataFrame, suppression: DataFrame) -> DataFrame:
-    df = v.mark_duplicates(inp.read(ctx.spark, files, CDR), CDR)
+    df = v.with_row_hashes(inp.read(ctx.spark, files, CDR), CDR)
     df = df.withColumn("_ts", v.parse_time(F.col("event_time")))
     df = df.withColumn("_local_date", F.to_date(F.col("_ts")))  # session zone = the agreement's
     cell_match = ((F.trim(F.col("cell_id")) == F.col("c_id"))
@@ -204,15 +223,14 @@ def _cdr(ctx: _Context, files, cells: DataFrame, suppression: DataFrame) -> Data
 
 
 def _subscribers(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
-    df = v.mark_duplicates(inp.read(ctx.spark, files, SUBSCRIBERS), SUBSCRIBERS)
+    df = v.with_row_hashes(inp.read(ctx.spark, files, SUBSCRIBERS), SUBSCRIBERS)
     df = df.withColumn("_e164", e164_column(F.col("msisdn"), ctx.region))
     df = drop_key_pads(ctx.with_pseudonym(with_key_pads(ctx.spark, df, ctx.key), "_e164", PSEUDONYM))
     df = _flag_suppressed(df, suppression, PSEUDONYM)
     checks = v.subscriber_checks(F.col("_e164"), dt.date.today().year)
-    # One person, two differing registrations: neither can be trusted.
-    kept = F.sum(F.when(~F.col("_copy"), 1).otherwise(0)).over(Window.partitionBy("_e164"))
-    df = df.withColumn("_n", F.when(~F.col("_copy") & F.col("_e164").isNotNull(), kept))
-    checks.append((F.col("_n") > 1, "conflicting_subscriber_record"))
+    # One person, two differing registrations: neither can be trusted (exact copies are not a conflict).
+    df = df.withColumn("_conflict", F.col("_e164").isNotNull() & v.differing_rows(F.col("_e164")))
+    checks.append((F.col("_conflict"), "conflicting_subscriber_record"))
     df = v.finish(df, v.first_reason(checks), F.col("_suppressed"))
     sex = F.upper(F.trim(F.col("sex")))
     return df.select(
@@ -223,7 +241,7 @@ def _subscribers(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
 
 
 def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
-    df = v.mark_duplicates(inp.read(ctx.spark, files, PAYMENTS), PAYMENTS)
+    df = v.with_row_hashes(inp.read(ctx.spark, files, PAYMENTS), PAYMENTS)
     df = df.withColumn("_s164", e164_column(F.col("sender_msisdn"), ctx.region))
     df = df.withColumn("_r164", e164_column(F.col("receiver_msisdn"), ctx.region))
     df = df.withColumn("_ts", v.parse_time(F.col("txn_time")))
@@ -233,9 +251,8 @@ def _payments(ctx: _Context, files, suppression: DataFrame) -> DataFrame:
     df = _blank_if_suppressed(df, suppression, "receiver_pseudonym")
     df = _flag_suppressed(df, suppression, PSEUDONYM)
     checks = v.payment_checks(F.col("_s164"), F.col("_r164"), F.col("_ts"))
-    same_id = F.sum(F.when(~F.col("_copy"), 1).otherwise(0)).over(Window.partitionBy(F.trim(F.col("txn_id"))))
-    df = df.withColumn("_n", F.when(~F.col("_copy"), same_id))
-    checks.append((F.col("_n") > 1, "duplicate_txn_id"))
+    df = df.withColumn("_reused_id", v.differing_rows(F.trim(F.col("txn_id"))))  # one id, differing rows
+    checks.append((F.col("_reused_id"), "duplicate_txn_id"))
     df = v.finish(df, v.first_reason(checks), F.col("_suppressed"))
     res, boundaries = ctx.agreement.h3_resolution, ctx.boundaries
 
@@ -381,7 +398,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
     suppression = _suppression(ctx, key.key_id).persist()
     counts: list[dict] = []
     results: dict[str, DataFrame] = {}
-    summaries: list[DataFrame] = []
+    held: list[DataFrame] = []  # the local checkpoints, freed at the end
     quarantine: list[DataFrame] = []
     cells_binned = None
 
@@ -409,15 +426,19 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
             progress.say("anonymize", f"validating and pseudonymizing {name}: {len(fs)} file(s)")
             with session_time_zone(spark, agreement.time_zone):  # naive input times are local times
                 df = build(fs)
-            # Computed once, for the counts and then the writes (ADR 0007): a local checkpoint on the
-            # executors' disks, filled by the pass that summarizes it. Spark's columnar cache cost some
-            # 25 more CPU-s per 10M rows to encode (BENCHMARKS.md). The constant columns (key id,
-            # agreement, run) are added at write time, not stored per row.
+            # Computed once, for the copies, the counts and then the writes (ADR 0007): a local
+            # checkpoint on the executors' disks, filled by the pass that finds the copies (which
+            # shuffles only their hashes and ids). Spark's columnar cache cost some 25 more CPU-s per
+            # 10M rows to encode (BENCHMARKS.md). The constant columns (key id, agreement, run) are
+            # added at write time, not stored per row.
             df = df.localCheckpoint(eager=False, storageLevel=StorageLevel.DISK_ONLY)
+            held.append(df)
+            df, found = _mark_copies(df)
+            held.append(found)
             results[name] = df
-            # The counts and the quarantined rows, kept from that same pass: small beside the frame.
+            # The counts and the quarantined rows, from one more pass: small beside the frame.
             summary = _summary(df).localCheckpoint(eager=True)
-            summaries.append(summary)
+            held.append(summary)
             counts += _file_counts(summary, name, fs)
             quarantine.append(_quarantine_rows(summary, ctx, name, fs))
 
@@ -454,7 +475,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
                      rows=sum(c.get("read", 0) for c in counts))
         _all_at_once(spark, writes)
     finally:
-        for df in [*results.values(), *summaries]:
+        for df in held:
             _release(df)
         suppression.unpersist()
 

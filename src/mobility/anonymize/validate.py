@@ -2,7 +2,8 @@
 
 Statuses: ``accepted``, ``quarantined`` (with a reason code), ``duplicate`` (an exact copy
 of an earlier row), ``suppressed`` (subject on the suppression list). The first failing check
-names the reason, in the order listed in ``docs/contracts.md``.
+names the reason, in the order listed in ``docs/contracts.md``. Copies are found after the rest,
+on the frame computed once (``copies``), and their status overrides the others.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mobility.anonymize.inputs import CORRUPT, SOURCE_FILE
 from mobility.schemas import CHANNELS, EVENT_TYPES, InputContract
 
 STATUS, REASON = "_status", "_reason"
+ROW_HASH_1, ROW_HASH_2, ROW_ID, COPY = "_h1", "_h2", "_row_id", "_copy"
 ACCEPTED, QUARANTINED, DUPLICATE, SUPPRESSED = "accepted", "quarantined", "duplicate", "suppressed"
 ISO3_CODES = sorted(c.alpha_3 for c in pycountry.countries)
 CURRENCY_CODES = sorted(c.alpha_3 for c in pycountry.currencies)
@@ -38,27 +40,42 @@ def first_reason(checks: list[tuple[Column, str]]) -> Column:
                   checks[1:], F.when(checks[0][0], F.lit(checks[0][1]))).otherwise(F.lit(None))
 
 
-def mark_duplicates(df: DataFrame, contract: InputContract, *within: Column) -> DataFrame:
-    """Flag exact copies of a row (all contract columns equal); the first by file name is kept.
+def with_row_hashes(df: DataFrame, contract: InputContract) -> DataFrame:
+    """Two independent hashes (96 bits) of a row's contract values: exact copies share both.
 
-    Rows are grouped by two independent hashes (96 bits) of their values instead of the values
-    themselves: sorting two numbers is about twice as fast as sorting every column, and a false
+    Copies are found by these two numbers instead of the values themselves (``copies``): a false
     match needs a 96-bit collision (about 1e-9 over 1e10 rows). NUL stands in for a missing value
-    so that nulls in different columns do not hash alike. ``within``: columns the frame is already
-    partitioned by (copies agree on them), so the check needs no shuffle of its own.
-    """
+    so that nulls in different columns do not hash alike."""
     values = [F.coalesce(F.col(c), F.lit("\u0000")) for c in contract.columns]
-    window = Window.partitionBy(*within, F.xxhash64(*values), F.hash(*values)).orderBy(F.col(SOURCE_FILE))
-    return df.withColumn("_copy", F.row_number().over(window) > 1)
+    return df.withColumn(ROW_HASH_1, F.xxhash64(*values)).withColumn(ROW_HASH_2, F.hash(*values))
+
+
+def differing_rows(*by: Column) -> Column:
+    """True when the rows that share ``by`` are not all copies of one row (their hashes differ)."""
+    within = Window.partitionBy(*by)
+    return ((F.min(ROW_HASH_1).over(within) != F.max(ROW_HASH_1).over(within))
+            | (F.min(ROW_HASH_2).over(within) != F.max(ROW_HASH_2).over(within)))
+
+
+def copies(df: DataFrame) -> DataFrame:
+    """The ``ROW_ID`` of every exact copy of an earlier row; the first by file name is kept.
+
+    ``df`` must be computed once (a checkpoint), so that its row ids are fixed. Only the hashes,
+    the file and the id are shuffled and sorted, not the rows: sorting every raw row to find the
+    copies was the largest part of the validation pass (BENCHMARKS.md)."""
+    first = Window.partitionBy(ROW_HASH_1, ROW_HASH_2).orderBy(SOURCE_FILE, ROW_ID)
+    return (df.select(ROW_HASH_1, ROW_HASH_2, SOURCE_FILE, ROW_ID)
+            .withColumn("_nth", F.row_number().over(first))
+            .filter(F.col("_nth") > 1).select(ROW_ID, F.lit(True).alias(COPY)))
 
 
 def finish(df: DataFrame, reason: Column, suppressed: Column) -> DataFrame:
-    """Duplicate before suppressed before quarantined: an erased person's rows go nowhere, not even quarantine.
+    """Suppressed before quarantined: an erased person's rows go nowhere, not even quarantine.
+    Copies are marked later, over the whole frame (``copies``), and win over both.
 
     The checks are evaluated once, into a column of their own: written inline they were generated
     three times over, which made the stage's code too large for the JIT (BENCHMARKS.md)."""
-    status = (F.when(F.col("_copy"), F.lit(DUPLICATE))
-              .when(F.coalesce(suppressed, F.lit(False)), F.lit(SUPPRESSED))
+    status = (F.when(F.coalesce(suppressed, F.lit(False)), F.lit(SUPPRESSED))
               .when(F.col("_failed").isNotNull(), F.lit(QUARANTINED))
               .otherwise(F.lit(ACCEPTED)))
     return (df.withColumn("_failed", reason).withColumn(STATUS, status)
