@@ -143,34 +143,34 @@ def _kept(contract) -> list:
             F.col(v.ROW_HASH_1), F.col(v.ROW_HASH_2), F.monotonically_increasing_id().alias(v.ROW_ID)]
 
 
-# Copies are looked up in a broadcast table up to this many (about 25 bytes each in the hash
-# table); beyond it Spark joins them by a shuffle, slower but bounded by memory per partition.
+# Copies are left out of the office zone through a broadcast table up to this many (about 25
+# bytes each in the hash table); beyond it Spark joins them by a shuffle, slower but bounded by
+# memory per partition.
 MAX_BROADCAST_COPIES = 4_000_000
 
 
-def _mark_copies(df: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """``df`` (computed once) with every exact copy of an earlier row marked ``duplicate``, and the
-    small checkpoint of the copies' row ids that it reads (for ``_release``)."""
-    found = v.copies(df).localCheckpoint(eager=True)
-    lookup = F.broadcast(found) if found.count() <= MAX_BROADCAST_COPIES else found
-    copy = F.col(v.COPY).isNotNull()
-    marked = (df.join(lookup, v.ROW_ID, "left")
-              .withColumn(v.STATUS, F.when(copy, F.lit(v.DUPLICATE)).otherwise(F.col(v.STATUS)))
-              .withColumn(v.REASON, F.when(~copy, F.col(v.REASON)))
-              .withColumn("_record", F.when(~copy, F.col("_record"))).drop(v.COPY))
-    return marked, found
-
-
 def _summary(df: DataFrame) -> DataFrame:
-    """The counts per file, status and reason, and every quarantined row, from one pass.
+    """The fate of every row, from one narrow pass over the frame computed once: counts per file,
+    status and reason, and one row for each quarantined row (with its record) and each copy (with
+    its row id).
 
-    Quarantined rows each form a group of their own (a row number in the key); every other row
-    falls into its file's group for its status. Counting and then filtering the quarantined rows
-    would read the whole frame twice to keep about 1 % of it (BENCHMARKS.md)."""
-    quarantined = F.col(v.STATUS) == v.QUARANTINED
-    return df.groupBy(inp.SOURCE_FILE, v.STATUS, v.REASON,
-                      F.when(quarantined, F.col(v.ROW_ID)).alias("_row"),
-                      "_record").agg(F.count(F.lit(1)).alias("_n"))
+    Only the two row hashes, the file, the id, the status and (for the 1 % quarantined) the reason
+    and record are shuffled to find the copies, not the rows: the window that sorted every raw row
+    was the largest part of the validation pass, and a second pass to count read the whole frame
+    again (BENCHMARKS.md). A copy's own checks do not matter: it is a duplicate."""
+    copy = v.is_copy()
+    status = F.when(copy, F.lit(v.DUPLICATE)).otherwise(F.col(v.STATUS))
+    shown = F.when(copy | (F.col(v.STATUS) == v.QUARANTINED), F.col(v.ROW_ID))
+    fates = df.select(inp.SOURCE_FILE, status.alias(v.STATUS), F.when(~copy, F.col(v.REASON)).alias(v.REASON),
+                      shown.alias("_row"), F.when(~copy, F.col("_record")).alias("_record"))
+    return fates.groupBy(inp.SOURCE_FILE, v.STATUS, v.REASON, "_row", "_record").agg(F.count(F.lit(1)).alias("_n"))
+
+
+def _without_copies(df: DataFrame, summary: DataFrame, n_copies: int) -> DataFrame:
+    """``df`` less the rows its summary names as copies of an earlier row."""
+    copies = summary.filter((F.col(v.STATUS) == v.DUPLICATE) & F.col("_row").isNotNull()).select(
+        F.col("_row").alias(v.ROW_ID))
+    return df.join(F.broadcast(copies) if n_copies <= MAX_BROADCAST_COPIES else copies, v.ROW_ID, "left_anti")
 
 
 def _quarantine_rows(summary: DataFrame, ctx: _Context, dataset: str, files: list[inp.InputFile]) -> DataFrame:
@@ -433,14 +433,13 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
             # added at write time, not stored per row.
             df = df.localCheckpoint(eager=False, storageLevel=StorageLevel.DISK_ONLY)
             held.append(df)
-            df, found = _mark_copies(df)
-            held.append(found)
-            results[name] = df
-            # The counts and the quarantined rows, from one more pass: small beside the frame.
+            # The copies, the counts and the quarantined rows: small beside the frame.
             summary = _summary(df).localCheckpoint(eager=True)
             held.append(summary)
             counts += _file_counts(summary, name, fs)
             quarantine.append(_quarantine_rows(summary, ctx, name, fs))
+            results[name] = _without_copies(df, summary, sum(c["duplicates"] for c in counts
+                                                             if c["dataset"] == name))
 
         _quality_gate(counts, agreement.max_invalid_share)
 

@@ -3,7 +3,7 @@
 Statuses: ``accepted``, ``quarantined`` (with a reason code), ``duplicate`` (an exact copy
 of an earlier row), ``suppressed`` (subject on the suppression list). The first failing check
 names the reason, in the order listed in ``docs/contracts.md``. Copies are found after the rest,
-on the frame computed once (``copies``), and their status overrides the others.
+on the frame computed once (``is_copy``), and their status overrides the others.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from mobility.anonymize.inputs import CORRUPT, SOURCE_FILE
 from mobility.schemas import CHANNELS, EVENT_TYPES, InputContract
 
 STATUS, REASON = "_status", "_reason"
-ROW_HASH_1, ROW_HASH_2, ROW_ID, COPY = "_h1", "_h2", "_row_id", "_copy"
+ROW_HASH_1, ROW_HASH_2, ROW_ID = "_h1", "_h2", "_row_id"
 ACCEPTED, QUARANTINED, DUPLICATE, SUPPRESSED = "accepted", "quarantined", "duplicate", "suppressed"
 ISO3_CODES = sorted(c.alpha_3 for c in pycountry.countries)
 CURRENCY_CODES = sorted(c.alpha_3 for c in pycountry.currencies)
@@ -43,7 +43,7 @@ def first_reason(checks: list[tuple[Column, str]]) -> Column:
 def with_row_hashes(df: DataFrame, contract: InputContract) -> DataFrame:
     """Two independent hashes (96 bits) of a row's contract values: exact copies share both.
 
-    Copies are found by these two numbers instead of the values themselves (``copies``): a false
+    Copies are found by these two numbers instead of the values themselves (``is_copy``): a false
     match needs a 96-bit collision (about 1e-9 over 1e10 rows). NUL stands in for a missing value
     so that nulls in different columns do not hash alike."""
     values = [F.coalesce(F.col(c), F.lit("\u0000")) for c in contract.columns]
@@ -57,21 +57,16 @@ def differing_rows(*by: Column) -> Column:
             | (F.min(ROW_HASH_2).over(within) != F.max(ROW_HASH_2).over(within)))
 
 
-def copies(df: DataFrame) -> DataFrame:
-    """The ``ROW_ID`` of every exact copy of an earlier row; the first by file name is kept.
-
-    ``df`` must be computed once (a checkpoint), so that its row ids are fixed. Only the hashes,
-    the file and the id are shuffled and sorted, not the rows: sorting every raw row to find the
-    copies was the largest part of the validation pass (BENCHMARKS.md)."""
+def is_copy() -> Column:
+    """True for every exact copy of an earlier row (the same two row hashes); the first by file
+    name is kept. The frame must be computed once (a checkpoint), so that its ``ROW_ID``s are fixed."""
     first = Window.partitionBy(ROW_HASH_1, ROW_HASH_2).orderBy(SOURCE_FILE, ROW_ID)
-    return (df.select(ROW_HASH_1, ROW_HASH_2, SOURCE_FILE, ROW_ID)
-            .withColumn("_nth", F.row_number().over(first))
-            .filter(F.col("_nth") > 1).select(ROW_ID, F.lit(True).alias(COPY)))
+    return F.row_number().over(first) > 1
 
 
 def finish(df: DataFrame, reason: Column, suppressed: Column) -> DataFrame:
     """Suppressed before quarantined: an erased person's rows go nowhere, not even quarantine.
-    Copies are marked later, over the whole frame (``copies``), and win over both.
+    Copies are marked later, over the whole frame (``is_copy``), and win over both.
 
     The checks are evaluated once, into a column of their own: written inline they were generated
     three times over, which made the stage's code too large for the JIT (BENCHMARKS.md)."""
