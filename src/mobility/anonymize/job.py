@@ -436,10 +436,10 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
             # The copies, the counts and the quarantined rows: small beside the frame.
             summary = _summary(df).localCheckpoint(eager=True)
             held.append(summary)
-            counts += _file_counts(summary, name, fs)
+            file_counts = _file_counts(summary, name, fs)
+            counts += file_counts
             quarantine.append(_quarantine_rows(summary, ctx, name, fs))
-            results[name] = _without_copies(df, summary, sum(c["duplicates"] for c in counts
-                                                             if c["dataset"] == name))
+            results[name] = _without_copies(df, summary, sum(c["duplicates"] for c in file_counts))
 
         _quality_gate(counts, agreement.max_invalid_share)
 
