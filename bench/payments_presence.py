@@ -26,7 +26,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mobility.config import PACKAGE_DATA, load_agreement
+from mobility.config import load_agreement
+from mobility.reference import PACKAGE_DATA
 
 START = "2023-01"
 AGREEMENT_ID = "bench-payments"

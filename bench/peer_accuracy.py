@@ -8,7 +8,7 @@ release (international pairs; emigrants by origin H3 cell; immigrants by destina
 public domain cell, zeros included), one budget split equally across the three tables:
 
 * **ours**: the exact tables mapped onto the domains by the pipeline's own
-  ``aggregate.flows.tables_from_counts``, then the noise layer of ``privacy_budget.release.publish``
+  ``aggregate.flows.tables_from_counts``, then the noise layer of ``privacy_budget.boundary.publish``
   (``mechanisms.plan_noise``: OpenDP discrete Laplace for epsilon, discrete Gaussian for rho,
   sensitivity ``MAX_CONTRIBUTIONS``) redrawn ``repeats`` times in memory and clamped at zero as
   ``publish`` does. The ledger is not written: these draws are measurements, not releases.

@@ -4,7 +4,7 @@
 
 * ``residence``: ``mobility.residence.job.run`` unchanged (daily presence, monthly home cells,
   the 12/16-month rule, Delta writes), its phases split by the job's own progress marks.
-* ``release``: ``mobility.release_job.release_flows`` for the latest crossing month that is final
+* ``release``: ``mobility.release.flows.release_flows`` for the latest crossing month that is final
   with this data, at epsilon = 1, through ``publish`` (ledger charge, OpenDP noise, files). The
   parent clears the lake's releases and ledger first, so every run is a fresh first release.
 
@@ -48,7 +48,7 @@ def _phases(marks: list, total: float, cpu_start: float, cpu_end: float) -> list
 
 def latest_final_period(data_end: dt.date, window_days: int) -> str:
     """The latest month whose last day plus the decision window still fits in the data."""
-    from mobility.release_job import final_from
+    from mobility.release.flows import final_from
 
     month = dt.date(data_end.year, data_end.month, 1)
     while final_from(f"{month:%Y-%m}", window_days) > data_end:
@@ -68,12 +68,12 @@ def residence(spark, agreement: Path, lake: Path) -> dict:
 def release(spark, agreement: Path, lake: Path) -> dict:
     from mobility.config import load_agreement
     from mobility.lake import Lake, delta_version
-    from mobility.release_job import release_flows, residence_manifest
+    from mobility.release.flows import release_flows, residence_manifest
     from mobility.residence.rules import ResidenceParams
 
     lk = Lake(lake)
     ag = load_agreement(agreement)
-    manifest = residence_manifest(lk, ag.agreement_id, delta_version(spark, lk.office_table("residence_changes")))
+    manifest = residence_manifest(lk, ag.agreement_id, delta_version(lk.office_table("residence_changes")))
     window = int(manifest["params"].get("window_days", ResidenceParams().window_days))
     period = latest_final_period(dt.date.fromisoformat(manifest["data_end"]), window)
     result = release_flows(ag, lake, period, purpose=PURPOSE, requested_by="bench", epsilon=EPSILON,

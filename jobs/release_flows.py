@@ -25,7 +25,7 @@ def parser():
 
 
 def work(args) -> dict:
-    from mobility.release_job import release_flows
+    from mobility.release.flows import release_flows
 
     result = release_flows(args.agreement, args.lake, args.period, purpose=args.purpose,
                            requested_by=args.requested_by, epsilon=args.epsilon, rho=args.rho, by=args.by,

@@ -24,7 +24,7 @@ def parser():
 
 def work(args) -> dict:
     # imported here: the job must parse its arguments even where the library is older
-    from mobility.release_remittances import release_remittances
+    from mobility.release.remittances import release_remittances
 
     result = release_remittances(args.agreement, args.lake, args.period, purpose=args.purpose,
                                  requested_by=args.requested_by, epsilon=args.epsilon, rho=args.rho, by=args.by)

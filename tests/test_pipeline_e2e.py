@@ -58,7 +58,7 @@ def test_long_term_changes_match_the_truth(pipeline):
 
 def test_release_and_audit_of_a_final_month(pipeline):
     from mobility.privacy_budget import verify
-    from mobility.release_job import release_flows
+    from mobility.release.flows import release_flows
 
     result = release_flows(pipeline["agreement"], pipeline["lake"], "2024-01", purpose="migration-statistics",
                            requested_by="test", rho=0.5, by="sex,age_band", spark=pipeline["spark"])

@@ -115,8 +115,8 @@ def _attach(parent: click.Group, module: str, command: str) -> None:
 
 
 # One line per command defined in a stage's own module: (parent group, module, click object).
-_attach(release, "mobility.release_job", "flows_command")
-_attach(release, "mobility.release_remittances", "remittances_command")
+_attach(release, "mobility.release.flows", "flows_command")
+_attach(release, "mobility.release.remittances", "remittances_command")
 _attach(main, "mobility.rights.cli", "rights")
 _attach(main, "mobility.rights.cli", "retention")
 _attach(main, "mobility.report.cli", "report")

@@ -1,4 +1,4 @@
-"""Pipeline and data-sharing-agreement configuration, validated on load.
+"""Data-sharing-agreement configuration, validated on load. Imports no stage.
 
 Every error names the file, the field and what was expected (``ConfigError``).
 """
@@ -16,9 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mobility.errors import ConfigError
-
-PACKAGE_DATA = Path(__file__).parent / "data"
-DEFAULT_BOUNDARIES = PACKAGE_DATA / "countries-50m.gpkg"
+from mobility.reference import bands_from
 
 
 def iso3(code: str) -> str:
@@ -128,7 +126,7 @@ class Agreement(_Strict):
     h3_resolution: int = Field(default=7, ge=0, le=15)
     payments_as_presence: bool = False
     remittance_bounds: RemittanceBounds = RemittanceBounds()
-    # lower bounds of the age bands of --by age_band (None: mobility.aggregate.domains.AGE_BANDS)
+    # lower bounds of the age bands of --by age_band (None: mobility.reference.AGE_BANDS)
     age_bands: list[int] | None = None
     valid_from: date | None = None
     valid_to: date | None = None
@@ -148,8 +146,6 @@ class Agreement(_Strict):
     @classmethod
     def _age_bands(cls, value: list[int] | None) -> list[int] | None:
         if value is not None:
-            from mobility.aggregate.domains import bands_from
-
             bands_from(value)
         return value
 
@@ -166,22 +162,6 @@ class Agreement(_Strict):
 
     def purpose(self, purpose_id: str) -> Purpose | None:
         return next((p for p in self.purposes if p.id == purpose_id), None)
-
-
-class PipelineConfig(_Strict):
-    lake: Path
-    h3_resolution: int = Field(default=7, ge=0, le=15)
-    boundaries: Path = DEFAULT_BOUNDARIES
-    boundary_iso3_column: str = "iso3"
-    time_zone: str = "UTC"
-    countries_of_interest: list[str] = Field(default_factory=list)
-
-    _tz = field_validator("time_zone")(_time_zone)
-
-    @field_validator("countries_of_interest")
-    @classmethod
-    def _countries(cls, value: list[str]) -> list[str]:
-        return [iso3(c) for c in value]
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:
@@ -252,13 +232,3 @@ def resolve_agreement_path(ref: str | os.PathLike) -> Path:
             return candidate
     raise ConfigError(f"no agreement {str(ref)!r}", where=", ".join(str(d) for d in dirs),
                       hint="pass the agreement file path, or set MOBILITY_CONF to the folder holding agreements/")
-
-
-def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
-    path = Path(path)
-    data = _read_yaml(path)
-    _resolve_relative(data, path.parent, "lake", "boundaries")
-    try:
-        return PipelineConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(path, exc)) from None

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from mobility.config import PACKAGE_DATA, load_agreement
+from mobility.config import load_agreement
+from mobility.reference import PACKAGE_DATA
 
 DEMO_AGREEMENT = PACKAGE_DATA / "demo-phl-2026.yaml"
 # 24 months of data from 2024-01: crossings up to 2024-08 have their 16-month window inside it.
@@ -44,10 +45,10 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
     from mobility.privacy_budget import verify as verify_ledger
     from mobility.publish.export import describe as describe_export
     from mobility.publish.export import export_release
-    from mobility.release_job import describe as describe_release
-    from mobility.release_job import release_flows
-    from mobility.release_remittances import describe as describe_remittances
-    from mobility.release_remittances import release_remittances
+    from mobility.release.flows import describe as describe_release
+    from mobility.release.flows import release_flows
+    from mobility.release.remittances import describe as describe_remittances
+    from mobility.release.remittances import release_remittances
     from mobility.report import write_reports
     from mobility.residence.job import run as run_residence
     from mobility.rights.demo import show_rights

@@ -1,13 +1,24 @@
-"""Zone paths of a lake and the Delta writes every stage shares.
+"""The lake: every zone path, every manifest and every stage's Delta write, in one place.
 
 One root holds both zones in a demo; in production the operator zone sits on the operator's
-premises and only ``office/`` is handed over. See docs/architecture.md.
+premises and only ``office/`` is handed over. The tables themselves are declared in
+``mobility.schemas`` (name, zone, schema, partitioning); this module says where they are and
+writes them. See docs/architecture.md, section 2.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mobility.schemas import OFFICE, OPERATOR, TableSpec, conform
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 
 @dataclass(frozen=True)
@@ -17,10 +28,23 @@ class Lake:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root).resolve())
 
+    # ---- zones and tables ------------------------------------------------------------------
     # operator zone: raw-facing, where the key is used; never leaves the operator
     @property
     def operator(self) -> Path:
-        return self.root / "operator"
+        return self.root / OPERATOR
+
+    # office zone: pseudonymized, minimized; what the statistics office receives
+    @property
+    def office(self) -> Path:
+        return self.root / OFFICE
+
+    def table(self, spec: TableSpec) -> Path:
+        """Folder of a declared Delta table."""
+        return self.root / spec.zone / spec.name
+
+    def office_table(self, name: str) -> Path:
+        return self.office / name
 
     @property
     def quarantine(self) -> Path:
@@ -31,10 +55,6 @@ class Lake:
         return self.operator / "cells"
 
     @property
-    def operator_manifests(self) -> Path:
-        return self.operator / "manifests"
-
-    @property
     def suppression(self) -> Path:
         """Keyed pseudonyms never to be ingested again (erasures, opt-outs)."""
         return self.operator / "suppression"
@@ -43,31 +63,127 @@ class Lake:
     def rights_log(self) -> Path:
         return self.operator / "rights_log"
 
-    # office zone: pseudonymized, minimized; what the statistics office receives
     @property
-    def office(self) -> Path:
-        return self.root / "office"
+    def rights_log_secret(self) -> Path:
+        return self.operator / "rights_log.secret"
 
-    def office_table(self, name: str) -> Path:
-        return self.office / name
+    # ---- manifests and run records ---------------------------------------------------------
+    @property
+    def operator_manifests(self) -> Path:
+        return self.operator / "manifests"
 
     @property
     def office_manifests(self) -> Path:
+        """One JSON per completed anonymization run: the runs' commit markers."""
         return self.office / "manifests"
 
-    # publication and audit
+    @property
+    def residence_manifests(self) -> Path:
+        return self.office / "residence_manifests"
+
+    def job_runs(self, zone: str) -> Path:
+        """Records of the spark-submit entry points (``jobs/``) on one side."""
+        return self.root / zone / "job_runs"
+
+    def completed_runs(self, agreement_id: str | None = None) -> dict[str, dict]:
+        """Office manifests of completed anonymization runs (of one agreement, if given), by run id."""
+        out = {}
+        if self.office_manifests.is_dir():
+            for p in sorted(self.office_manifests.glob("*.json")):
+                m = json.loads(p.read_text(encoding="utf-8"))
+                if agreement_id is None or m.get("agreement_id") == agreement_id:
+                    out[m["run_id"]] = m
+        return out
+
+    def ingested_fingerprints(self) -> dict[str, str]:
+        """Fingerprint of every input file already ingested by a completed run -> that run id."""
+        return {f["fingerprint"]: run_id for run_id, manifest in self.completed_runs().items()
+                for f in manifest.get("files", [])}
+
+    # ---- publication and audit -------------------------------------------------------------
     @property
     def releases(self) -> Path:
         return self.root / "releases"
+
+    def release_dir(self, release_id: str) -> Path:
+        return self.releases / release_id
+
+    @property
+    def releases_lock(self) -> Path:
+        """File lock: one publisher at a time on this host."""
+        return self.root / "releases.lock"
 
     @property
     def ledger(self) -> Path:
         return self.root / "ledger"
 
+    @property
+    def derived_annual(self) -> Path:
+        """Annual tables summed from published monthly releases (no budget), outside ``releases/``."""
+        return self.root / "derived" / "annual"
+
     def ensure(self) -> "Lake":
         for p in (self.operator, self.office, self.releases):
             p.mkdir(parents=True, exist_ok=True)
         return self
+
+    # ---- Delta reads and writes of the declared tables ---------------------------------------
+    def exists(self, spec: TableSpec) -> bool:
+        return is_delta(self.table(spec))
+
+    def version(self, spec: TableSpec) -> int | None:
+        return delta_version(self.table(spec))
+
+    def read(self, spark: "SparkSession", spec: TableSpec, version: int | None = None) -> "DataFrame":
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(str(self.table(spec)))
+
+    def _writer(self, df: "DataFrame", spec: TableSpec, mode: str, txn_app_id: str | None):
+        writer = df.write.format("delta").mode(mode)
+        if spec.stats_columns and not self.exists(spec):  # a new table: existing ones keep their properties
+            writer = writer.option("delta.dataSkippingStatsColumns", spec.stats_columns)
+        if txn_app_id is not None:
+            # Delta records (txnAppId, txnVersion) in the table's log and skips a later write with the
+            # same pair: a rerun of a crashed run writes only what it had not committed (ADR 0003).
+            writer = writer.option("txnAppId", txn_app_id).option("txnVersion", 0)
+        if spec.partition_by:
+            writer = writer.partitionBy(*spec.partition_by)
+        return writer
+
+    def append(self, df: "DataFrame", spec: TableSpec, *, txn_app_id: str | None = None) -> None:
+        """Append the table's declared columns (idempotent when ``txn_app_id`` is given)."""
+        self._writer(conform(df, spec.schema), spec, "append", txn_app_id).save(str(self.table(spec)))
+
+    def overwrite(self, df: "DataFrame", spec: TableSpec, *, txn_app_id: str | None = None) -> None:
+        """Replace the table's contents with ``df`` (its declared columns) in one Delta commit."""
+        writer = self._writer(conform(df, spec.schema), spec, "overwrite", txn_app_id)
+        writer.option("overwriteSchema", "true").save(str(self.table(spec)))
+
+    def replace(self, spark: "SparkSession", df: "DataFrame", spec: TableSpec) -> "DataFrame":
+        """Overwrite the table with ``df`` and read it back: later steps read the stored rows, not the plan."""
+        self.overwrite(df, spec)
+        return self.read(spark, spec)
+
+    def upsert(self, spark: "SparkSession", df: "DataFrame", spec: TableSpec, keys: tuple[str, ...],
+               update: tuple[str, ...]) -> None:
+        """MERGE ``df`` on ``keys``: matched rows get the ``update`` columns, new rows are inserted."""
+        from delta.tables import DeltaTable
+
+        df = conform(df, spec.schema)
+        if not self.exists(spec):
+            self._writer(df, spec, "append", None).save(str(self.table(spec)))
+            return
+        (DeltaTable.forPath(spark, str(self.table(spec))).alias("t")
+         .merge(df.alias("s"), " AND ".join(f"t.{k} = s.{k}" for k in keys))
+         .whenMatchedUpdate(set={c: f"s.{c}" for c in update})
+         .whenNotMatchedInsertAll().execute())
+
+    def versions(self, *specs: TableSpec) -> dict[str, int]:
+        """Current Delta version of each table that exists, by name (what manifests record)."""
+        found = {spec.name: self.version(spec) for spec in specs}
+        return {name: v for name, v in found.items() if v is not None}
 
 
 def is_delta(path: Path) -> bool:
@@ -91,3 +207,16 @@ def delta_version(path: Path) -> int | None:
         if spark is None:
             raise
         return int(SparkDeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"])
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write a manifest or record whole or not at all (temporary file, then an atomic rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

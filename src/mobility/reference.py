@@ -1,15 +1,44 @@
-"""Public reference data: roaming networks (MCC+MNC) and country boundaries.
+"""Public reference data: roaming networks (MCC+MNC), country boundaries and their H3 cells, age bands.
 
 The MCC/MNC table comes from the maintained ``mcc-mnc-p1`` package (ITU-T bulletins and
-other public sources); alpha-2 codes become alpha-3 through pycountry.
+other public sources); alpha-2 codes become alpha-3 through pycountry. Nothing here reads the lake,
+and nothing here imports a stage: configuration and every stage may use it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import pycountry
+
+from mobility.errors import ConfigError
+
+PACKAGE_DATA = Path(__file__).parent / "data"
+DEFAULT_BOUNDARIES = PACKAGE_DATA / "countries-50m.gpkg"
+
+# 0-14, 15-24 and 65+ are the broad groups of the UN Provisional Guidelines on Standard
+# International Age Classifications (ST/ESA/STAT/SER.M/74, 1982); 10-year groups in between.
+AGE_BANDS = ((0, 14), (15, 24), (25, 34), (35, 44), (45, 54), (55, 64), (65, None))
+UNKNOWN_AGE = "unknown"
+# Project choice: a birth year implying more than this age at the crossing is a data error.
+MAX_AGE = 120
+
+
+def bands_from(lower_bounds: Sequence[int] | None) -> tuple[tuple[int, int | None], ...]:
+    """Age bands from their lower bounds (agreement field ``age_bands``); None gives AGE_BANDS."""
+    if lower_bounds is None:
+        return AGE_BANDS
+    lows = [int(b) for b in lower_bounds]
+    if not lows or lows[0] < 0 or lows[-1] > MAX_AGE or any(b <= a for a, b in zip(lows, lows[1:])):
+        raise ValueError(f"age band lower bounds must increase strictly within 0..{MAX_AGE}, got {lows}")
+    return tuple((lo, nxt - 1) for lo, nxt in zip(lows, lows[1:])) + ((lows[-1], None),)
+
+
+def age_band_values(bands: Sequence[tuple[int, int | None]] = AGE_BANDS) -> tuple[str, ...]:
+    """Public labels of the bands, then ``unknown`` (missing, implausible, or below the first band)."""
+    return tuple(f"{lo}-{hi}" if hi is not None else f"{lo}+" for lo, hi in bands) + (UNKNOWN_AGE,)
 
 
 def _alpha3(cc2: str | None) -> str | None:
@@ -68,9 +97,6 @@ def load_boundaries(path: str | Path | None = None, iso3_column: str = "iso3"):
     """Country polygons as a GeoDataFrame with columns ``iso3`` and ``geometry`` (EPSG:4326)."""
     import geopandas as gpd
 
-    from mobility.config import DEFAULT_BOUNDARIES
-    from mobility.errors import ConfigError
-
     path = Path(path or DEFAULT_BOUNDARIES)
     if not path.is_file():
         raise ConfigError("boundary file not found", where=str(path),
@@ -84,3 +110,12 @@ def load_boundaries(path: str | Path | None = None, iso3_column: str = "iso3"):
     if gdf.crs is not None and gdf.crs.to_epsg() != 4326:
         gdf = gdf.to_crs(4326)
     return gdf[["iso3", "geometry"]].reset_index(drop=True)
+
+
+def h3_cells_of_country(iso3: str, resolution: int, boundaries=None) -> list[str]:
+    """Every H3 cell at ``resolution`` whose centre lies in the country (public domain of releases)."""
+    import h3
+
+    boundaries = load_boundaries() if boundaries is None else boundaries
+    shape = boundaries[boundaries["iso3"] == iso3].geometry.union_all()
+    return sorted(h3.geo_to_cells(shape.__geo_interface__, resolution))

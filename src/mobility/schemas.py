@@ -164,6 +164,59 @@ RESIDENCE_CHANGES = StructType([
     StructField("h3_cell", StringType(), True),  # origin (departure) or destination (arrival), res 5
 ])
 
+
+HOME_CELLS = StructType([
+    StructField(PSEUDONYM, StringType(), False),
+    StructField(MONTH, StringType(), False),
+    StructField("h3_cell", StringType(), False),  # modal night cell in the home country, coarse resolution
+    StructField("night_events", LongType(), False),
+])
+SUPPRESSION = StructType([
+    StructField(PSEUDONYM, StringType(), False),
+    StructField(KEY_ID, StringType(), False),
+    StructField("reason", StringType(), False),
+    StructField("added_on", StringType(), False),
+])
+
+
+# ---- lake tables: every Delta table a stage writes, declared once -------------------------
+OPERATOR, OFFICE = "operator", "office"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One Delta table of the lake: where it lives, its columns and how it is partitioned.
+
+    ``stats_columns``: the columns whose per-file min/max Delta keeps for data skipping. Never an
+    identifier (a pseudonym, a raw record): the log is not where a pseudonym should be found, and
+    statistics on every column cost about a third of the office-zone write (BENCHMARKS.md).
+    """
+
+    name: str
+    zone: str  # OPERATOR or OFFICE
+    schema: StructType
+    partition_by: tuple[str, ...] = ()
+    stats_columns: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.zone}/{self.name}"
+
+
+EVENTS_TABLE = TableSpec("events", OFFICE, OFFICE_EVENTS, (MONTH,), "event_hour,event_type,country")
+SUBSCRIBERS_TABLE = TableSpec("subscribers", OFFICE, OFFICE_SUBSCRIBERS, (), "sex,birth_year")
+PAYMENTS_TABLE = TableSpec("payments", OFFICE, OFFICE_PAYMENTS, (MONTH,),
+                           "txn_hour,sender_country,receiver_country,channel")
+PRESENCE_TABLE = TableSpec("presence", OFFICE, DAILY_PRESENCE)
+HOME_CELLS_TABLE = TableSpec("home_cells", OFFICE, HOME_CELLS)
+CHANGES_TABLE = TableSpec("residence_changes", OFFICE, RESIDENCE_CHANGES)
+QUARANTINE_TABLE = TableSpec("quarantine", OPERATOR, QUARANTINE, (), "dataset,reason,source_file,run_id")
+CELLS_TABLE = TableSpec("cells", OPERATOR, CELLS_BINNED)
+SUPPRESSION_TABLE = TableSpec("suppression", OPERATOR, SUPPRESSION)
+LAKE_TABLES = {t.label: t for t in (EVENTS_TABLE, SUBSCRIBERS_TABLE, PAYMENTS_TABLE, PRESENCE_TABLE, HOME_CELLS_TABLE,
+                                    CHANGES_TABLE, QUARANTINE_TABLE, CELLS_TABLE, SUPPRESSION_TABLE)}
+
+
 def conform(df, schema: StructType):
     """The table's declared columns, in order and cast to their types: what every writer stores."""
     from pyspark.sql import functions as F

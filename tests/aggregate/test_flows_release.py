@@ -18,7 +18,7 @@ from mobility.aggregate import domains as D
 from mobility.aggregate.flows import TABLES
 from mobility.errors import InputContractError, ReleaseRefusedError
 from mobility.privacy_budget import Ledger, verify
-from mobility.release_job import (
+from mobility.release.flows import (
     check_final, default_release_id, final_from, flows_command, release_flows,
 )
 

@@ -54,7 +54,7 @@ def population(tmp_path_factory):
 def local_run(population, spark):
     """The same stages in-process on local Spark: the reference."""
     from mobility.anonymize.job import run as anonymize
-    from mobility.release_job import release_flows
+    from mobility.release.flows import release_flows
     from mobility.residence.job import run as residence
 
     lake = population["root"] / "local-lake"
@@ -157,9 +157,9 @@ def _have(module: str) -> bool:
 
 
 def test_remittances_release_on_the_cluster(spark, population, local_run, cluster, cluster_run):
-    if not _have("mobility.release_remittances"):
-        pytest.skip("mobility.release_remittances is not in the package yet: remittances step not submitted")
-    from mobility.release_remittances import release_remittances
+    if not _have("mobility.release.remittances"):
+        pytest.skip("mobility.release.remittances is not in the package yet: remittances step not submitted")
+    from mobility.release.remittances import release_remittances
 
     # The FX table is otherwise looked up from the working directory, which differs between a
     # driver here and one under spark-submit: pin it for both, as a deployment does.

@@ -120,7 +120,7 @@ def test_the_dag_uses_the_library_residence_window(loaded):
 @given(st.integers(min_value=2000 * 12, max_value=2100 * 12))
 def test_flows_period_is_the_latest_final_month(index):
     """Same rule as the release job's finality check."""
-    from mobility.release_job import final_from
+    from mobility.release.flows import final_from
 
     module = DAG_MODULE
     data_month = f"{index // 12:04d}-{index % 12 + 1:02d}"

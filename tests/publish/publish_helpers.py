@@ -12,7 +12,7 @@ import pandas as pd
 from agreement_helpers import make_agreement
 from mobility.aggregate import domains as D
 from mobility.config import load_agreement
-from mobility.privacy_budget.release import ReleaseRequest, ReleaseResult, publish
+from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
 
 HOME = "PHL"
 COUNTRIES = ["PHL", "SAU", "USA"]

@@ -15,7 +15,7 @@ from mobility.aggregate import remittances as R
 from mobility.config import load_agreement
 from mobility.errors import ReleaseRefusedError
 from mobility.privacy_budget import Ledger, verify
-from mobility.release_remittances import release_remittances, remittances_command
+from mobility.release.remittances import release_remittances, remittances_command
 
 pytestmark = pytest.mark.spark
 CELLS = 6 * 4  # the test agreement's six corridors x four channels

@@ -13,39 +13,20 @@ from collections.abc import Sequence
 import h3
 import pandas as pd
 
+from mobility.reference import (  # noqa: F401  (AGE_BANDS, bands_from and age_band_values are part of this module's face)
+    AGE_BANDS, MAX_AGE, UNKNOWN_AGE, age_band_values, bands_from, h3_cells_of_country, load_boundaries,
+)
+
 OTHER = "OTHER"  # a country outside the agreement's public country list
 UNKNOWN = "UNKNOWN"  # a change without a usable home-country cell
 UNKNOWN_SEX = "U"
-UNKNOWN_AGE = "unknown"
 SEXES = ("F", "M", "X")
 SEX_VALUES = SEXES + (UNKNOWN_SEX,)
-
-# 0-14, 15-24 and 65+ are the broad groups of the UN Provisional Guidelines on Standard
-# International Age Classifications (ST/ESA/STAT/SER.M/74, 1982); 10-year groups in between.
-AGE_BANDS = ((0, 14), (15, 24), (25, 34), (35, 44), (45, 54), (55, 64), (65, None))
-AGE_BAND_VALUES = tuple(f"{lo}-{hi}" if hi is not None else f"{lo}+" for lo, hi in AGE_BANDS) + (UNKNOWN_AGE,)
-# Project choice: a birth year implying more than this age at the crossing is a data error.
-MAX_AGE = 120
 
 BY_COLUMNS = ("sex", "age_band")  # the optional breakdowns of the international table, in key order
 FROM, TO = "from_country", "to_country"
 ORIGIN_CELL, DESTINATION_CELL = "origin_h3_cell", "destination_h3_cell"
 COUNT = "count"
-
-
-def bands_from(lower_bounds: Sequence[int] | None) -> tuple[tuple[int, int | None], ...]:
-    """Age bands from their lower bounds (agreement field ``age_bands``); None gives AGE_BANDS."""
-    if lower_bounds is None:
-        return AGE_BANDS
-    lows = [int(b) for b in lower_bounds]
-    if not lows or lows[0] < 0 or lows[-1] > MAX_AGE or any(b <= a for a, b in zip(lows, lows[1:])):
-        raise ValueError(f"age band lower bounds must increase strictly within 0..{MAX_AGE}, got {lows}")
-    return tuple((lo, nxt - 1) for lo, nxt in zip(lows, lows[1:])) + ((lows[-1], None),)
-
-
-def age_band_values(bands: Sequence[tuple[int, int | None]] = AGE_BANDS) -> tuple[str, ...]:
-    """Public labels of the bands, then ``unknown`` (missing, implausible, or below the first band)."""
-    return tuple(f"{lo}-{hi}" if hi is not None else f"{lo}+" for lo, hi in bands) + (UNKNOWN_AGE,)
 
 
 def age_band(age: int | None, bands: Sequence[tuple[int, int | None]] = AGE_BANDS) -> str:
@@ -112,9 +93,6 @@ def country_cells(home: str, resolution: int, boundaries=None) -> list[str]:
     ``h3_cells_of_country`` keeps cells whose centre is on land; coastal cells of an archipelago
     often have their centre at sea yet hold towns, so the cells overlapping the boundary are added.
     """
-    from mobility.anonymize.spatial import h3_cells_of_country
-    from mobility.reference import load_boundaries
-
     boundaries = load_boundaries() if boundaries is None else boundaries
     centred = h3_cells_of_country(home, resolution, boundaries)
     shape = boundaries[boundaries["iso3"] == home].geometry.union_all()

@@ -26,7 +26,8 @@ import pandas as pd
 import pycountry
 
 from mobility.aggregate import domains as D
-from mobility.config import PACKAGE_DATA, RemittanceBounds
+from mobility.config import RemittanceBounds
+from mobility.reference import PACKAGE_DATA
 from mobility.schemas import CHANNELS
 
 SENDER = "sender"  # the sender's pseudonym inside the core; never in an output

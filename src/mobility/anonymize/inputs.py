@@ -60,6 +60,12 @@ def _csv_header(path: Path) -> tuple[str, ...]:
     return tuple(c.strip().strip('"').lstrip("\ufeff") for c in line.rstrip("\r\n").split(","))
 
 
+def derive_run_id(agreement_id: str, fingerprints: list[str]) -> str:
+    """The same agreement and the same files give the same run id: a rerun resumes that run (ADR 0003)."""
+    digest = hashlib.sha256("\n".join([agreement_id, *sorted(fingerprints)]).encode()).hexdigest()
+    return f"run-{digest[:16]}"
+
+
 def _fingerprint(path: Path) -> str:
     size = path.stat().st_size
     h = hashlib.sha256(f"{path.name}\0{size}\0".encode())

@@ -26,12 +26,10 @@ from mobility.anonymize import inputs as inp
 from mobility.anonymize import validate as v
 from mobility.anonymize.pseudonymize import (PseudonymKey, drop_key_pads, e164_column, hmac_sha256, load_key,
                                              with_key_pads)
-from mobility.anonymize.runs import (completed_runs, derive_run_id, ingested_fingerprints, read_json,
-                                     write_json_atomic)
 from mobility.anonymize.spatial import bin_cells, locate_points, plmn_table
 from mobility.config import Agreement, as_agreement
 from mobility.errors import QualityGateError
-from mobility.lake import Lake, delta_version, is_delta
+from mobility.lake import Lake, delta_version, is_delta, read_json, write_json_atomic
 from mobility.reference import load_boundaries
 from mobility.schemas import (CDR, CELLS, CELLS_BINNED, OFFICE_EVENTS, OFFICE_PAYMENTS, OFFICE_SUBSCRIBERS, PAYMENTS,
                               PRESENCE_CHANNELS, PSEUDONYM, QUARANTINE, SUBSCRIBERS, conform)
@@ -377,13 +375,13 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
     key = load_key(agreement.key)  # fail before any Spark work when the key is missing
     files = inp.discover(input_dir)
     lake = Lake(lake_root).ensure()
-    done_files = ingested_fingerprints(lake)
+    done_files = lake.ingested_fingerprints()
     all_files = [f for fs in files.values() for f in fs]
     new_files = {name: [f for f in fs if f.fingerprint not in done_files] for name, fs in files.items()}
     skipped = [{"file": f.name, "dataset": f.dataset, "ingested_by": done_files[f.fingerprint]}
                for f in all_files if f.fingerprint in done_files]
-    run_id = run_id or derive_run_id(agreement.agreement_id, [f.fingerprint for f in all_files])
-    if run_id in completed_runs(lake):
+    run_id = run_id or inp.derive_run_id(agreement.agreement_id, [f.fingerprint for f in all_files])
+    if run_id in lake.completed_runs():
         path = lake.office_manifests / f"{run_id}.json"
         return AnonymizeResult(run_id, read_json(path), path, already_done=True)
     if not any(f.dataset in ("cdr", "payments", "subscribers") for fs in new_files.values() for f in fs):

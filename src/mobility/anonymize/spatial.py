@@ -102,15 +102,7 @@ def plmn_table() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["plmn", "plmn_country"]).drop_duplicates("plmn")
 
 
-def h3_cells_of_country(iso3: str, resolution: int, boundaries=None) -> list[str]:
-    """Every H3 cell at ``resolution`` whose centre lies in the country (public domain of releases)."""
-    boundaries = load_boundaries() if boundaries is None else boundaries
-    shape = boundaries[boundaries["iso3"] == iso3].geometry.union_all()
-    cells = h3.geo_to_cells(shape.__geo_interface__, resolution)
-    return sorted(cells)
-
-
-__all__ = ["bin_cells", "plmn_table", "h3_cells_of_country", "locate_points"]
+__all__ = ["bin_cells", "plmn_table", "locate_points"]
 
 
 def locate_points(lat: pd.Series, lon: pd.Series, h3_resolution: int, boundaries=None) -> pd.DataFrame:

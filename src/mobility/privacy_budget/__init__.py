@@ -6,7 +6,7 @@ from mobility.privacy_budget.accountant import (
 from mobility.privacy_budget.audit import Problem, VerifyReport, export, show, verify
 from mobility.privacy_budget.ledger import ChargeRequest, Ledger, LedgerEntry
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE, plan_noise
-from mobility.privacy_budget.release import ReleaseRequest, ReleaseResult, publish
+from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
 
 __all__ = [
     "ChargeRequest", "DISCRETE_GAUSSIAN", "DISCRETE_LAPLACE", "Ledger", "LedgerEntry", "Problem",

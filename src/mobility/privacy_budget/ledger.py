@@ -389,12 +389,3 @@ def release_dir_problems(release_dir: Path, charge: LedgerEntry | None,
     if extra:
         problems.append(f"files not listed in the manifest: {', '.join(extra)}")
     return problems
-
-
-def __getattr__(name: str):
-    # verify/show/export live in audit.py (which imports this module); reachable from here too
-    if name in ("verify", "show", "export", "VerifyReport"):
-        from mobility.privacy_budget import audit
-
-        return getattr(audit, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -81,6 +81,38 @@ def error_bound_95(mechanism: str, scale: float) -> tuple[int, float]:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """Exactly one privacy budget: ``epsilon`` (pure DP, discrete Laplace) or ``rho`` (zCDP, discrete Gaussian).
+
+    The one place a requested budget is checked; callers turn the ``ValueError`` into their own refusal.
+    """
+
+    epsilon: float | None = None
+    rho: float | None = None
+
+    def __post_init__(self):
+        if (self.epsilon is None) == (self.rho is None):
+            raise ValueError("give exactly one budget: epsilon (--epsilon, discrete Laplace) or "
+                             "rho (--rho, discrete Gaussian)")
+        value = self.epsilon if self.epsilon is not None else self.rho
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"the budget must be a positive number, got {value!r}")
+        object.__setattr__(self, "epsilon" if self.epsilon is not None else "rho", float(value))
+
+    @property
+    def mechanism(self) -> str:
+        return DISCRETE_LAPLACE if self.epsilon is not None else DISCRETE_GAUSSIAN
+
+    @property
+    def value(self) -> float:
+        return float(self.epsilon if self.epsilon is not None else self.rho)  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, float]:
+        """``{"epsilon": e}`` or ``{"rho": r}``: how requests, release ids and the ledger name it."""
+        return {"epsilon": self.value} if self.epsilon is not None else {"rho": self.value}
+
+
+@dataclass(frozen=True)
 class TableNoise:
     """Noise for one table: its share of the budget and the OpenDP measurement that spends it."""
 
@@ -142,16 +174,13 @@ def plan_noise(*, shares: Mapping[str, float], sensitivity: int, delta: float,
     The OpenDP privacy maps are checked against the requested budget: each table's loss equals
     its share (to ``LOSS_RTOL``) and never exceeds it, and the composed loss never exceeds the total.
     """
-    if (epsilon is None) == (rho is None):
-        raise ValueError("give exactly one of epsilon (discrete Laplace) or rho (discrete Gaussian)")
-    budget = float(epsilon if epsilon is not None else rho)
-    if not math.isfinite(budget) or budget <= 0:
-        raise ValueError(f"the privacy budget must be a positive number, got {budget!r}")
+    requested = Budget(epsilon, rho)
+    budget = requested.value
     if int(sensitivity) != sensitivity or sensitivity < 1:
         raise ValueError(f"max_contributions must be a positive integer, got {sensitivity!r}")
     sensitivity = int(sensitivity)
     shares = _check_shares(shares)
-    mechanism = DISCRETE_LAPLACE if epsilon is not None else DISCRETE_GAUSSIAN
+    mechanism = requested.mechanism
     d_ins = _table_sensitivities(shares, sensitivity, sensitivities)
 
     tables: dict[str, TableNoise] = {}

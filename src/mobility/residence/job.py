@@ -19,13 +19,14 @@ from pyspark.sql.types import StructType
 from pyspark.sql import functions as F
 
 from mobility import progress
-from mobility.anonymize.runs import completed_runs, write_json_atomic
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
-from mobility.lake import Lake, delta_version, is_delta
+from mobility.lake import Lake, write_json_atomic
 from mobility.residence.presence import PSEUDONYM, daily_presence, monthly_home_cells, with_payment_days
 from mobility.residence.rules import ResidenceParams, detect_changes
-from mobility.schemas import DAILY_PRESENCE, RESIDENCE_CHANGES, conform
+from mobility.schemas import (
+    CHANGES_TABLE, EVENTS_TABLE, HOME_CELLS_TABLE, PAYMENTS_TABLE, PRESENCE_TABLE, RESIDENCE_CHANGES,
+)
 from mobility.spark import get_spark
 
 # What the rule returns per pseudonym: the stored table less the cell attached afterwards.
@@ -39,22 +40,23 @@ class ResidenceResult:
     manifest_path: Path
 
 
+def _of_completed_runs(spark: SparkSession, lake: Lake, table, agreement_id: str) -> DataFrame:
+    """Rows of this agreement from completed anonymization runs only (partial runs stay invisible)."""
+    runs = list(lake.completed_runs(agreement_id))
+    return lake.read(spark, table).where((F.col("agreement_id") == agreement_id) & F.col("run_id").isin(runs))
+
+
 def office_events(spark: SparkSession, lake: Lake, agreement_id: str) -> DataFrame:
-    """Events of this agreement from completed anonymization runs only (partial runs stay invisible)."""
-    path = lake.office_table("events")
-    if not is_delta(path):
-        raise InputContractError("no office-zone events yet", where=str(path),
+    """Events of this agreement from completed anonymization runs."""
+    if not lake.exists(EVENTS_TABLE):
+        raise InputContractError("no office-zone events yet", where=str(lake.table(EVENTS_TABLE)),
                                  hint="run `mobility anonymize` on the operator side first")
-    runs = [r for r, m in completed_runs(lake).items() if m.get("agreement_id") == agreement_id]
-    return (spark.read.format("delta").load(str(path))
-            .where((F.col("agreement_id") == agreement_id) & F.col("run_id").isin(runs)))
+    return _of_completed_runs(spark, lake, EVENTS_TABLE, agreement_id)
 
 
 def office_payments(spark: SparkSession, lake: Lake, agreement_id: str) -> DataFrame:
     """Payments of this agreement from completed anonymization runs (as ``office_events``)."""
-    runs = [r for r, m in completed_runs(lake).items() if m.get("agreement_id") == agreement_id]
-    return (spark.read.format("delta").load(str(lake.office_table("payments")))
-            .where((F.col("agreement_id") == agreement_id) & F.col("run_id").isin(runs)))
+    return _of_completed_runs(spark, lake, PAYMENTS_TABLE, agreement_id)
 
 
 def _month_end(month: str) -> dt.date:
@@ -112,33 +114,24 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
     last_month = events.agg(F.max("month")).collect()[0][0]
     if last_month is None:
         raise InputContractError("no events for this agreement" + (f" through {through}" if through else ""),
-                                 where=str(lake.office_table("events")))
+                                 where=str(lake.table(EVENTS_TABLE)))
     data_end = _month_end(through or last_month)
     tz, home = agreement.time_zone, agreement.home_country
 
     progress.say("residence", "daily presence from night-time events")
     presence = daily_presence(events, tz, params)
-    if agreement.payments_as_presence and is_delta(lake.office_table("payments")):  # agreement opts in
+    if agreement.payments_as_presence and lake.exists(PAYMENTS_TABLE):  # agreement opts in
         presence = with_payment_days(presence, office_payments(spark, lake, agreement.agreement_id), tz,
                                      params)
-    presence = conform(presence.where(F.col("date") <= F.lit(data_end)), DAILY_PRESENCE)
-    presence.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
-        .save(str(lake.office_table("presence")))
-    presence = spark.read.format("delta").load(str(lake.office_table("presence")))
+    presence = lake.replace(spark, presence.where(F.col("date") <= F.lit(data_end)), PRESENCE_TABLE)
 
     progress.say("residence", f"monthly home cells (H3 res {params.home_cell_resolution})")
-    home_cells = monthly_home_cells(spark, events, home, tz, params)
-    home_cells.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
-        .save(str(lake.office_table("home_cells")))
-    home_cells = spark.read.format("delta").load(str(lake.office_table("home_cells")))
+    home_cells = lake.replace(spark, monthly_home_cells(spark, events, home, tz, params), HOME_CELLS_TABLE)
 
     subjects = presence.select(PSEUDONYM).distinct().count()
     progress.say("residence", f"12/16-month rule for {subjects:,} pseudonyms")
-    changes = conform(attach_cells(detect_in_spark(presence, home, params, data_end, subjects), home_cells),
-                      RESIDENCE_CHANGES)
-    changes.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
-        .save(str(lake.office_table("residence_changes")))
-    changes = spark.read.format("delta").load(str(lake.office_table("residence_changes")))
+    changes = lake.replace(spark, attach_cells(detect_in_spark(presence, home, params, data_end, subjects),
+                                               home_cells), CHANGES_TABLE)
 
     kinds = {f"{r['direction']}_{r['kind']}": r["count"]
              for r in changes.groupBy("direction", "kind").count().collect()}
@@ -148,9 +141,8 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
         "data_end": data_end.isoformat(), "through": through, "params": params.model_dump(),
         "subjects": subjects, "presence_days": presence.count(),
         "changes": kinds, "duration_s": round(time.time() - started, 1),
-        "office_versions": {t: delta_version(lake.office_table(t))
-                            for t in ("events", "presence", "home_cells", "residence_changes")},
+        "office_versions": lake.versions(EVENTS_TABLE, PRESENCE_TABLE, HOME_CELLS_TABLE, CHANGES_TABLE),
     }
-    path = lake.office_manifests.parent / "residence_manifests" / f"{run_id}.json"
+    path = lake.residence_manifests / f"{run_id}.json"
     write_json_atomic(path, manifest)
     return ResidenceResult(run_id, manifest, path)

@@ -9,16 +9,11 @@ refusal before the boundary charges nothing; exact counts never leave memory exc
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import click
 import pandas as pd
 
 from mobility import progress
@@ -28,17 +23,16 @@ from mobility.aggregate.flows import (
     last_day_of, subscriber_profile,
 )
 from mobility.config import Agreement, as_agreement
-from mobility.errors import InputContractError, ReleaseRefusedError
-from mobility.lake import Lake, delta_version, is_delta
-from mobility.privacy_budget.ledger import canonical_json
-from mobility.privacy_budget.release import ReleaseRequest, ReleaseResult, publish
+from mobility.errors import InputContractError
+from mobility.lake import Lake
+from mobility.privacy_budget.mechanisms import Budget
+from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
+from mobility.release.request import check_request, parse_by, refuse, release_id_for
 from mobility.residence.rules import ResidenceParams
+from mobility.schemas import CHANGES_TABLE, SUBSCRIBERS_TABLE
 
-CHANGES_TABLE = "residence_changes"
-SUBSCRIBERS_TABLE = "subscribers"
 PRIVACY_UNIT = "subscriber (pseudonym): at most one long-term residence change per crossing month"
 CHANGES_COLUMNS = ("pseudonym", "from_country", "to_country", "crossing_date", "kind", "direction", "h3_cell")
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
 @dataclass(frozen=True)
@@ -52,43 +46,10 @@ class FlowInputs:
     window_days: int
 
 
-# ---- checks that need no data ------------------------------------------------------------------
-def _refuse(message: str, hint: str | None = None):
-    raise ReleaseRefusedError(f"{message}; nothing was charged", hint=hint)
-
-
-def parse_by(by: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``"sex,age_band"`` (or a list) -> the breakdowns in their fixed key order."""
-    items = [b.strip() for b in (by.split(",") if isinstance(by, str) else (by or ())) if b and b.strip()]
-    unknown = sorted(set(items) - set(D.BY_COLUMNS))
-    if unknown:
-        _refuse(f"unknown breakdown(s) {unknown} in --by", hint=f"use a comma list of {', '.join(D.BY_COLUMNS)}")
-    return tuple(b for b in D.BY_COLUMNS if b in items)
-
-
-def check_request(agreement: Agreement, period: str, purpose: str, epsilon: float | None,
-                  rho: float | None) -> None:
-    if not _PERIOD.match(str(period)):
-        _refuse(f"period {period!r} is not a crossing month in the form YYYY-MM")
-    if agreement.purpose(purpose) is None:
-        declared = ", ".join(p.id for p in agreement.purposes)
-        _refuse(f"purpose {purpose!r} is not declared in agreement {agreement.agreement_id}",
-                hint=f"use one of the declared purposes: {declared}")
-    if (epsilon is None) == (rho is None):
-        _refuse("give exactly one budget: --epsilon (discrete Laplace) or --rho (discrete Gaussian)")
-    budget = epsilon if epsilon is not None else rho
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
-        _refuse(f"the budget must be a positive number, got {budget!r}", hint="request epsilon > 0 or rho > 0")
-
-
 def default_release_id(agreement_id: str, period: str, purpose: str, by: Sequence[str],
                        epsilon: float | None = None, rho: float | None = None) -> str:
     """Same request, same id: a retry finds the stored release instead of drawing new noise."""
-    budget = {"epsilon": float(epsilon)} if epsilon is not None else {"rho": float(rho)}
-    body = {"agreement_id": agreement_id, "period": period, "purpose": purpose, "tables": list(TABLES),
-            "by": list(by), "budget": budget}
-    digest = hashlib.sha256(canonical_json(body).encode("ascii")).hexdigest()[:10]
-    return f"flows-{agreement_id}-{period}-{digest}"
+    return release_id_for("flows", agreement_id, period, purpose, TABLES, by, Budget(epsilon, rho))
 
 
 def final_from(period: str, window_days: int) -> dt.date:
@@ -100,16 +61,16 @@ def final_from(period: str, window_days: int) -> dt.date:
 def check_final(period: str, data_end: dt.date, window_days: int) -> None:
     needed = final_from(period, window_days)
     if data_end < needed:
-        _refuse(f"period {period} is not final: a crossing on its last day is decided within {window_days} days "
-                f"(crossing day included), so the data must reach {needed.isoformat()} but end on "
-                f"{data_end.isoformat()}; {period} becomes releasable with data through {needed:%Y-%m}",
-                hint=f"wait for data through {needed:%Y-%m}, re-run `mobility residence`, then release")
+        refuse(f"period {period} is not final: a crossing on its last day is decided within {window_days} days "
+               f"(crossing day included), so the data must reach {needed.isoformat()} but end on "
+               f"{data_end.isoformat()}; {period} becomes releasable with data through {needed:%Y-%m}",
+               hint=f"wait for data through {needed:%Y-%m}, re-run `mobility residence`, then release")
 
 
 # ---- reading the office zone ---------------------------------------------------------------------
 def residence_manifest(lake: Lake, agreement_id: str, changes_version: int) -> dict:
     """The residence manifest that describes the residence_changes version being read."""
-    folder = lake.office / "residence_manifests"
+    folder = lake.residence_manifests
     candidates = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
@@ -122,11 +83,11 @@ def residence_manifest(lake: Lake, agreement_id: str, changes_version: int) -> d
         raise InputContractError(f"no residence manifest for agreement {agreement_id}", where=str(folder),
                                  hint=f"run `mobility residence --agreement {agreement_id}` first")
     matching = [m for m in candidates
-                if (m.get("office_versions") or {}).get(CHANGES_TABLE) == changes_version]
+                if (m.get("office_versions") or {}).get(CHANGES_TABLE.name) == changes_version]
     if not matching:
-        seen = sorted({str((m.get("office_versions") or {}).get(CHANGES_TABLE)) for m in candidates})
+        seen = sorted({str((m.get("office_versions") or {}).get(CHANGES_TABLE.name)) for m in candidates})
         raise InputContractError(
-            f"no residence manifest describes {CHANGES_TABLE} version {changes_version} "
+            f"no residence manifest describes {CHANGES_TABLE.name} version {changes_version} "
             f"(manifests describe versions {', '.join(seen)})", where=str(folder),
             hint="the table was rewritten after its manifest; re-run `mobility residence`")
     manifest = max(matching, key=lambda m: str(m.get("data_end", "")))
@@ -144,36 +105,32 @@ def read_flow_inputs(agreement: Agreement, lake_root: str | os.PathLike, period:
     from mobility.spark import get_spark
 
     lake = Lake(lake_root)
-    changes_path = lake.office_table(CHANGES_TABLE)
-    if not is_delta(changes_path):
-        raise InputContractError("no residence changes yet", where=str(changes_path),
+    if not lake.exists(CHANGES_TABLE):
+        raise InputContractError("no residence changes yet", where=str(lake.table(CHANGES_TABLE)),
                                  hint="run `mobility residence` on the office zone first")
     spark = spark or get_spark("mobility-release")
-    versions = {f"office/{CHANGES_TABLE}": delta_version(changes_path)}
-    manifest = residence_manifest(lake, agreement.agreement_id, versions[f"office/{CHANGES_TABLE}"])
+    versions = {CHANGES_TABLE.label: lake.version(CHANGES_TABLE)}
+    manifest = residence_manifest(lake, agreement.agreement_id, versions[CHANGES_TABLE.label])
     params = manifest.get("params") or {}
     window_days = int(params.get("window_days", ResidenceParams().window_days))
     resolution = int(params.get("home_cell_resolution", ResidenceParams().home_cell_resolution))
     data_end = dt.date.fromisoformat(manifest["data_end"])
     check_final(period, data_end, window_days)
 
-    changes = spark.read.format("delta").option("versionAsOf", versions[f"office/{CHANGES_TABLE}"]) \
-        .load(str(changes_path))
+    changes = lake.read(spark, CHANGES_TABLE, versions[CHANGES_TABLE.label])
     missing = [c for c in CHANGES_COLUMNS if c not in changes.columns]
     if missing:
-        raise InputContractError(f"residence changes lack column(s) {missing}", where=str(changes_path),
+        raise InputContractError(f"residence changes lack column(s) {missing}", where=str(lake.table(CHANGES_TABLE)),
                                  hint="re-run `mobility residence` with this version of the package")
     profile = None
     if by:
-        subscribers_path = lake.office_table(SUBSCRIBERS_TABLE)
-        if not is_delta(subscribers_path):
+        if not lake.exists(SUBSCRIBERS_TABLE):
             raise InputContractError("a breakdown by sex or age_band needs the office subscribers table",
-                                     where=str(subscribers_path),
+                                     where=str(lake.table(SUBSCRIBERS_TABLE)),
                                      hint="anonymize a subscribers file, or release without --by")
-        versions[f"office/{SUBSCRIBERS_TABLE}"] = delta_version(subscribers_path)
-        subscribers = spark.read.format("delta").option("versionAsOf", versions[f"office/{SUBSCRIBERS_TABLE}"]) \
-            .load(str(subscribers_path))
-        profile = subscriber_profile(subscribers, agreement.agreement_id)
+        versions[SUBSCRIBERS_TABLE.label] = lake.version(SUBSCRIBERS_TABLE)
+        profile = subscriber_profile(lake.read(spark, SUBSCRIBERS_TABLE, versions[SUBSCRIBERS_TABLE.label]),
+                                     agreement.agreement_id)
 
     cells = tuple(D.cell_domain(agreement.home_country, resolution, boundaries)[:-1])
     spec = FlowSpec(home=agreement.home_country, countries=tuple(agreement.countries), period=period,
@@ -210,16 +167,16 @@ def release_flows(agreement: str | Agreement, lake_root: str | os.PathLike, peri
                   boundaries=None) -> ReleaseResult:
     """Publish the three flow tables of crossing month ``period`` through the release boundary."""
     agreement = as_agreement(agreement)
-    check_request(agreement, period, purpose, epsilon, rho)
+    budget = check_request(agreement, period, purpose, epsilon, rho)
     by = parse_by(by)
-    release_id = release_id or default_release_id(agreement.agreement_id, period, purpose, by, epsilon, rho)
+    release_id = release_id or release_id_for("flows", agreement.agreement_id, period, purpose, TABLES, by, budget)
     progress.say("release", f"exact counts of crossing month {period} on the public domains")
     inputs = read_flow_inputs(agreement, lake_root, period, by, spark=spark, boundaries=boundaries)
     request = ReleaseRequest(
         release_id=release_id, agreement_id=agreement.agreement_id, period=period, purpose=purpose,
         requested_by=requested_by, query=flow_query(inputs), privacy_unit=PRIVACY_UNIT,
-        epsilon=None if epsilon is None else float(epsilon), rho=None if rho is None else float(rho),
-        input_versions=inputs.input_versions, max_contributions=MAX_CONTRIBUTIONS)
+        epsilon=budget.epsilon, rho=budget.rho, input_versions=inputs.input_versions,
+        max_contributions=MAX_CONTRIBUTIONS)
     progress.say("release", "charging the ledger, adding OpenDP noise, writing the release",
                  rows=sum(len(t) for t in inputs.tables.values()))
     return publish(lake_root, request, inputs.tables, agreement.budget)
@@ -242,40 +199,3 @@ def describe(result: ReleaseResult, rows: int = 10) -> str:
     lines.append(f"  {INTERNATIONAL} (first {len(head)} rows):")
     lines.extend("    " + line for line in head.to_string(index=False).splitlines())
     return "\n".join(lines)
-
-
-def release_options(period_help: str, by_help: str):
-    """The options every `mobility release` command shares: agreement, lake, period, breakdowns, budget."""
-    options = [
-        click.option("--agreement", required=True, help="agreement id or file (conf/agreements/ID.yaml)"),
-        click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root"),
-        click.option("--period", required=True, help=period_help),
-        click.option("--by", default=None, help=by_help),
-        click.option("--epsilon", type=float, default=None, help="pure epsilon-DP budget (discrete Laplace)"),
-        click.option("--rho", type=float, default=None, help="rho-zCDP budget (discrete Gaussian)"),
-        click.option("--purpose", required=True, help="one of the agreement's declared purpose ids"),
-        click.option("--requested-by", required=True, help="who asked for the release (name or role)"),
-    ]
-
-    def apply(func):
-        for option in reversed(options):
-            func = option(func)
-        return func
-    return apply
-
-
-def one_budget(epsilon: float | None, rho: float | None) -> None:
-    if (epsilon is None) == (rho is None):
-        raise click.UsageError("give exactly one of --epsilon or --rho")
-
-
-@click.command("flows")
-@release_options("crossing month, YYYY-MM; must be final (16 months of data after it)",
-                 "breakdowns of the international table: sex, age_band or sex,age_band")
-@click.option("--release-id", default=None, help="default: derived from agreement, period, purpose, --by, budget")
-def flows_command(agreement, lake, period, by, epsilon, rho, purpose, requested_by, release_id):
-    """Statistics office: publish differentially private migration flows of one crossing month."""
-    one_budget(epsilon, rho)
-    result = release_flows(agreement, lake, period, purpose=purpose, requested_by=requested_by, epsilon=epsilon,
-                           rho=rho, by=by, release_id=release_id)
-    click.echo(describe(result))

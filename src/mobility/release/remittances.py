@@ -9,26 +9,19 @@ derived from them. Every refusal before the boundary charges nothing.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
-
-import click
 
 from mobility.aggregate import domains as D
 from mobility.aggregate import remittances as R
 from mobility.aggregate.flows import subscriber_profile
-from mobility.anonymize.runs import completed_runs
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
-from mobility.lake import Lake, delta_version, is_delta
-from mobility.privacy_budget.ledger import canonical_json
-from mobility.privacy_budget.mechanisms import ALPHA, plan_noise
-from mobility.privacy_budget.release import ReleaseRequest, ReleaseResult, publish
-from mobility.release_job import _refuse, check_request, one_budget, parse_by, release_options
-
-PAYMENTS_TABLE = "payments"
-SUBSCRIBERS_TABLE = "subscribers"
+from mobility.lake import Lake
+from mobility.privacy_budget.mechanisms import ALPHA, Budget, plan_noise
+from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
+from mobility.release.request import check_request, parse_by, refuse, release_id_for
+from mobility.schemas import PAYMENTS_TABLE, SUBSCRIBERS_TABLE
 
 
 def privacy_unit(bounds: R.Bounds) -> str:
@@ -40,11 +33,7 @@ def privacy_unit(bounds: R.Bounds) -> str:
 def default_release_id(agreement_id: str, period: str, purpose: str, by: Sequence[str],
                        epsilon: float | None = None, rho: float | None = None) -> str:
     """Same request, same id: a rerun finds the stored release (or a refusal) instead of new noise."""
-    budget = {"epsilon": float(epsilon)} if epsilon is not None else {"rho": float(rho)}
-    body = {"agreement_id": agreement_id, "period": period, "purpose": purpose, "tables": list(R.MEASURES),
-            "by": list(by), "budget": budget}
-    digest = hashlib.sha256(canonical_json(body).encode("ascii")).hexdigest()[:10]
-    return f"remittances-{agreement_id}-{period}-{digest}"
+    return release_id_for("remittances", agreement_id, period, purpose, R.MEASURES, by, Budget(epsilon, rho))
 
 
 def _months(payments) -> tuple[str | None, str | None]:
@@ -60,10 +49,10 @@ def check_complete(period: str, first: str | None, last: str | None) -> None:
         raise InputContractError("no payments of this agreement in the office zone",
                                  hint="anonymize a payments file on the operator side first")
     if period < first:
-        _refuse(f"no payments data for {period}: the office zone holds payments from {first} to {last}",
+        refuse(f"no payments data for {period}: the office zone holds payments from {first} to {last}",
                 hint=f"request a month from {first} to the month before {last}")
     if period >= last:
-        _refuse(f"period {period} is not complete: the latest payments ingested are from {last}, so more "
+        refuse(f"period {period} is not complete: the latest payments ingested are from {last}, so more "
                 f"transfers of {period} may still arrive",
                 hint="release a month before the latest one, or wait for the next month's payments file")
 
@@ -72,7 +61,7 @@ def check_fx(fx: R.FxTable, keys: Sequence) -> dict:
     rates, missing = fx.rates_for(keys)
     if missing:
         shown = ", ".join(f"{c} on {d.isoformat()}" for c, d in missing[:8]) + (" ..." if len(missing) > 8 else "")
-        _refuse(f"the FX table {fx.path} has no rate for {len(missing)} currency/date pair(s) of the period: "
+        refuse(f"the FX table {fx.path} has no rate for {len(missing)} currency/date pair(s) of the period: "
                 f"{shown}",
                 hint=f"add a monthly row (currency,YYYY-MM-01,monthly,units_per_usd,source) or daily rows to "
                      f"{fx.path} (or point MOBILITY_FX at a complete table), then release again")
@@ -88,53 +77,50 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
     from mobility.spark import get_spark
 
     agreement = as_agreement(agreement)
-    check_request(agreement, period, purpose, epsilon, rho)
+    budget = check_request(agreement, period, purpose, epsilon, rho)
     by = parse_by(by)
     if not agreement.corridors:
-        _refuse(f"agreement {agreement.agreement_id} lists no corridors",
-                hint="add sender_country/receiver_country pairs under 'corridors' in the agreement")
+        refuse(f"agreement {agreement.agreement_id} lists no corridors",
+               hint="add sender_country/receiver_country pairs under 'corridors' in the agreement")
     bounds = R.Bounds.of(agreement.remittance_bounds)
     spec = R.RemittanceSpec(R.corridor_list(agreement.corridors), period, by,
                             D.bands_from(agreement.age_bands), bounds)
     plan = plan_noise(shares=R.SHARES, sensitivity=bounds.max_transfers, delta=agreement.budget.delta,
-                      epsilon=epsilon, rho=rho, sensitivities=bounds.sensitivities())  # no noise drawn
+                      epsilon=budget.epsilon, rho=budget.rho, sensitivities=bounds.sensitivities())  # no noise drawn
     fx = R.load_fx()
 
     lake = Lake(lake_root)
-    path = lake.office_table(PAYMENTS_TABLE)
-    if not is_delta(path):
-        raise InputContractError("no payments in the office zone", where=str(path),
+    if not lake.exists(PAYMENTS_TABLE):
+        raise InputContractError("no payments in the office zone", where=str(lake.table(PAYMENTS_TABLE)),
                                  hint="anonymize a payments file on the operator side first")
     spark = spark or get_spark("mobility-release-remittances")
-    versions = {f"office/{PAYMENTS_TABLE}": delta_version(path)}
-    runs = [r for r, m in completed_runs(lake).items() if m.get("agreement_id") == agreement.agreement_id]
-    payments = (spark.read.format("delta").option("versionAsOf", versions[f"office/{PAYMENTS_TABLE}"])
-                .load(str(path)).where((F.col("agreement_id") == agreement.agreement_id) & F.col("run_id").isin(runs)))
+    versions = {PAYMENTS_TABLE.label: lake.version(PAYMENTS_TABLE)}
+    runs = list(lake.completed_runs(agreement.agreement_id))
+    payments = (lake.read(spark, PAYMENTS_TABLE, versions[PAYMENTS_TABLE.label])
+                .where((F.col("agreement_id") == agreement.agreement_id) & F.col("run_id").isin(runs)))
     check_complete(period, *_months(payments))
     transfers = R.corridor_transfers(payments, spec, agreement.time_zone).cache()
     try:
         rates = check_fx(fx, R.fx_keys(transfers))
         profile = None
         if by:
-            sub_path = lake.office_table(SUBSCRIBERS_TABLE)
-            if not is_delta(sub_path):
+            if not lake.exists(SUBSCRIBERS_TABLE):
                 raise InputContractError("a breakdown by sex or age_band needs the office subscribers table",
-                                         where=str(sub_path), hint="anonymize a subscribers file, or drop --by")
-            versions[f"office/{SUBSCRIBERS_TABLE}"] = delta_version(sub_path)
-            profile = subscriber_profile(spark.read.format("delta")
-                                         .option("versionAsOf", versions[f"office/{SUBSCRIBERS_TABLE}"])
-                                         .load(str(sub_path)), agreement.agreement_id)
+                                         where=str(lake.table(SUBSCRIBERS_TABLE)),
+                                         hint="anonymize a subscribers file, or drop --by")
+            versions[SUBSCRIBERS_TABLE.label] = lake.version(SUBSCRIBERS_TABLE)
+            profile = subscriber_profile(lake.read(spark, SUBSCRIBERS_TABLE, versions[SUBSCRIBERS_TABLE.label]),
+                                         agreement.agreement_id)
         tables = R.exact_tables_spark(transfers, profile, spec, rates)
     finally:
         transfers.unpersist()
 
     error_bounds = {name: t.error_bound_95 for name, t in plan.tables.items()}
     request = ReleaseRequest(
-        release_id=default_release_id(agreement.agreement_id, period, purpose, by, epsilon, rho),
+        release_id=release_id_for("remittances", agreement.agreement_id, period, purpose, R.MEASURES, by, budget),
         agreement_id=agreement.agreement_id, period=period, purpose=purpose, requested_by=requested_by,
         query=remittance_query(spec, fx), privacy_unit=privacy_unit(bounds),
-        epsilon=None if epsilon is None else float(epsilon), rho=None if rho is None else float(rho),
-        input_versions=versions, max_contributions=bounds.max_transfers, table_shares=R.SHARES,
+        epsilon=budget.epsilon, rho=budget.rho, input_versions=versions, max_contributions=bounds.max_transfers, table_shares=R.SHARES,
         table_sensitivities=bounds.sensitivities())
     confidence = 1 - 2 * ALPHA  # union bound over numerator and denominator
 
@@ -189,14 +175,3 @@ def describe(result: ReleaseResult, rows: int = 12) -> str:
     lines.append(f"  corridors x channels (first {len(table)} by noisy transfers; cost % with its interval):")
     lines.extend("    " + line for line in table.to_string(index=False).splitlines())
     return "\n".join(lines)
-
-
-@click.command("remittances")
-@release_options("month of the transfers, YYYY-MM; a later month must be ingested",
-                 "breakdowns by the sender: sex, age_band or sex,age_band")
-def remittances_command(agreement, lake, period, by, epsilon, rho, purpose, requested_by):
-    """Statistics office: publish differentially private remittance corridors of one month."""
-    one_budget(epsilon, rho)
-    result = release_remittances(agreement, lake, period, purpose=purpose, requested_by=requested_by,
-                                 epsilon=epsilon, rho=rho, by=by)
-    click.echo(describe(result))

@@ -35,7 +35,7 @@ from mobility.privacy_budget.ledger import (
     sha256_file, sha256_hex,
 )
 from mobility.privacy_budget.mechanisms import (
-    ALPHA, DISCRETE_GAUSSIAN, DISCRETE_LAPLACE, NoisePlan, plan_noise,
+    ALPHA, DISCRETE_LAPLACE, Budget, NoisePlan, plan_noise,
 )
 
 COUNT = "count"
@@ -84,12 +84,10 @@ class ReleaseRequest:
             accountant.year_of(self.period)
         except ValueError as exc:
             refuse(str(exc))
-        if (self.epsilon is None) == (self.rho is None):
-            refuse("give exactly one budget: epsilon (discrete Laplace) or rho (discrete Gaussian)")
-        budget = self.epsilon if self.epsilon is not None else self.rho
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) \
-                or budget <= 0:
-            refuse(f"the budget must be a positive number, got {budget!r}", hint="request epsilon > 0 or rho > 0")
+        try:
+            Budget(self.epsilon, self.rho)
+        except ValueError as exc:
+            refuse(str(exc), hint="request epsilon > 0 or rho > 0")
         if isinstance(self.max_contributions, bool) or not isinstance(self.max_contributions, int) \
                 or self.max_contributions < 1:
             refuse(f"max_contributions must be a positive integer, got {self.max_contributions!r}")
@@ -107,8 +105,12 @@ class ReleaseRequest:
                 refuse(f"input_versions must map Delta table paths to versions >= 0, got {key!r}: {value!r}")
 
     @property
+    def budget(self) -> Budget:
+        return Budget(self.epsilon, self.rho)
+
+    @property
     def mechanism(self) -> str:
-        return DISCRETE_LAPLACE if self.epsilon is not None else DISCRETE_GAUSSIAN
+        return self.budget.mechanism
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,7 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
     shares = _shares(request, list(checked))
     plan = _plan(request, shares, caps.delta)  # measurements only: no noise is drawn here
     ledger_query = {"query": dict(request.query), "max_contributions": request.max_contributions,
-                    "budget": {"epsilon": request.epsilon} if request.epsilon is not None else {"rho": request.rho},
+                    "budget": request.budget.as_dict(),
                     "tables": {n: {"key_columns": keys[n], "cells": len(checked[n][1]), "budget_share": shares[n]}
                                for n in checked}}
     if request.table_sensitivities:  # only then, so earlier releases keep matching their charges
