@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import click
 import pytest
 from click.testing import CliRunner
 
 from mobility.cli import main
+from mobility.cli.office import EXPORT_FORMATS
 
 
 def _commands(group: click.Group, prefix=()):
@@ -28,3 +32,15 @@ def test_bad_agreement_is_one_line_error_not_a_traceback(tmp_path):
                                        "--input", str(tmp_path), "--lake", str(tmp_path / "lake")])
     assert result.exit_code == 2
     assert "configuration file not found" in result.output and "Traceback" not in result.output
+
+
+def test_help_loads_no_spark_or_pandas():
+    loaded = subprocess.run([sys.executable, "-c", "import sys, mobility.cli; print(*sys.modules, sep='\\n')"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert not {"pandas", "pyarrow", "pyspark", "opendp"} & set(loaded)
+
+
+def test_export_offers_every_format_the_exporter_writes():
+    from mobility.publish.export import FORMATS
+
+    assert EXPORT_FORMATS == FORMATS

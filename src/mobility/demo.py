@@ -40,7 +40,6 @@ def _demo_agreement(workdir: Path) -> Path:
 
 def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
     from mobility.anonymize.job import run as anonymize
-    from mobility.cli import _describe_anonymize, _describe_residence
     from mobility.privacy_budget import show as show_ledger
     from mobility.privacy_budget import verify as verify_ledger
     from mobility.publish.export import describe as describe_export
@@ -69,11 +68,11 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
 
     t = _step(2, "Operator side: validate, pseudonymize (HMAC-SHA256), minimize, bin on H3")
     result = anonymize(agreement, inputs, lake)
-    print(_describe_anonymize(result) + f"\n    ({time.time() - t:.0f}s)")
+    print(result.summary() + f"\n    ({time.time() - t:.0f}s)")
 
     t = _step(3, "Statistics office: daily presence and the 12-of-16-months rule")
     residence = run_residence(agreement, lake)
-    print(_describe_residence(residence) + f"\n    ({time.time() - t:.0f}s)")
+    print(residence.summary() + f"\n    ({time.time() - t:.0f}s)")
 
     t = _step(4, f"Release: differentially private flows for crossing month {RELEASE_PERIOD} (rho = 0.5)")
     released = release_flows(agreement, lake, RELEASE_PERIOD, purpose="migration-statistics",

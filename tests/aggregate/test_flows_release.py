@@ -16,11 +16,10 @@ from test_flows_support import (  # noqa: F401  (fixtures)
 
 from mobility.aggregate import domains as D
 from mobility.aggregate.flows import TABLES
+from mobility.cli import main
 from mobility.errors import InputContractError, ReleaseRefusedError
 from mobility.privacy_budget import Ledger, verify
-from mobility.release.flows import (
-    check_final, default_release_id, final_from, flows_command, release_flows,
-)
+from mobility.release.flows import check_final, default_release_id, final_from, release_flows
 
 pytestmark = pytest.mark.spark
 PSEUDONYMS = {row[0] for row in CHANGES}
@@ -87,15 +86,15 @@ def test_rerun_returns_the_stored_release(published, spark):
 def test_cli_command_publishes_and_prints_a_summary(lake, agreement_file, spark):
     args = ["--agreement", str(agreement_file), "--lake", str(lake), "--period", PERIOD, "--epsilon", "1.0",
             "--purpose", "migration-statistics", "--requested-by", "analyst"]
-    outcome = CliRunner().invoke(flows_command, args)
+    outcome = CliRunner().invoke(main, ["release", "flows", *args])
     assert outcome.exit_code == 0, outcome.output + repr(outcome.exception)
     release_id = default_release_id("test-phl", PERIOD, "migration-statistics", (), epsilon=1.0)
     assert str(lake.resolve() / "releases" / release_id) in outcome.output
     assert "discrete_laplace" in outcome.output and "95% error bound" in outcome.output
     assert "from_country" in outcome.output and "OTHER" in outcome.output
     assert len(entries(lake)) == 2
-    both = CliRunner().invoke(flows_command, args + ["--rho", "0.1"])
-    assert both.exit_code == 2 and "exactly one of --epsilon or --rho" in both.output
+    both = CliRunner().invoke(main, ["release", "flows", *args, "--rho", "0.1"])
+    assert both.exit_code == 2 and "exactly one budget" in both.output
 
 
 def test_non_final_period_is_refused_naming_the_month(lake, agreement):

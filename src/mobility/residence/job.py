@@ -39,6 +39,15 @@ class ResidenceResult:
     manifest: dict
     manifest_path: Path
 
+    def summary(self) -> str:
+        """What the run decided, for a person at a terminal."""
+        m = self.manifest
+        lines = [f"residence {self.run_id}: {m['subjects']:,} pseudonyms, {m['presence_days']:,} known days "
+                 f"through {m['data_end']}"]
+        lines += [f"  {kind:28s} {n:>8,}" for kind, n in sorted(m["changes"].items())]
+        lines.append(f"  manifest: {self.manifest_path}")
+        return "\n".join(lines)
+
 
 def _of_completed_runs(spark: SparkSession, lake: Lake, table, agreement_id: str) -> DataFrame:
     """Rows of this agreement from completed anonymization runs only (partial runs stay invisible)."""

@@ -1,0 +1,42 @@
+"""The ``mobility`` command, the only place commands are declared.
+
+One module per kind of user (operator side, statistics office, auditor, data-subject rights, newcomer);
+shared options live in ``options``. A command parses its options, calls one library function imported
+when it runs (so ``mobility --help`` loads no Spark or pandas) and prints what it returned.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mobility.cli import auditor, newcomer, office, operator_side, rights
+from mobility.errors import MobilityError
+
+
+class _Group(click.Group):
+    """Turn every MobilityError into one clear message and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MobilityError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mobility")
+def main():
+    """Privacy-preserving migration statistics from call-detail and payment records.
+
+    Operator side: `anonymize` (holds the key). Statistics office: `residence`, `release`.
+    Auditors: `ledger`. Newcomers: `demo`.
+    """
+
+
+for command in (operator_side.anonymize, operator_side.retention,
+                office.residence, office.release, office.export, office.report, office.releases,
+                auditor.ledger, rights.rights, newcomer.synth, newcomer.demo):
+    main.add_command(command)
