@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pb_helpers import CAPS, flows, request
 
 from mobility.privacy_budget import publish
+from pb_helpers import CAPS, flows, request
 
 
 @pytest.fixture

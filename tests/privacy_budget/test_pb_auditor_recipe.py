@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from pb_helpers import rewrite_ledger
 
 from mobility.lake import Lake
 from mobility.privacy_budget import Ledger, verify
+from pb_helpers import rewrite_ledger
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "auditor-guide.md"
 

@@ -6,7 +6,11 @@ import pytest
 
 from mobility.privacy_budget import accountant
 from mobility.privacy_budget.mechanisms import (
-    DISCRETE_GAUSSIAN, DISCRETE_LAPLACE, count_measurement, error_bound_95, plan_noise,
+    DISCRETE_GAUSSIAN,
+    DISCRETE_LAPLACE,
+    count_measurement,
+    error_bound_95,
+    plan_noise,
 )
 
 

@@ -7,13 +7,12 @@ import json
 
 import pandas as pd
 import pytest
-from pb_helpers import CAPS, flows, request
 
 from mobility.config import BudgetCaps
 from mobility.errors import BudgetExceededError, LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
-from mobility.privacy_budget import Ledger, publish, verify
-from mobility.privacy_budget import release as release_module
+from mobility.privacy_budget import Ledger, boundary, publish, verify
+from pb_helpers import CAPS, flows, request
 
 
 def _digests(folder):
@@ -150,7 +149,7 @@ def test_failure_after_charge_keeps_the_charge_and_blocks_a_rerun(tmp_path, monk
     def broken_write(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(release_module, "_write_release", broken_write)
+    monkeypatch.setattr(boundary, "_write_release", broken_write)
     with pytest.raises(OSError, match="disk full"):
         publish(tmp_path, request(), {"flows": flows()}, CAPS)
     ledger = Ledger.of_lake(tmp_path)

@@ -7,11 +7,11 @@ import json
 
 import pandas as pd
 import pytest
-from pb_helpers import CAPS, flows, request
 
 from mobility.errors import ConfigError
 from mobility.privacy_budget import accountant, export, publish, show
 from mobility.privacy_budget.ledger import COLUMNS, hash_record
+from pb_helpers import CAPS, flows, request
 
 
 def test_show_reports_spent_and_remaining_per_calendar_year(published_lake):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from mobility.cli import main
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.privacy_budget import verify
+from mobility.privacy_budget.intervals import sum_error_bound_95
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE, count_measurement
 from mobility.publish.annual import build_annual, noise_variance
 from publish_helpers import agreement, months, publish_month
@@ -109,9 +111,27 @@ def test_error_bound_grows_with_the_months_and_cells_summed(year_lake):
         result.manifest["tables"]["emigrants_by_origin"]["noise_variance"]
 
 
-def json_tables(lake: Path, period: str) -> dict:
-    import json
+def test_error_bound_is_the_exact_bound_of_each_months_cells_under_its_own_noise(year_lake):
+    """January-June put four cells (by sex) into each annual pair and September is discrete Laplace:
+    the bound convolves exactly those draws (rebuilt here from the monthly manifests and CSVs)."""
+    lake, agr, _ = year_lake
+    result = build_annual(lake, 2025, agr)
+    for table in ("international", "emigrants_by_origin"):
+        terms = []
+        for period in months(2025):
+            release = next(p for p in (lake / "releases").iterdir() if p.name.endswith(period))
+            manifest = json.loads((release / "manifest.json").read_text())
+            cells = len(monthly_csv(lake, period, table)) // len(result.tables[table])
+            terms.append((manifest["mechanism"], manifest["tables"][table]["noise_scale"], cells))
+        assert {n for _, _, n in terms} == ({1, 4} if table == "international" else {1})
+        assert DISCRETE_LAPLACE in {m for m, _, _ in terms}
+        assert result.manifest["tables"][table]["error_bound_95"] == sum_error_bound_95(terms)
+    # one month alone would be the per-cell bound OpenDP states in that month's manifest
+    january = json_tables(lake, "2025-01")["emigrants_by_origin"]
+    assert sum_error_bound_95([(DISCRETE_GAUSSIAN, january["noise_scale"], 1)]) == january["error_bound_95"]
 
+
+def json_tables(lake: Path, period: str) -> dict:
     release = next(p for p in (lake / "releases").iterdir() if p.name.endswith(period))
     return json.loads((release / "manifest.json").read_text())["tables"]
 

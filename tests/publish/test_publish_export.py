@@ -139,7 +139,7 @@ def test_unknown_release_and_uncoded_values_are_refused(by_sex_and_age, tmp_path
     from mobility.publish import export as E
     from mobility.publish.tidy import to_tidy
 
-    frame = source.read_tables()["international"]
+    frame = source.tables["international"].copy()
     frame.loc[0, "age_band"] = "13-19"  # a band an agreement could choose, with no code in CL_AGE
     with pytest.raises(InputContractError, match="Y13T19"):
         E._check_codes(release_id, {"international": to_tidy(source, "international", frame)})

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from report_helpers import build_lake
 
 from mobility.reference import load_boundaries
+from report_helpers import build_lake
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ import re
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from report_helpers import FLOWS_ID, REMIT_ID, table_cells
 
 from mobility.cli import main
 from mobility.errors import InputContractError
 from mobility.privacy_budget import export
 from mobility.report import render_ledger_report, render_release_report, write_release_report
+from report_helpers import FLOWS_ID, REMIT_ID, table_cells
 
 HEX_OR_DIGITS = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{20,}(?![0-9A-Fa-f])|\+?\d{9,}")
 
@@ -168,3 +168,14 @@ def test_write_reports_for_the_demo_takes_an_agreement_object(report_lake, tmp_p
     assert paths["ledger"] == (tmp_path / "reports" / "ledger.html").resolve()
     assert "per-year cap (rho)" in paths["ledger"].read_text()  # the caps came from the object
     assert "left now (rho)" in paths["release"].read_text()
+
+
+def test_a_tampered_release_is_reported_with_its_problems(report_lake, boundaries, tmp_path):
+    import shutil
+
+    lake = tmp_path / "lake"
+    shutil.copytree(report_lake["lake"], lake)
+    (lake / "releases" / FLOWS_ID / "international.csv").write_text("from_country,to_country,sex,count\n")
+    html = render_release_report(lake, FLOWS_ID, boundaries=boundaries)
+    assert "Integrity problems" in html and "file international.csv of table international was altered" in html
+    assert "release files match the ledger" not in html

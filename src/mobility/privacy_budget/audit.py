@@ -15,7 +15,15 @@ from mobility.errors import ConfigError, LedgerIntegrityError
 from mobility.lake import Lake, is_delta
 from mobility.privacy_budget import accountant
 from mobility.privacy_budget.ledger import (
-    CHARGED, COLUMNS, PUBLISHED, Ledger, LedgerEntry, TABLE_PROPERTIES, chain_problems, release_dir_problems,
+    CHARGED,
+    COLUMNS,
+    PUBLISHED,
+    TABLE_PROPERTIES,
+    Ledger,
+    LedgerEntry,
+    chain_problems,
+    entries_by_release,
+    release_dir_problems,
 )
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
 
@@ -163,7 +171,7 @@ def _entry_problems(entries: list[LedgerEntry]) -> list[Problem]:
         else:
             bad(f"unknown status {e.status!r}")
         try:
-            e.year
+            accountant.year_of(e.period)
         except ValueError:
             bad(f"period {e.period!r} is not YYYY-MM")
     return problems
@@ -214,23 +222,22 @@ def verify(lake_root: str | os.PathLike, caps: Mapping[str, BudgetCaps] | None =
         report.problems.append(Problem(f"anchor hash {anchor[:16]}... is no longer in the ledger "
                                        "(ledger truncated or rebuilt)", rank=2))
 
-    charges = {e.release_id: e for e in entries if e.status == CHARGED}
-    publications = {e.release_id: e for e in entries if e.status == PUBLISHED}
+    by_release = entries_by_release(entries)
     dirs = {p.name: p for p in lake.releases.iterdir() if p.is_dir()} if lake.releases.is_dir() else {}
     for name in sorted(dirs):
         if name.startswith("."):
             report.notes.append(f"unfinished temporary directory {name} under releases/ (not a release)")
             continue
         report.releases += 1
-        for reason in release_dir_problems(dirs[name], charges.get(name), publications.get(name)):
-            entry = charges.get(name)
-            report.problems.append(Problem(reason, entry.seq if entry else None, name, rank=3))
-    for release_id, entry in publications.items():
-        if release_id not in dirs:
-            report.problems.append(Problem("published release directory is missing", entry.seq, release_id, rank=3))
-    for release_id, entry in charges.items():
-        if release_id not in dirs and release_id not in publications:
-            report.notes.append(f"release {release_id} (seq {entry.seq}) was charged but never published; "
+        charge, publication = by_release.get(name, (None, None))
+        for reason in release_dir_problems(dirs[name], charge, publication):
+            report.problems.append(Problem(reason, charge.seq if charge else None, name, rank=3))
+    for release_id, (charge, publication) in by_release.items():
+        if publication is not None and release_id not in dirs:
+            report.problems.append(Problem("published release directory is missing", publication.seq, release_id,
+                                           rank=3))
+        elif charge is not None and publication is None and release_id not in dirs:
+            report.notes.append(f"release {release_id} (seq {charge.seq}) was charged but never published; "
                                 "its budget stays spent")
     return report
 

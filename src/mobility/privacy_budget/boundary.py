@@ -31,12 +31,24 @@ from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
 from mobility.privacy_budget import accountant
 from mobility.privacy_budget.ledger import (
-    MANIFEST, NOT_PUBLISHED, ChargeRequest, Ledger, LedgerEntry, canonical_json, release_dir_problems,
-    sha256_file, sha256_hex,
+    MANIFEST,
+    NOT_PUBLISHED,
+    ChargeRequest,
+    Ledger,
+    LedgerEntry,
+    canonical_json,
+    release_dir_problems,
+    sha256_file,
+    sha256_hex,
 )
 from mobility.privacy_budget.mechanisms import (
-    ALPHA, DISCRETE_LAPLACE, Budget, NoisePlan, plan_noise,
+    ALPHA,
+    DISCRETE_LAPLACE,
+    Budget,
+    NoisePlan,
+    plan_noise,
 )
+from mobility.privacy_budget.stored import open_release
 
 COUNT = "count"
 MANIFEST_FORMAT = "mobility-release-manifest/1"
@@ -198,11 +210,6 @@ def _plan(request: ReleaseRequest, shares: dict[str, float], delta: float) -> No
         raise ReleaseRefusedError(f"release {request.release_id!r}: {exc}; nothing was charged") from None
 
 
-def _read_tables(release_dir: Path, manifest: dict) -> dict[str, pd.DataFrame]:
-    return {name: pq.ParquetFile(release_dir / f"{name}.parquet").read().to_pandas()
-            for name in manifest.get("tables", {})}
-
-
 def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, noisy: dict[str, pd.DataFrame],
                    keys: dict[str, list[str]], charge: LedgerEntry, ledger_query: dict,
                    derived: Mapping[str, tuple[pd.DataFrame, dict]] | None = None) -> dict:
@@ -247,20 +254,16 @@ def _manifest_text(manifest: dict) -> str:
     return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n"
 
 
-def _stored(ledger: Ledger, target: Path, charge: LedgerEntry) -> ReleaseResult:
+def _stored(lake: Lake, ledger: Ledger, charge: LedgerEntry) -> ReleaseResult:
     """Return an existing release after checking it against the ledger (completing a crashed publish)."""
-    publication = ledger.publication(charge.release_id)
-    problems = release_dir_problems(target, charge, publication)
-    if publication is None and problems == [NOT_PUBLISHED]:  # renamed into place, then interrupted
-        publication = ledger.record_publication(charge.release_id, sha256_file(target / MANIFEST))
-        problems = []
-    if problems:
-        raise LedgerIntegrityError(f"stored release {charge.release_id!r} does not match the ledger: "
-                                   + "; ".join(problems), where=str(target),
-                                   hint="do not publish it; run `mobility ledger verify` and investigate")
-    manifest = json.loads((target / MANIFEST).read_text(encoding="utf-8"))
-    return ReleaseResult(charge.release_id, target, manifest, charge, publication,
-                         _read_tables(target, manifest), reused=True)
+    target = lake.release_dir(charge.release_id)
+    if ledger.publication(charge.release_id) is None \
+            and release_dir_problems(target, charge, None) == [NOT_PUBLISHED]:  # renamed into place, then interrupted
+        ledger.record_publication(charge.release_id, sha256_file(target / MANIFEST))
+    stored = open_release(lake, charge.release_id)
+    assert stored.publication is not None  # open_release refuses a release without its published entry
+    return ReleaseResult(stored.release_id, stored.path, stored.manifest, charge, stored.publication,
+                         stored.tables, reused=True)
 
 
 def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mapping[str, pd.DataFrame],
@@ -299,13 +302,13 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
 
     lake.releases.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(lake.ledger)
-    target = lake.releases / request.release_id
+    target = lake.release_dir(request.release_id)
     # one publisher at a time, so "charged but no directory" really means an interrupted release
     try:
-        lock = FileLock(str(lake.root / "releases.lock"), timeout=lock_timeout)
+        lock = FileLock(str(lake.releases_lock), timeout=lock_timeout)
         lock.acquire()
     except Timeout:
-        raise ReleaseRefusedError(f"another release held {lake.root / 'releases.lock'} for {lock_timeout:.0f} s; "
+        raise ReleaseRefusedError(f"another release held {lake.releases_lock} for {lock_timeout:.0f} s; "
                                   "nothing was charged", hint="retry when the other release has finished") from None
     try:
         existing = ledger.find(request.release_id)
@@ -316,7 +319,7 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
                     f"release_id {request.release_id!r} was already charged (seq {existing.seq}) for a different "
                     f"request; differing fields: {', '.join(diff)}", hint="use a new release_id")
             if target.is_dir():
-                return _stored(ledger, target, existing)
+                return _stored(lake, ledger, existing)
             raise ReleaseRefusedError(
                 f"release_id {request.release_id!r} was charged (seq {existing.seq}) but never published; "
                 "its budget stays spent and it will not be noised again", hint="publish under a new release_id")

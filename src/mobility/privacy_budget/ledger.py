@@ -16,7 +16,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -214,10 +214,10 @@ class Ledger:
 
     def find(self, release_id: str) -> LedgerEntry | None:
         """The charge entry of ``release_id`` (None when it was never charged)."""
-        return _find(self.read()[0], release_id, CHARGED)
+        return release_entries(self.read()[0], release_id)[0]
 
     def publication(self, release_id: str) -> LedgerEntry | None:
-        return _find(self.read()[0], release_id, PUBLISHED)
+        return release_entries(self.read()[0], release_id)[1]
 
     def spent(self, agreement_id: str, year: int | None = None) -> float:
         """rho charged to ``agreement_id`` (in the calendar year of the release period, if given)."""
@@ -268,7 +268,8 @@ class Ledger:
         if new_version != expected:
             raise LedgerIntegrityError(
                 f"after appending seq {entry.seq} the ledger is at Delta version {new_version}, expected {expected}",
-                where=str(self.path), hint="something wrote to the ledger without its lock; run `mobility ledger verify`")
+                where=str(self.path),
+                hint="something wrote to the ledger without its lock; run `mobility ledger verify`")
         return entry
 
     def charge(self, request: ChargeRequest, caps: BudgetCaps) -> LedgerEntry:
@@ -284,7 +285,7 @@ class Ledger:
         lock = self._locked()
         try:
             entries, version = self._tail()
-            existing = _find(entries, request.release_id, CHARGED)
+            existing, _ = release_entries(entries, request.release_id)
             if existing is not None:
                 diff = request.matches(existing)
                 if diff:
@@ -309,11 +310,10 @@ class Ledger:
         lock = self._locked()
         try:
             entries, version = self._tail()
-            charge = _find(entries, release_id, CHARGED)
+            charge, done = release_entries(entries, release_id)
             if charge is None:
                 raise LedgerIntegrityError(f"release {release_id!r} has no charge entry; it cannot be published",
                                            where=str(self.path))
-            done = _find(entries, release_id, PUBLISHED)
             if done is not None:
                 if done.release_digest != manifest_digest:
                     raise LedgerIntegrityError(
@@ -327,8 +327,24 @@ class Ledger:
             lock.release()
 
 
-def _find(entries: list[LedgerEntry], release_id: str, status: str) -> LedgerEntry | None:
-    return next((e for e in entries if e.release_id == release_id and e.status == status), None)
+def entries_by_release(entries: Iterable[LedgerEntry]) -> dict[str, tuple[LedgerEntry | None, LedgerEntry | None]]:
+    """Each release id's (charge, publication) entries, in the order first seen; None where there is none.
+
+    The first entry of each status counts: appending refuses a second one (verification reports it).
+    """
+    found: dict[str, tuple[LedgerEntry | None, LedgerEntry | None]] = {}
+    for e in entries:
+        charge, publication = found.get(e.release_id, (None, None))
+        if e.status == CHARGED and charge is None:
+            found[e.release_id] = (e, publication)
+        elif e.status == PUBLISHED and publication is None:
+            found[e.release_id] = (charge, e)
+    return found
+
+
+def release_entries(entries: Iterable[LedgerEntry], release_id: str) -> tuple[LedgerEntry | None, LedgerEntry | None]:
+    """(charge, publication) entries of ``release_id``; None where there is none."""
+    return entries_by_release(entries).get(release_id, (None, None))
 
 
 def _spent(entries: list[LedgerEntry], agreement_id: str, year: int | None) -> float:
@@ -352,7 +368,7 @@ def _check_caps(entries: list[LedgerEntry], request: ChargeRequest, caps: Budget
                      "or amend the agreement's budget caps")
 
 
-# ---- release directories (shared with release.py) -------------------------------------------------
+# ---- release directories (shared with stored.py and audit.py) -----------------------------------
 def release_dir_problems(release_dir: Path, charge: LedgerEntry | None,
                          publication: LedgerEntry | None) -> list[str]:
     """Why a release directory does not match its ledger entries ([] when it does)."""

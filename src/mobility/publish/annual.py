@@ -5,13 +5,14 @@ office zone, draws no noise and charges no budget. The result goes to
 ``LAKE/derived/annual/ANNUAL_ID`` with a manifest naming every monthly release it was summed from
 and that release's manifest SHA-256, so anyone can recompute it from the published files.
 
-Error bound: monthly noise is independent across releases and cells, so variances add. A cell of
-the annual table sums, over the 12 months m, n_m monthly cells (n_m > 1 when a month was broken down
-by sex or age and the annual table is not), each with noise variance v_m:
+Error bound: monthly noise is independent across releases and cells. A cell of the annual table
+sums, over the 12 months m, n_m monthly cells (n_m > 1 when a month was broken down by sex or age
+and the annual table is not), each with month m's mechanism and noise scale. ``error_bound_95`` is
+the smallest integer a with P(|sum of that noise| <= a) >= 95%, computed exactly by convolving the
+monthly noise distributions (``privacy_budget.intervals``). The manifest also gives the sum's
+variance, sum_m n_m * v_m with
 
-    Var = sum_m n_m * v_m,   v_m = sigma_m^2 (discrete Gaussian, an upper bound),
-                             v_m = 2 e^(-1/b) / (1 - e^(-1/b))^2 (discrete Laplace of scale b)
-    error_bound_95 = z_0.975 * sqrt(Var),   z_0.975 = 1.959964 (normal approximation of the sum)
+    v_m = sigma_m^2 (discrete Gaussian, an upper bound), v_m = 2 e^(-1/b) / (1 - e^(-1/b))^2 (discrete Laplace)
 
 (Canonne, Kamath and Steinke 2020, "The Discrete Gaussian for Differential Privacy": the discrete
 Gaussian's variance is at most sigma^2; the discrete Laplace variance is exact.) Monthly values
@@ -31,9 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from statistics import NormalDist
 
-import click
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,15 +40,20 @@ import pyarrow.parquet as pq
 from mobility.config import Agreement, as_agreement
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
+from mobility.privacy_budget.intervals import NoiseTerm, sum_error_bound_95
 from mobility.privacy_budget.ledger import (
-    MANIFEST, PUBLISHED, Ledger, canonical_json, chain_problems, sha256_file,
+    MANIFEST,
+    PUBLISHED,
+    Ledger,
+    canonical_json,
+    chain_problems,
+    sha256_file,
 )
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
-from mobility.publish.sources import DERIVED_FORMAT, Source, derived_root, locate
+from mobility.publish.sources import DERIVED_FORMAT, Source, locate
 from mobility.publish.tidy import COUNT, MECHANISM_METHOD
 
 INTERNATIONAL = "international"  # the origin x destination table every monthly flows release has
-Z_975 = NormalDist().inv_cdf(0.975)
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
@@ -112,22 +116,22 @@ def sum_months(sources: dict[str, Source]) -> tuple[dict[str, pd.DataFrame], dic
     """Annual tables (key columns + count) and, per table, its noise variance and error bound."""
     names = [n for n in next(iter(sources.values())).table_names() if all(n in s.table_names()
                                                                           for s in sources.values())]
-    frames = {m: s.read_tables() for m, s in sources.items()}
     tables, noise = {}, {}
     for name in names:
         keys = _common_keys(sources, name)
-        variance, parts, domain = 0.0, [], None
+        terms, parts, domain = [], [], None
         for month, source in sources.items():
-            frame = frames[month][name]
-            info = source.manifest["tables"][name]
+            frame = source.tables[name]
             marginal = frame.groupby(keys, as_index=False, sort=True, dropna=False)[COUNT].sum() if keys \
                 else pd.DataFrame({COUNT: [frame[COUNT].sum()]})
-            cells_per_value = len(frame) / max(len(marginal), 1)  # full cross products: the same for every cell
-            variance += cells_per_value * noise_variance(source.manifest["mechanism"], info["noise_scale"])
-            cells = marginal[keys].astype(str).apply(tuple, axis=1).tolist() if keys else [()]
+            # monthly cells in the widest annual cell (in full cross products, in every annual cell)
+            cells = int(frame.groupby(keys, dropna=False).size().max()) if keys else len(frame)
+            terms.append(NoiseTerm(source.manifest["mechanism"], source.manifest["tables"][name]["noise_scale"],
+                                   cells))
+            values = marginal[keys].astype(str).apply(tuple, axis=1).tolist() if keys else [()]
             if domain is None:
-                domain = cells
-            elif cells != domain:
+                domain = values
+            elif values != domain:
                 raise ReleaseRefusedError(f"table {name!r} of {month} has other cells than the first month "
                                           "(the agreement's countries or cells changed within the year); "
                                           "nothing was derived", hint="derive annual tables of a stable domain")
@@ -136,8 +140,9 @@ def sum_months(sources: dict[str, Source]) -> tuple[dict[str, pd.DataFrame], dic
             pd.DataFrame({COUNT: [sum(int(p[COUNT].iloc[0]) for p in parts)]})
         summed[COUNT] = summed[COUNT].astype("int64")
         tables[name] = summed.reset_index(drop=True)
-        noise[name] = {"key_columns": keys, "noise_variance": variance,
-                       "error_bound_95": math.ceil(Z_975 * math.sqrt(variance) * 1000) / 1000}
+        noise[name] = {"key_columns": keys,
+                       "noise_variance": math.fsum(t.cells * noise_variance(t.mechanism, t.scale) for t in terms),
+                       "error_bound_95": sum_error_bound_95(terms)}
     return tables, noise
 
 
@@ -158,11 +163,11 @@ def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agree
     year = int(year)
     sources = monthly_sources(lake_root, agreement.agreement_id, year)
     identifier = annual_id(agreement.agreement_id, year, sources)
-    root = derived_root(lake_root)
+    root = Lake(lake_root).derived_annual
     target = root / identifier
     if target.is_dir():
         stored = locate(lake_root, identifier)
-        return AnnualResult(identifier, target, stored.manifest, stored.read_tables(), reused=True)
+        return AnnualResult(identifier, target, stored.manifest, stored.tables, reused=True)
     tables, noise = sum_months(sources)
     first = next(iter(sources.values())).manifest
     root.mkdir(parents=True, exist_ok=True)
@@ -188,11 +193,16 @@ def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agree
                              for month, s in sources.items()],
             "privacy": {"rho": 0.0, "epsilon": 0.0, "delta": 0.0,
                         "charged": "nothing: sums of published releases are post-processing"},
-            "error_bound": {"confidence": 0.95, "formula": "z_0.975 * sqrt(sum over months of n_m * v_m); "
-                            "v_m = sigma^2 (discrete Gaussian) or 2e^(-1/b)/(1-e^(-1/b))^2 (discrete Laplace); "
-                            "n_m = monthly cells summed into one annual cell",
-                            "meaning": "approximate 95% bound (normal approximation) of the summed noise; "
-                                       "monthly clamping at 0 can bias near-zero sums upwards"},
+            "error_bound": {"confidence": 0.95,
+                            "formula": "error_bound_95: smallest integer a with P(|N| <= a) >= 0.95, N the sum over "
+                                       "months m of n_m independent draws of month m's noise (its mechanism and "
+                                       "noise_scale), computed exactly by convolving their probability mass "
+                                       "functions; noise_variance: sum over months of n_m * v_m, v_m = sigma^2 "
+                                       "(discrete Gaussian, an upper bound) or 2e^(-1/b)/(1-e^(-1/b))^2 (discrete "
+                                       "Laplace); n_m = monthly cells summed into one annual cell",
+                            "meaning": "each annual cell's sum of noisy monthly counts is within +/- error_bound_95 "
+                                       "of the sum of exact counts with probability >= 95%, before monthly "
+                                       "clamping at 0, which can bias near-zero sums upwards"},
             "tables": described, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -213,12 +223,3 @@ def describe(result: AnnualResult) -> str:
         lines.append(f"  {name}: {info['rows']} cells by {', '.join(info['key_columns']) or '(total)'}, "
                      f"95% error bound +/- {info['error_bound_95']:.4g}")
     return "\n".join(lines)
-
-
-@click.command("annual")
-@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root")
-@click.option("--year", required=True, type=click.IntRange(1900, 9999), help="calendar year, YYYY")
-@click.option("--agreement", required=True, help="agreement id or file (conf/agreements/ID.yaml)")
-def annual_command(lake, year, agreement):
-    """Statistics office: annual flow tables summed from the year's 12 published monthly releases (no budget)."""
-    click.echo(describe(build_annual(lake, year, agreement)))

@@ -11,38 +11,45 @@ import json
 import os
 from pathlib import Path
 
-import click
-
+from mobility.errors import InputContractError
 from mobility.lake import Lake
-from mobility.privacy_budget.ledger import CHARGED, MANIFEST, PUBLISHED, Ledger, sha256_file
-from mobility.publish.sources import RELEASE, DERIVED, derived_problems, derived_root
+from mobility.privacy_budget.ledger import MANIFEST, Ledger, LedgerEntry, entries_by_release
+from mobility.privacy_budget.stored import StoredRelease, open_release
+from mobility.publish.sources import DERIVED, RELEASE, derived_problems
 
 STATUS_PUBLISHED = "published"
 STATUS_UNPUBLISHED = "charged, not published"
 
 
-def _manifest(path: Path) -> dict | None:
+def _opened(lake: Lake, release_id: str, entries: list[LedgerEntry]) -> StoredRelease | None:
+    """The published release as stored (its differences from the ledger in ``problems``), or None when
+    its directory is gone or its manifest or tables cannot be read."""
+    try:
+        return open_release(lake, release_id, verify=False, entries=entries)
+    except InputContractError:
+        return None
+
+
+def _derived_manifest(path: Path) -> dict:
     try:
         return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return {}
 
 
 def catalogue(lake_root: str | os.PathLike) -> list[dict]:
     """Catalogue rows: releases in ledger (charge seq) order, then derived tables by id."""
     lake = Lake(lake_root)
     entries, _ = Ledger(lake.ledger).read()
-    published = {e.release_id: e for e in entries if e.status == PUBLISHED}
     rows = []
-    for charge in (e for e in entries if e.status == CHARGED):
-        publication = published.get(charge.release_id)
-        folder = lake.releases / charge.release_id
-        manifest = _manifest(folder) if publication else None
+    for release_id, (charge, publication) in entries_by_release(entries).items():
+        if charge is None:  # a publication without a charge: verification reports it
+            continue
+        stored = _opened(lake, release_id, entries) if publication else None
         query = json.loads(charge.query or "{}")
-        tables = list((manifest or {}).get("tables") or query.get("tables") or {})
-        digest = sha256_file(folder / MANIFEST) if manifest is not None else None
+        tables = list((stored.manifest if stored else {}).get("tables") or query.get("tables") or {})
         rows.append({
-            "kind": RELEASE, "release_id": charge.release_id, "agreement_id": charge.agreement_id,
+            "kind": RELEASE, "release_id": release_id, "agreement_id": charge.agreement_id,
             "period": charge.period, "purpose": charge.purpose, "requested_by": charge.requested_by,
             "status": STATUS_PUBLISHED if publication else STATUS_UNPUBLISHED, "tables": sorted(tables),
             "budget": {"mechanism": charge.mechanism, "rho": charge.rho, "epsilon": charge.epsilon,
@@ -51,14 +58,14 @@ def catalogue(lake_root: str | os.PathLike) -> list[dict]:
                        "published_seq": publication.seq if publication else None,
                        "published_hash": publication.entry_hash if publication else None,
                        "manifest_sha256": publication.release_digest if publication else None},
-            "path": str(folder) if publication else None,
-            "files_match_ledger": (digest == publication.release_digest) if publication else None,
+            "path": str(lake.release_dir(release_id)) if publication else None,
+            "files_match_ledger": (stored is not None and not stored.problems) if publication else None,
             "derived_from": [],
         })
-    root = derived_root(lake_root)
+    root = lake.derived_annual
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
             if root.is_dir() else []:
-        manifest = _manifest(folder) or {}
+        manifest = _derived_manifest(folder)
         rows.append({
             "kind": DERIVED, "release_id": folder.name, "agreement_id": manifest.get("agreement_id"),
             "period": manifest.get("period"), "purpose": manifest.get("purpose"), "requested_by": None,
@@ -91,17 +98,3 @@ def format_rows(rows: list[dict]) -> str:
                          + ", ".join(d["release_id"] for d in r["derived_from"][:3])
                          + (" ..." if len(r["derived_from"]) > 3 else ""))
     return "\n".join(lines)
-
-
-@click.group("releases")
-def releases():
-    """Portals and auditors: what was published (every release, its cost and ledger entries)."""
-
-
-@releases.command("list")
-@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def list_command(lake, as_json):
-    """Every release (id, agreement, period, tables, purpose, budget, ledger entries) and derived table."""
-    rows = catalogue(lake)
-    click.echo(json.dumps(rows, indent=2) if as_json else format_rows(rows))

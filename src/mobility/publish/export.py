@@ -14,7 +14,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -69,10 +68,9 @@ def export_release(lake_root: str | os.PathLike, release_id: str, fmt: str,
     source = locate(lake_root, release_id)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = source.read_tables()
     # country-by-country tables first, then the tables by H3 cell: readers meet the headline flows first
-    tables = dict(sorted(tables.items(), key=lambda item: any(k.endswith("h3_cell") for k in
-                                                               source.key_columns(item[0]))))
+    tables = dict(sorted(source.tables.items(), key=lambda item: any(k.endswith("h3_cell") for k in
+                                                                      source.key_columns(item[0]))))
     tidy = {name: T.to_tidy(source, name, frame) for name, frame in tables.items()}
     _check_codes(release_id, tidy)
     home, freq, period = T.describe_source(source)
@@ -151,17 +149,6 @@ def read_export(out_dir: str | os.PathLike, release_id: str) -> dict[str, pd.Dat
     """An export read back into the release's own columns (key columns, then count)."""
     record, tables = read_tidy(out_dir, release_id)
     return {name: T.from_tidy(tables[name], info["key_columns"]) for name, info in record["tables"].items()}
-
-
-@click.command("export")
-@click.option("--lake", required=True, type=click.Path(file_okay=False, path_type=Path), help="lake root")
-@click.option("--release", "release_id", required=True, help="release id (or derived annual table id)")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=SDMX_CSV, show_default=True)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="folder to write the export into")
-def export_command(lake, release_id, fmt, out_dir):
-    """Publish a release as SDMX-CSV (with its structure) or as tidy CSV / Parquet with standard codes."""
-    click.echo(describe(export_release(lake, release_id, fmt, out_dir)))
 
 
 def describe(result: ExportResult, rows: int = 3) -> str:

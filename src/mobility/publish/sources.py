@@ -1,8 +1,9 @@
 """Finding a published release or a derived table in a lake, checked before anything is read from it.
 
-Releases live in ``LAKE/releases/RELEASE_ID`` and are checked against the ledger; derived tables
-(annual totals of published releases) live in ``LAKE/derived/annual/ID``, outside the release
-boundary's folder so ledger verification never mistakes them for unregistered releases.
+Releases live in ``LAKE/releases/RELEASE_ID`` and are opened with ``open_release`` (checked against
+the ledger); derived tables (annual totals of published releases) live in ``Lake.derived_annual``,
+outside the release boundary's folder so ledger verification never mistakes them for unregistered
+releases, and are checked against their own manifest.
 """
 
 from __future__ import annotations
@@ -13,20 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from mobility.errors import InputContractError, LedgerIntegrityError
 from mobility.lake import Lake
-from mobility.privacy_budget.ledger import (
-    CHARGED, MANIFEST, PUBLISHED, Ledger, LedgerEntry, release_dir_problems, sha256_file,
-)
+from mobility.privacy_budget.ledger import MANIFEST, LedgerEntry, sha256_file
+from mobility.privacy_budget.stored import open_release, read_tables
 
 RELEASE, DERIVED = "release", "derived"
 DERIVED_FORMAT = "mobility-derived-manifest/1"
-
-
-def derived_root(lake_root: str | os.PathLike) -> Path:
-    return Lake(lake_root).root / "derived" / "annual"
 
 
 @dataclass(frozen=True)
@@ -37,6 +32,7 @@ class Source:
     path: Path
     manifest: dict
     kind: str  # RELEASE or DERIVED
+    tables: dict[str, pd.DataFrame]
 
     @property
     def manifest_sha256(self) -> str:
@@ -47,9 +43,6 @@ class Source:
 
     def key_columns(self, table: str) -> list[str]:
         return list(self.manifest["tables"][table]["key_columns"])
-
-    def read_tables(self) -> dict[str, pd.DataFrame]:
-        return {name: pq.ParquetFile(self.path / f"{name}.parquet").read().to_pandas() for name in self.table_names()}
 
 
 def derived_problems(path: Path) -> list[str]:
@@ -84,18 +77,11 @@ def locate(lake_root: str | os.PathLike, release_id: str, entries: list[LedgerEn
     ``entries``: the ledger already read by the caller (saves one Delta read per release).
     """
     lake = Lake(lake_root)
-    release_dir, derived_dir = lake.releases / str(release_id), derived_root(lake_root) / str(release_id)
-    if release_dir.is_dir() and not release_id.startswith("."):
-        entries = Ledger(lake.ledger).read()[0] if entries is None else entries
-        charge = next((e for e in entries if e.release_id == release_id and e.status == CHARGED), None)
-        publication = next((e for e in entries if e.release_id == release_id and e.status == PUBLISHED), None)
-        problems = release_dir_problems(release_dir, charge, publication)
-        if problems:
-            raise LedgerIntegrityError(f"release {release_id!r} does not match the ledger: " + "; ".join(problems),
-                                       where=str(release_dir),
-                                       hint="do not export it; run `mobility ledger verify` and investigate")
-        manifest = json.loads((release_dir / MANIFEST).read_text(encoding="utf-8"))
-        return Source(release_id, release_dir, manifest, RELEASE)
+    release_id = str(release_id)
+    derived_dir = lake.derived_annual / release_id
+    if lake.release_dir(release_id).is_dir() and not release_id.startswith("."):
+        stored = open_release(lake, release_id, entries=entries)
+        return Source(release_id, stored.path, stored.manifest, RELEASE, stored.tables)
     if derived_dir.is_dir() and not release_id.startswith("."):
         problems = derived_problems(derived_dir)
         if problems:
@@ -103,7 +89,7 @@ def locate(lake_root: str | os.PathLike, release_id: str, entries: list[LedgerEn
                                        + "; ".join(problems), where=str(derived_dir),
                                        hint="rebuild it with `mobility release annual`")
         manifest = json.loads((derived_dir / MANIFEST).read_text(encoding="utf-8"))
-        return Source(release_id, derived_dir, manifest, DERIVED)
+        return Source(release_id, derived_dir, manifest, DERIVED, read_tables(derived_dir, manifest))
     raise InputContractError(f"no release or derived table {release_id!r}",
-                             where=f"{lake.releases}, {derived_root(lake_root)}",
+                             where=f"{lake.releases}, {lake.derived_annual}",
                              hint="list what was published with `mobility releases list --lake LAKE`")

@@ -11,10 +11,11 @@ import pandas as pd
 
 from mobility.aggregate import domains as D
 from mobility.errors import InputContractError
+from mobility.privacy_budget.ledger import MANIFEST
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
 from mobility.publish import codes as C
 from mobility.publish import structure as S
-from mobility.publish.sources import Source
+from mobility.publish.sources import DERIVED, Source
 
 COUNT = "count"
 # release key column -> (dimension, release value -> code, code -> release value)
@@ -54,7 +55,7 @@ def describe_source(source: Source) -> tuple[str, str, str]:
     home = (m.get("query") or {}).get("home_country") or m.get("home_country")
     if not home:
         raise InputContractError(f"manifest of {source.release_id!r} names no home_country",
-                                 where=str(source.path / "manifest.json"))
+                                 where=str(source.path / MANIFEST))
     period = str(m["period"])
     freq = S.MONTHLY if len(period) == 7 else S.ANNUAL
     return home, freq, period
@@ -62,7 +63,7 @@ def describe_source(source: Source) -> tuple[str, str, str]:
 
 def dp_method(source: Source) -> str:
     m = source.manifest
-    return m["dp_method"] if source.kind == "derived" else MECHANISM_METHOD[m["mechanism"]]
+    return m["dp_method"] if source.kind == DERIVED else MECHANISM_METHOD[m["mechanism"]]
 
 
 def to_tidy(source: Source, name: str, frame: pd.DataFrame) -> pd.DataFrame:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mobility.config import as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import is_delta
 from mobility.privacy_budget import accountant, verify
-from mobility.privacy_budget.ledger import CHARGED, Ledger
+from mobility.privacy_budget.ledger import CHARGED
 from mobility.report import figures
-from mobility.config import as_agreement
-from mobility.report.data import budget_path, caps_for, open_lake
+from mobility.report.data import budget_path, caps_for, open_lake, read_ledger
 from mobility.report.page import cards, esc, figure, fmt, page, rows_table
 
 
@@ -86,14 +86,13 @@ def render_ledger_report(lake_root: str | os.PathLike, agreements: tuple = ()) -
     if not is_delta(lake.ledger):
         raise InputContractError("this lake has no ledger yet", where=str(lake.ledger),
                                  hint="the ledger is created by the first release (`mobility release ...`)")
-    ledger = Ledger(lake.ledger)
-    entries, version = ledger.read()
+    entries, version = read_ledger(lake)
     caps, notes = caps_for(sorted({e.agreement_id for e in entries}), agreements)
     chosen = sorted(_ids_of(agreements)) if agreements else sorted({e.agreement_id for e in entries})
     report = verify(lake.root, caps={a: caps[a] for a in caps})
     status = (f"<p class=\"ok\">{esc(report.summary().splitlines()[0])}</p>" if report.ok else
               f"<div class=\"warn\"><b>Verification failed</b>: {esc(report.first)}</div>")
-    body = [f"<h1>Privacy-budget ledger</h1><p class=\"sub\">{esc(ledger.path)} · {len(entries)} entries · "
+    body = [f"<h1>Privacy-budget ledger</h1><p class=\"sub\">{esc(lake.ledger)} · {len(entries)} entries · "
             f"Delta version {esc(version)}</p>", status]
     if not chosen:
         body.append("<p>No entries yet.</p>")

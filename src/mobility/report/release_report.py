@@ -15,10 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from mobility.privacy_budget import accountant
-from mobility.privacy_budget.ledger import MANIFEST, sha256_file
+from mobility.privacy_budget.intervals import sum_error_bound_95
+from mobility.privacy_budget.ledger import MANIFEST, LedgerEntry, sha256_file
+from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
+from mobility.privacy_budget.stored import StoredRelease, open_release
 from mobility.report import figures
-from mobility.report.data import budget_path, caps_for, ledger_position, load_release
-from mobility.report.noise import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE, sum_bound_95
+from mobility.report.data import budget_path, caps_for, ledger_position, open_lake, read_ledger
 from mobility.report.page import cards, esc, figure, fmt, frame_table, page, rows_table
 
 TOP = 15  # bars per chart: enough to see the largest flows, few enough to read the labels
@@ -86,8 +88,8 @@ def _flows_section(name: str, frame: pd.DataFrame, value: str, manifest: dict) -
     pairs = pairs.sort_values(["sum", ORIGIN, DESTINATION], ascending=[False, True, True], kind="stable").head(TOP)
     mechanism, scale, bound = _noise(manifest, name)
     errors = None
-    if mechanism:
-        errors = [float(sum_bound_95(mechanism, scale, int(k))) for k in pairs["size"]]
+    if mechanism and scale is not None:
+        errors = [float(sum_error_bound_95([(mechanism, scale, int(k))])) for k in pairs["size"]]
     labels = [f"{a} → {b}" for a, b in zip(pairs[ORIGIN], pairs[DESTINATION])]
     svg = figures.bar_chart(labels, [float(v) for v in pairs["sum"]], errors,
                             f"Largest country-to-country flows ({name})", "published count (sum of noisy cells)",
@@ -159,8 +161,8 @@ def _privacy_section(manifest: dict) -> str:
             + (f"<p class=\"note\">Post-processing: {esc(post)}</p>" if post else ""))
 
 
-def _ledger_section(lake_root, stored, agreements: tuple) -> str:
-    position, entries = ledger_position(lake_root, stored)
+def _ledger_section(stored: StoredRelease, entries: list[LedgerEntry], agreements: tuple) -> str:
+    position = ledger_position(stored, entries)
     charge, pub = position.charge, position.publication
     out = ["<h2 id=\"ledger\">Position in the privacy-budget ledger</h2>"]
     if charge is None:
@@ -211,7 +213,10 @@ def _ledger_section(lake_root, stored, agreements: tuple) -> str:
 def render_release_report(lake_root: str | os.PathLike, release_id: str, *, agreements: tuple = (),
                           boundaries=None) -> str:
     """The HTML text of the report on ``release_id`` (nothing written)."""
-    stored = load_release(lake_root, release_id)
+    lake = open_lake(lake_root)
+    entries, _ = read_ledger(lake)
+    # integrity problems are shown on the page rather than refused: the report is where a reader sees them
+    stored = open_release(lake, release_id, verify=False, entries=entries)
     m = stored.manifest
     if boundaries is None:
         from mobility.reference import load_boundaries
@@ -247,7 +252,7 @@ def render_release_report(lake_root: str | os.PathLike, release_id: str, *, agre
     if generic:
         body.append("<h2 id=\"largest\">Largest cells of the other tables</h2>" + "".join(generic))
     body.append(_privacy_section(m))
-    body.append(_ledger_section(lake_root, stored, agreements))
+    body.append(_ledger_section(stored, entries, agreements))
     body.append("<h2 id=\"tables\">Every published cell</h2><p class=\"note\">The same values as the CSV and "
                 "Parquet files in the release directory.</p>")
     for name, frame in stored.tables.items():
