@@ -15,9 +15,11 @@ import pytest
 
 from anon_fixtures import (CDR_HEADER, CDR_ROWS, ODD_NAME, PAYMENT_ROWS, SUBSCRIBER_ROWS, make_agreement,
                            make_inputs, write_csv)
-from mobility.anonymize.job import STATS_COLUMNS, run
+from mobility.anonymize.job import run
 from mobility.config import load_agreement
 from mobility.errors import InputContractError, KeyMaterialError, QualityGateError
+from mobility.lake import Lake
+from mobility.schemas import LAKE_TABLES
 
 pytestmark = pytest.mark.spark
 
@@ -49,6 +51,14 @@ def test_run_frees_what_it_kept(world):
     # The job keeps its frames on local disk (raw quarantined records among them) while it counts
     # and writes; none of it may outlive the run.
     assert world["held_after"] <= world["held_before"]
+
+
+def test_summary_shows_each_dataset_and_the_manifest(world):
+    result = world["result"]
+    lines = result.summary().splitlines()
+    assert lines[0] == f"anonymize run {result.run_id}: completed"
+    assert [line.split()[0] for line in lines[1:-1]] == list(result.manifest["totals"])
+    assert lines[-1] == f"  manifest: {result.manifest_path}"
 
 
 def _delta(spark, path):
@@ -167,8 +177,8 @@ def test_delta_logs_keep_no_pseudonym(world):
         for line in text.splitlines() if path.suffix == ".json" else []:
             stats = json.loads(line).get("add", {}).get("stats")
             if stats:  # statistics are still kept, only on the columns declared for skipping
-                table = path.parent.parent.name
-                assert set(json.loads(stats).get("minValues", {})) <= set(STATS_COLUMNS[table].split(",")), path
+                declared = LAKE_TABLES[f"office/{path.parent.parent.name}"].stats_columns
+                assert set(json.loads(stats).get("minValues", {})) <= set(declared.split(",")), path
 
 
 def test_rerun_of_same_inputs_adds_nothing(world):
@@ -198,22 +208,19 @@ def test_crashed_run_is_completed_by_rerun_without_duplicates(world, tmp_path):
 def test_a_failed_write_leaves_no_manifest_and_the_rerun_completes(world, tmp_path, monkeypatch):
     """The writes after the gate run at the same time: one failing must not stop the others, must
     surface its own error, and must leave the run to be completed by a rerun without duplicates."""
-    from mobility.anonymize import job
-
     lake = tmp_path / "lake"
-    real = job._upsert_subscribers
 
-    def broken(*args, **kwargs):
+    def broken(*args, **kwargs):  # the subscribers MERGE is the run's only upsert
         raise OSError("disk full while writing subscribers")
 
-    monkeypatch.setattr(job, "_upsert_subscribers", broken)
+    monkeypatch.setattr(Lake, "upsert", broken)
     with pytest.raises(OSError, match="disk full"):
         run(world["agreement"], world["inputs"], lake, run_id="r1", spark=world["spark"])
     assert not list((lake / "office" / "manifests").glob("r1*"))
     events = _delta(world["spark"], lake / "office" / "events").count()  # written beside the failed write
     assert events == world["result"].manifest["totals"]["cdr"]["accepted"]
 
-    monkeypatch.setattr(job, "_upsert_subscribers", real)
+    monkeypatch.undo()
     again = run(world["agreement"], world["inputs"], lake, run_id="r1", spark=world["spark"])
     assert not again.already_done and (lake / "office" / "manifests" / "r1.json").is_file()
     assert _delta(world["spark"], lake / "office" / "events").count() == events
