@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: setup demo test bench bench-tumult-env clean airflow-venv
+.PHONY: setup demo lint test test-fast bench bench-tumult-env clean airflow-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,22 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mobility demo --workdir $(or $(WORKDIR),demo-out)
 
+# ruff (lint and import order) on all Python code, mypy on src/; settings in pyproject.toml.
+# Both always run, so one call shows every problem; the target fails if either found one.
+lint: $(STAMP)
+	@status=0; \
+	$(BIN)/ruff check src tests bench jobs infra || status=1; \
+	$(BIN)/mypy || status=1; \
+	exit $$status
+
+# The full suite: local Spark, the standalone cluster, Chromium and Airflow tests (those two skip
+# themselves when the browser or .venv-airflow is missing) and the slow end-to-end runs.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Day-to-day subset: local Spark only; no cluster, browser, Airflow DagBag or slow end-to-end runs.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not cluster and not browser and not airflow and not slow" $(PYTEST_ARGS)
 
 # Airflow pins clash with our pandas/pyspark, so it gets a venv of its own; only the DAG test uses it.
 $(AIRFLOW_STAMP):
@@ -48,4 +62,4 @@ $(TUMULT_VENV)/.installed:
 bench-tumult-env: $(TUMULT_VENV)/.installed
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) demo-out .pytest_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -61,7 +61,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print("| budget | per-table scale | stated 95% bound | coverage | coverage after clamping | MAE | MAE after clamping |")
+    print("| budget | per-table scale | stated 95% bound | coverage | coverage after clamping | MAE "
+          "| MAE after clamping |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['budget']} | {r['per_table_scale']} | ±{r['error_bound_95']} | {r['coverage']:.2%} | "

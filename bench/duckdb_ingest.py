@@ -25,7 +25,6 @@ import duckdb
 import pandas as pd
 
 from bench.monitor import tree_cpu_s
-
 from mobility.anonymize import inputs as inp
 from mobility.anonymize.pseudonymize import PseudonymKey, load_key, to_e164
 from mobility.anonymize.spatial import bin_cells, plmn_table

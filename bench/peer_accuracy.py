@@ -35,7 +35,14 @@ import numpy as np
 import pandas as pd
 
 from mobility.aggregate import domains as D
-from mobility.aggregate.flows import EMIGRANTS, IMMIGRANTS, INTERNATIONAL, MAX_CONTRIBUTIONS, FlowSpec, tables_from_counts
+from mobility.aggregate.flows import (
+    EMIGRANTS,
+    IMMIGRANTS,
+    INTERNATIONAL,
+    MAX_CONTRIBUTIONS,
+    FlowSpec,
+    tables_from_counts,
+)
 from mobility.config import BudgetCaps
 from mobility.privacy_budget.mechanisms import plan_noise
 from mobility.residence.rules import ARRIVAL, DEPARTURE, KIND_LONG_TERM

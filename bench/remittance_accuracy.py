@@ -25,8 +25,8 @@ import pandas as pd
 from mobility.aggregate import domains as D
 from mobility.aggregate import remittances as R
 from mobility.config import load_agreement
-from mobility.reference import PACKAGE_DATA
 from mobility.privacy_budget.mechanisms import plan_noise
+from mobility.reference import PACKAGE_DATA
 
 CORRIDOR = ["sender_country", "receiver_country"]
 

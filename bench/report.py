@@ -135,7 +135,8 @@ def residence_stage_lines(st: dict) -> list[str]:
     if not sizes:
         return []
     lines = ["| size | CDR rows | subjects | presence rows | changes | Spark session start s | Spark job s "
-             "| Spark events/s | Spark job CPU s | phases s (CPU s): read and data end / presence / home cells / rule + write "
+             "| Spark events/s | Spark job CPU s "
+             "| phases s (CPU s): read and data end / presence / home cells / rule + write "
              "| Spark peak RSS MB (driver / JVM / workers) | load 1-min before → after |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for s in sizes:
@@ -206,7 +207,8 @@ SECTIONS = {  # stage -> (heading of results.md, renderer)
 def stage_block(stage: str, st: dict) -> list[str]:
     """One stage's generated text: when and on what it was measured, then its tables."""
     m = st["machine"]
-    head = [*machine_lines(m), "", f"Measured {st['started']} → {st['finished']} UTC, code {m.get('commit', 'unknown')}; load average "
+    head = [*machine_lines(m), "",
+            f"Measured {st['started']} → {st['finished']} UTC, code {m.get('commit', 'unknown')}; load average "
             f"(1/5/15 min) {' / '.join(str(x) for x in m['load_average'])} at the start of the run and "
             f"{' / '.join(str(x) for x in st['load_at_end'])} at the end of this stage.", ""]
     return head + SECTIONS[stage][1](st)

@@ -53,19 +53,19 @@ def _best(df, repeats: int) -> dict:
 
 
 def _job_cdr_plan(spark, agreement, key, input_dir: Path, lake_dir: Path):
-    """The job's own CDR plan (its private builders), without the persist, the counts and the writes."""
+    """The job's own CDR plan (``anonymize.datasets``), without the checkpoint, the counts and the writes."""
     from pyspark.sql import functions as F
 
+    from mobility.anonymize import datasets
     from mobility.anonymize import inputs as inp
-    from mobility.anonymize import job
     from mobility.lake import Lake
     from mobility.reference import load_boundaries
 
     found = inp.discover(input_dir)
-    ctx = job._Context(spark, agreement, key, Lake(lake_dir).ensure(), "bench-profile", load_boundaries())
-    binned, rejected, _ = job._cells(ctx, found["cells"])
-    cells = F.broadcast(job._cell_lookup(ctx, binned, rejected))
-    return job._cdr(ctx, found["cdr"], cells, job._suppression(ctx, key.key_id))
+    ctx = datasets.RunContext(spark, agreement, key, Lake(lake_dir).ensure(), "bench-profile", load_boundaries())
+    binned, rejected, _ = datasets.binned_cells(ctx, found["cells"])
+    cells = F.broadcast(datasets.cell_lookup(ctx, binned, rejected))
+    return datasets.cdr_frame(ctx, found["cdr"], cells, datasets.suppressed_pseudonyms(ctx))
 
 
 def profile(spark, agreement_path: Path, input_dir: Path, lake_dir: Path, repeats: int = 2) -> list[dict]:
@@ -81,7 +81,7 @@ def profile(spark, agreement_path: Path, input_dir: Path, lake_dir: Path, repeat
     agreement = load_agreement(agreement_path)
     key = load_key(agreement.key)
     files = inp.discover(input_dir)["cdr"]
-    region, tz = agreement.home_region, agreement.time_zone
+    region = agreement.home_region
     raw = inp.read(spark, files, CDR)
     e164 = raw.withColumn("_e164", e164_column(F.col("msisdn"), region))
     keyed = drop_key_pads(with_key_pads(spark, e164, key).withColumn("pseudonym", hmac_sha256(F.col("_e164"))))

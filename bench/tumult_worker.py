@@ -109,8 +109,8 @@ def run(folder: Path, out: Path) -> dict:
         timings.append({"budget": budget["label"], "seconds": round(time.perf_counter() - started, 1)})
     result = pd.concat(frames, ignore_index=True)
     result.to_parquet(out, index=False)
-    import tmlt.analytics
     import pyspark
+    import tmlt.analytics
 
     info = {"tmlt_analytics": tmlt.analytics.__version__, "pyspark": pyspark.__version__, "pandas": pd.__version__,
             "mode": mode, "repeats": reps, "timings": timings, "rows": len(result)}

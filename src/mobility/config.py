@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mobility.errors import ConfigError
 from mobility.reference import bands_from
+
+# The places an agreement lists data categories for (and the register of processing describes).
+DataZone = Literal["operator_zone", "office_zone", "releases"]
 
 
 def iso3(code: str) -> str:
@@ -28,7 +31,10 @@ def iso3(code: str) -> str:
 
 
 def iso2_of(code3: str) -> str:
-    return pycountry.countries.get(alpha_3=code3).alpha_2
+    country = pycountry.countries.get(alpha_3=code3)
+    if country is None:
+        raise ValueError(f"{code3!r} is not an ISO 3166-1 alpha-3 country code")
+    return country.alpha_2
 
 
 def _time_zone(name: str) -> str:
@@ -112,7 +118,7 @@ class Agreement(_Strict):
     time_zone: str
     controllers: list[Controller] = Field(min_length=1)
     purposes: list[Purpose] = Field(min_length=1)
-    data_categories: dict[Literal["operator_zone", "office_zone", "releases"], list[str]]
+    data_categories: dict[DataZone, list[str]]
     legal_basis: str = Field(min_length=5)
     retention_days: int = Field(ge=30, le=3650, description="days after which personal data is deleted")
     key: KeySource
@@ -191,7 +197,8 @@ def _read_yaml(path: Path) -> dict:
 
 def _resolve_relative(data: dict, base: Path, *keys: str) -> None:
     for key in keys:
-        node, leaf = data, key.split(".")
+        node: Any = data
+        leaf = key.split(".")
         for part in leaf[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(leaf[-1]), str):

@@ -125,7 +125,8 @@ def _cached_delta_jars() -> list[str]:
 
 
 def _remember_delta_jars(spark: SparkSession) -> None:
-    jars = [j.removeprefix("file://").removeprefix("file:") for j in spark.conf.get("spark.jars", "").split(",") if j]
+    listed = spark.conf.get("spark.jars", "") or ""
+    jars = [j.removeprefix("file://").removeprefix("file:") for j in listed.split(",") if j]
     if jars and all(Path(j).is_file() for j in jars):
         _jar_cache_file().parent.mkdir(parents=True, exist_ok=True)
         _jar_cache_file().write_text("\n".join(jars) + "\n")

@@ -8,14 +8,29 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_flows_support import (
-    CEBU, CHANGES, CHANGES_DDL, DAVAO, HOME, MANILA, PERIOD, SUBSCRIBERS, SUBSCRIBERS_DDL, pseudonym,
-)
 
 from mobility.aggregate import domains as D
 from mobility.aggregate.flows import (
-    EMIGRANTS, IMMIGRANTS, INTERNATIONAL, FlowSpec, exact_tables, subscriber_profile, tables_from_counts,
+    EMIGRANTS,
+    IMMIGRANTS,
+    INTERNATIONAL,
+    FlowSpec,
+    exact_tables,
+    subscriber_profile,
+    tables_from_counts,
     with_demographics,
+)
+from test_flows_support import (
+    CEBU,
+    CHANGES,
+    CHANGES_DDL,
+    DAVAO,
+    HOME,
+    MANILA,
+    PERIOD,
+    SUBSCRIBERS,
+    SUBSCRIBERS_DDL,
+    pseudonym,
 )
 
 pytestmark = pytest.mark.spark

@@ -9,10 +9,6 @@ import shutil
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from test_flows_support import (  # noqa: F401  (fixtures)
-    CHANGES, FINAL_DATA_END, MANILA, PERIOD, agreement, agreement_file, lake, office_template,
-    write_residence_manifest,
-)
 
 from mobility.aggregate import domains as D
 from mobility.aggregate.flows import TABLES
@@ -20,6 +16,17 @@ from mobility.cli import main
 from mobility.errors import InputContractError, ReleaseRefusedError
 from mobility.privacy_budget import Ledger, verify
 from mobility.release.flows import check_final, default_release_id, final_from, release_flows
+from test_flows_support import (  # noqa: F401  (fixtures)
+    CHANGES,
+    FINAL_DATA_END,
+    MANILA,
+    PERIOD,
+    agreement,
+    agreement_file,
+    lake,
+    office_template,
+    write_residence_manifest,
+)
 
 pytestmark = pytest.mark.spark
 PSEUDONYMS = {row[0] for row in CHANGES}

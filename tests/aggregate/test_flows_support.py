@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from agreement_helpers import make_agreement
 
+from agreement_helpers import make_agreement
 from mobility.config import load_agreement
 
 HOME = "PHL"

@@ -10,8 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mobility.anonymize.pseudonymize import (PseudonymKey, drop_key_pads, e164_column, hmac_sha256, to_e164,
-                                             with_key_pads)
+from mobility.anonymize.pseudonymize import (
+    PseudonymKey,
+    drop_key_pads,
+    e164_column,
+    hmac_sha256,
+    to_e164,
+    with_key_pads,
+)
 
 
 @pytest.mark.spark

@@ -138,6 +138,7 @@ def airflow_python() -> Path | None:
     return venv / "bin" / "python" if (venv / ".installed").is_file() else None
 
 
+@pytest.mark.airflow
 def test_airflow_loads_the_dag(tmp_path, loaded):
     python = airflow_python()
     if python is None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from remit_helpers import pseudonym, utc
 
 from mobility.residence.presence import PAYMENT_SOURCE, daily_presence, with_payment_days
 from mobility.residence.rules import ResidenceParams
+from remit_helpers import pseudonym, utc
 
 pytestmark = pytest.mark.spark
 TZ = "Asia/Manila"

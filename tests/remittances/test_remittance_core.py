@@ -144,7 +144,6 @@ def test_shipped_fx_tables_agree_and_cover_the_synthetic_currencies():
 
 def test_age_bands_come_from_the_agreement_and_unknown_is_its_own_category(tmp_path):
     from agreement_helpers import make_agreement
-
     from mobility.config import load_agreement
 
     agreement = load_agreement(make_agreement(tmp_path, age_bands=[15, 25, 35, 45, 55, 65]))

@@ -16,9 +16,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from report_helpers import FLOWS_ID
 
 from mobility.report import render_ledger_report, render_release_report
+from report_helpers import FLOWS_ID
 
 WIDTH = 1200
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -32,9 +32,9 @@ def _chromium() -> str | None:
 
 
 CHROMIUM = _chromium()
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium found (install it: `apt-get install -y chromium` on Debian, "
-                             "or set MOBILITY_CHROMIUM to the browser binary)")
+                             "or set MOBILITY_CHROMIUM to the browser binary)")]
 
 # Runs in the page after load: for every inline figure, its box and the styles the browser computed.
 MEASURE = """<script>

@@ -25,7 +25,9 @@ from deltalake import DeltaTable
 from agreement_helpers import make_agreement
 from rights_scan import find, number_pattern
 
-pytestmark = [pytest.mark.spark]
+# slow: one synthetic lake, anonymized and run through residence, then every kind of request (about a minute);
+# make test-fast keeps the unit tests of test_rights_units.py (matching, purge on both Delta layouts).
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 START = "2025-01"
 SAFE = ("suppression",)  # the erasure's own record: the keyed pseudonym must stay there (see docs/rights.md)

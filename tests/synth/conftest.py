@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from synth_helpers import RUN
 
 from mobility.synth import SynthSummary, generate
+from synth_helpers import RUN
 
 
 @dataclass

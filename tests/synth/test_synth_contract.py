@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pycountry
 import shapely
-from synth_helpers import HOME, ZONE, parse_instants, to_e164
 
 from mobility.reference import load_boundaries, plmn_countries
 from mobility.schemas import CDR, CELLS, EVENT_TYPES, PAYMENTS, SUBSCRIBERS
 from mobility.synth.params import CURRENCIES
+from synth_helpers import HOME, ZONE, parse_instants, to_e164
 
 
 def _read_any(path) -> pd.DataFrame:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from synth_helpers import RUN
-
 from mobility.synth import generate
+from synth_helpers import RUN
 
 
 def _hashes(root):

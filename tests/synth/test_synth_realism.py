@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-from synth_helpers import HOME, ZONE, parse_instants, to_e164
 
 from mobility.reference import load_boundaries
 from mobility.synth.params import CURRENCIES
+from synth_helpers import HOME, ZONE, parse_instants, to_e164
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from synth_helpers import HOME, parse_instants, to_e164
 
 from mobility.reference import plmn_countries
 from mobility.schemas import EVENT_TYPES
 from mobility.synth.clock import zone_of
+from synth_helpers import HOME, parse_instants, to_e164
 
 NIGHT_START_HOUR = 7  # documented: a presence day runs 07:00 to 07:00 local where the person is
 

@@ -14,7 +14,13 @@ import h3
 import pandas as pd
 
 from mobility.reference import (  # noqa: F401  (AGE_BANDS, bands_from and age_band_values are part of this module's face)
-    AGE_BANDS, MAX_AGE, UNKNOWN_AGE, age_band_values, bands_from, h3_cells_of_country, load_boundaries,
+    AGE_BANDS,
+    MAX_AGE,
+    UNKNOWN_AGE,
+    age_band_values,
+    bands_from,
+    h3_cells_of_country,
+    load_boundaries,
 )
 
 OTHER = "OTHER"  # a country outside the agreement's public country list
@@ -22,6 +28,7 @@ UNKNOWN = "UNKNOWN"  # a change without a usable home-country cell
 UNKNOWN_SEX = "U"
 SEXES = ("F", "M", "X")
 SEX_VALUES = SEXES + (UNKNOWN_SEX,)
+AGE_BAND_VALUES = age_band_values(AGE_BANDS)
 
 BY_COLUMNS = ("sex", "age_band")  # the optional breakdowns of the international table, in key order
 FROM, TO = "from_country", "to_country"

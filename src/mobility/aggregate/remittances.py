@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pycountry
@@ -187,7 +188,10 @@ def load_fx(path: str | os.PathLike | None = None) -> FxTable:
     reader = csv.DictReader(raw.decode("utf-8").splitlines())
     if tuple(reader.fieldnames or ()) != FX_COLUMNS:
         raise ConfigError(f"expected columns {','.join(FX_COLUMNS)}, got {reader.fieldnames}", where=str(path))
-    monthly, daily, sources = {}, {}, set()
+    monthly: dict[tuple[str, Any], float] = {}  # (currency, "YYYY-MM")
+    daily: dict[tuple[str, Any], float] = {}  # (currency, date)
+    sources: set[str] = set()
+    key: tuple[str, Any]
     for line, row in enumerate(reader, start=2):
         where = f"{path}:{line}"
         currency = (row["currency"] or "").strip().upper()
@@ -301,6 +305,7 @@ def ratio_interval(numerator: float, denominator: float, num_bound: float, den_b
 def cost_ratios(noisy: Mapping[str, pd.DataFrame], spec: RemittanceSpec,
                 error_bounds: Mapping[str, int]) -> pd.DataFrame:
     """Mean total cost in % of the amount sent, per cell and amount band, from noisy tables only."""
+    assert spec.bounds is not None, "cost ratios are those of a bounded (release) spec"
     cap_pct = spec.bounds.cost_cap_bp / BP_PER_PCT
     rows = []
     for band, (num_name, den_name) in ((ALL_BAND, (COST, TRANSFERS)), (NEAR_BAND, (COST_NEAR, TRANSFERS_NEAR))):

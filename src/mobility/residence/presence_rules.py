@@ -22,15 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from mobility.errors import InputContractError
-
-if TYPE_CHECKING:  # the parameters live with the rules; imported lazily to avoid a cycle
-    from mobility.residence.rules import ResidenceParams
+from mobility.residence.params import ResidenceParams
 
 SUBJECT = "subject_id"
 PRESENCE_COLUMNS = (SUBJECT, "date", "country")
@@ -119,7 +116,7 @@ def _day_numbers(dates: pd.Series) -> np.ndarray:
     return parsed.to_numpy().astype("datetime64[D]").astype(np.int64)
 
 
-def smooth_subject(days: np.ndarray, codes: np.ndarray, params: "ResidenceParams"
+def smooth_subject(days: np.ndarray, codes: np.ndarray, params: ResidenceParams
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One subject's known days -> (days, codes, source codes) after spillover fix and gap carry."""
     codes = codes.copy()
@@ -175,7 +172,7 @@ def as_dates(days: np.ndarray) -> np.ndarray:
     return np.asarray(days, dtype="int64").astype("datetime64[D]").astype(object)
 
 
-def smooth_presence(presence: pd.DataFrame, params: "ResidenceParams | None" = None) -> pd.DataFrame:
+def smooth_presence(presence: pd.DataFrame, params: ResidenceParams | None = None) -> pd.DataFrame:
     """Known days per subject -> smoothed daily presence with a ``source`` column.
 
     Takes ``subject_id``, ``date``, ``country`` (one row per subject and known day; other columns
@@ -184,7 +181,6 @@ def smooth_presence(presence: pd.DataFrame, params: "ResidenceParams | None" = N
     new rows; spillover-fixed rows keep their date with the surrounding country.
     """
     if params is None:
-        from mobility.residence.rules import ResidenceParams
         params = ResidenceParams()
     prepared = prepare(presence)
     subj, day_parts, code_parts, src_parts = [], [], [], []

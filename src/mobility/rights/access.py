@@ -13,15 +13,15 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
+from mobility.config import DataZone, as_agreement
 from mobility.errors import MobilityError
 from mobility.lake import Lake, is_delta
 from mobility.rights import catalog, log
 from mobility.rights import registry as reg
 from mobility.rights.matching import other_party_rows, run_finish_dates, subject_rows
-from mobility.config import as_agreement
 from mobility.rights.subject import RightsRequestError, Subject, resolve
 
-ZONE_KEYS = {"operator": "operator_zone", "office": "office_zone"}
+ZONE_KEYS: dict[str, DataZone] = {"operator": "operator_zone", "office": "office_zone"}
 
 
 @dataclass
@@ -100,7 +100,9 @@ def _deletion(first, last, days: int, table: catalog.Table) -> str:
         if table.name == "subscribers":
             return "kept only while this person's events or payments are kept; deleted with the last of them"
         return f"{days} days after the records were received"
-    start, end = _as_date(first) + dt.timedelta(days=days), _as_date(last) + dt.timedelta(days=days)
+    oldest, newest = _as_date(first), _as_date(last)
+    assert oldest is not None and newest is not None  # the min and max of one column: both set or both None
+    start, end = oldest + dt.timedelta(days=days), newest + dt.timedelta(days=days)
     return f"from {start.isoformat()} (oldest record) to {end.isoformat()} (newest), {days} days after each"
 
 

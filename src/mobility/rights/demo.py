@@ -6,9 +6,9 @@ import csv
 from pathlib import Path
 
 from mobility.anonymize.pseudonymize import to_e164
+from mobility.config import as_agreement
 from mobility.rights.access import access
 from mobility.rights.erase import erase
-from mobility.config import as_agreement
 
 
 def pick_subscriber(agreement, input_dir: str | Path) -> str:

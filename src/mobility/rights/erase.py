@@ -19,12 +19,12 @@ from pathlib import Path
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from mobility.config import as_agreement
 from mobility.errors import MobilityError
 from mobility.lake import Lake, is_delta
 from mobility.rights import catalog, log
 from mobility.rights.history import purge
 from mobility.rights.matching import read, subject_rows
-from mobility.config import as_agreement
 from mobility.rights.subject import RightsRequestError, Subject, from_msisdn, from_pseudonym
 
 SUPPRESSION_SCHEMA = StructType([StructField("pseudonym", StringType(), False),
@@ -121,7 +121,8 @@ def _erase_table(spark, table: catalog.Table, subject: Subject, report: ErasureR
         n = read(spark, table).where(F.col(column) == F.lit(subject.pseudonym)).count()
         if n:
             source = spark.createDataFrame([(subject.pseudonym,)], "_subject STRING")
-            DeltaTable.forPath(spark, str(table.path)).alias("t").merge(source.alias("s"), f"t.`{column}` = s._subject") \
+            DeltaTable.forPath(spark, str(table.path)).alias("t") \
+                .merge(source.alias("s"), f"t.`{column}` = s._subject") \
                 .whenMatchedUpdate(set={column: "CAST(NULL AS STRING)"}).execute()
             report.values_blanked[f"{table.label}.{column}"] = n
             touched = True

@@ -37,7 +37,7 @@ def raw_match(subject: Subject) -> Column:
     """A boolean column over ``record``: the quarantined row mentions the subject's number."""
     forms = frozenset(subject.number_forms())
 
-    @F.pandas_udf("boolean")
+    @F.pandas_udf("boolean")  # type: ignore[call-overload]  # pyspark's stubs lack the type-hint form
     def _mentions(records: pd.Series) -> pd.Series:
         return records.map(lambda r: record_mentions(r, forms)).astype(bool)
 

@@ -12,13 +12,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+from mobility.config import as_agreement
 from mobility.errors import MobilityError
 from mobility.lake import Lake
 from mobility.rights import catalog, log
 from mobility.rights.matching import read
-from mobility.config import as_agreement
 from mobility.rights.subject import RightsRequestError, resolve
 from mobility.schemas import SEXES
 
@@ -119,7 +120,8 @@ def rectify(agreement, lake_root: str | Path, *, msisdn: str | None = None, pseu
         if n:
             # a one-row source, not a literal predicate: the commit must not carry the pseudonym
             source = spark.createDataFrame([(subject.pseudonym,)], "_subject STRING")
-            assignments = {c: F.lit(values[c]).cast(dict(read(spark, table).dtypes)[c]) for c in held}
+            types = dict(read(spark, table).dtypes)
+            assignments: dict[str, str | Column] = {c: F.lit(values[c]).cast(types[c]) for c in held}
             DeltaTable.forPath(spark, str(table.path)).alias("t") \
                 .merge(source.alias("s"), "t.pseudonym = s._subject").whenMatchedUpdate(set=assignments).execute()
         report.rows_updated[table.label] = n

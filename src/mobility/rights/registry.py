@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mobility.config import Agreement, as_agreement
+from mobility.config import Agreement, DataZone, as_agreement
 from mobility.rights import log
 
 # UN Human Rights Committee, General Comment No. 16 (1988) on Article 17 ICCPR, paragraph 10.
 LEGAL_REFERENCE = "UN Human Rights Committee, General Comment No. 16 (1988), paragraph 10"
 # Which controller roles control (or may control) the files of each zone.
-ZONE_ROLES = {
+ZONE_ROLES: dict[DataZone, tuple[str, ...]] = {
     "operator_zone": ("operator", "joint_controller", "processor"),
     "office_zone": ("statistics_office", "joint_controller", "processor"),
     "releases": ("statistics_office", "joint_controller"),
@@ -28,7 +28,7 @@ RELEASES_STATEMENT = ("Published releases hold only differentially private aggre
                       "record, number or pseudonym is in them, and no person can be looked up in them.")
 
 
-def controllers_of(agreement: Agreement, zone: str) -> list[dict]:
+def controllers_of(agreement: Agreement, zone: DataZone) -> list[dict]:
     roles = ZONE_ROLES[zone]
     return [c.model_dump() for c in agreement.controllers if c.role in roles]
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from mobility.config import as_agreement
 from mobility.errors import MobilityError
 from mobility.lake import Lake
 from mobility.rights import catalog, log
 from mobility.rights.history import purge
 from mobility.rights.matching import read, run_finish_dates
-from mobility.config import as_agreement
 from mobility.rights.subject import RightsRequestError
 
 ACTIVITY_TABLES = ("events", "payments")  # what keeps a subscriber record alive
@@ -32,6 +33,7 @@ def cutoff_of(retention_days: int, today: dt.date) -> dt.date:
 
 def _old_rows(table: catalog.Table, cutoff: dt.date):
     column = table.time_column
+    assert column is not None  # called for tables with a time column only
     if column == "month":  # a month is kept until its last day is older than the cutoff
         return F.col(column) < F.lit(cutoff.strftime("%Y-%m"))
     if column in ("date", "crossing_date"):
@@ -102,10 +104,13 @@ def _orphans(spark, lake: Lake, subscribers: catalog.Table, tables: list[catalog
     activity = [t for t in tables if t.zone == subscribers.zone and t.name in ACTIVITY_TABLES]
     if not activity:
         return 0  # nothing to judge by: a subscribers-only delivery is left alone
-    active = None
+    active: DataFrame | None = None
     for t in activity:
-        ids = read(spark, t).select(F.col(t.subject_column).alias("_active"))
+        column = t.subject_column
+        assert column is not None  # events and payments are keyed by the subscriber's pseudonym
+        ids = read(spark, t).select(F.col(column).alias("_active"))
         active = ids if active is None else active.unionByName(ids)
+    assert active is not None  # activity is not empty
     active = active.distinct()
     orphans = read(spark, subscribers).join(active, F.col("pseudonym") == F.col("_active"), "left_anti") \
         .select(F.col("pseudonym").alias("_orphan")).distinct().localCheckpoint()

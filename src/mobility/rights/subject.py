@@ -70,7 +70,7 @@ def from_msisdn(agreement: Agreement, msisdn: str) -> Subject:
     return Subject(key.pseudonym(e164), key.key_id, e164)
 
 
-def from_pseudonym(agreement: Agreement, pseudonym: str) -> Subject:
+def from_pseudonym(agreement: Agreement, pseudonym: str | None) -> Subject:
     text = str(pseudonym or "").strip().lower()
     if not PSEUDONYM_PATTERN.match(text):
         raise RightsRequestError(

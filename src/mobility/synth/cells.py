@@ -9,8 +9,15 @@ import pyarrow as pa
 
 from mobility.reference import plmns_of
 from mobility.synth.clock import Calendar
-from mobility.synth.geo import (MAX_CELLS, TECHNOLOGIES, TECHNOLOGY_SHARES, Cells, clustered_points,
-                                jitter_inside, nearest)
+from mobility.synth.geo import (
+    MAX_CELLS,
+    TECHNOLOGIES,
+    TECHNOLOGY_SHARES,
+    Cells,
+    clustered_points,
+    jitter_inside,
+    nearest,
+)
 
 ALWAYS = 10**6  # a service period open on that side
 COMMISSIONED_SHARE = 0.04  # cells switched on during the data period

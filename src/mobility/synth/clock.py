@@ -82,13 +82,20 @@ def zone_of(iso3: str) -> str:
     return zones[0]
 
 
+def _utc_offset_s(instant: float, tz: ZoneInfo) -> int:
+    """UTC offset in seconds of a zone at an instant (an aware datetime always has one)."""
+    offset = datetime.fromtimestamp(instant, tz).utcoffset()
+    assert offset is not None
+    return int(offset.total_seconds())
+
+
 def daily_offsets(zone: str, cal: Calendar) -> np.ndarray:
     """UTC offset in seconds at local noon of each calendar column (days -PAD .. n_days+PAD-1)."""
     tz = ZoneInfo(zone)
     out = np.empty(cal.n_cols, dtype=np.int64)
     for j in range(cal.n_cols):
         noon = (cal.epoch_day0 + j - PAD) * DAY_S + 12 * 3600
-        out[j] = int(datetime.fromtimestamp(noon, tz).utcoffset().total_seconds())
+        out[j] = _utc_offset_s(noon, tz)
     return out
 
 
@@ -101,7 +108,7 @@ class TimeRenderer:
         hours = (cal.n_cols + 2) * 24
         # Hourly table: zone transitions fall on whole hours in every zone we simulate.
         self.hour_offsets = np.array(
-            [int(datetime.fromtimestamp(self.base + h * 3600, tz).utcoffset().total_seconds()) for h in range(hours)],
+            [_utc_offset_s(self.base + h * 3600, tz) for h in range(hours)],
             dtype=np.int64)
         self.first_day = self.base // DAY_S
         n_days = hours // 24 + 2

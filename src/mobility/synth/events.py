@@ -10,10 +10,21 @@ import pyarrow as pa
 from mobility.schemas import CDR, EVENT_TYPES
 from mobility.synth.clock import DAY_S, PAD
 from mobility.synth.columns import Column
-from mobility.synth.params import (ABROAD_ACTIVITY, CALL_MAX_S, CALL_MEDIAN_S, CALL_SIGMA, COUNTERPART_MISSING,
-                                   DAY_START_HOUR, EVENT_TYPE_SHARES, HOURLY_PROFILE,
-                                   MSISDN_FORMAT_SHARES, NIGHT_HOME_CELL, TIME_FORMAT_SHARES, VISITOR_ACTIVITY,
-                                   WEEKDAY_FACTOR)
+from mobility.synth.params import (
+    ABROAD_ACTIVITY,
+    CALL_MAX_S,
+    CALL_MEDIAN_S,
+    CALL_SIGMA,
+    COUNTERPART_MISSING,
+    DAY_START_HOUR,
+    EVENT_TYPE_SHARES,
+    HOURLY_PROFILE,
+    MSISDN_FORMAT_SHARES,
+    NIGHT_HOME_CELL,
+    TIME_FORMAT_SHARES,
+    VISITOR_ACTIVITY,
+    WEEKDAY_FACTOR,
+)
 from mobility.synth.world import World
 
 CDR_COLUMNS = CDR.columns
@@ -38,8 +49,8 @@ class Draw:
     sim: np.ndarray | None = None
 
     def take(self, keep: np.ndarray) -> "Draw":
-        return Draw(*(None if v is None else v[keep] for v in
-                      (self.person, self.day, self.country, self.utc, self.slot, self.spill, self.sim)))
+        return Draw(self.person[keep], self.day[keep], self.country[keep], self.utc[keep], self.slot[keep],
+                    self.spill[keep], None if self.sim is None else self.sim[keep])
 
 
 def blocks(world: World, month: int, events_per_day: float) -> list[tuple[int, int]]:
@@ -82,6 +93,7 @@ def draw_events(world: World, rng: np.random.Generator, month: int, lo: int, hi:
     # One SIM cannot have two records in the same second: drop the rare collisions, keep time order.
     order = np.lexsort((draw.sim, draw.utc))
     draw = draw.take(order)
+    assert draw.sim is not None
     clash = np.zeros(len(order), dtype=bool)
     clash[1:] = (np.diff(draw.utc) == 0) & (np.diff(draw.sim) == 0)
     return draw.take(~clash)
@@ -105,6 +117,7 @@ def render(world: World, rng: np.random.Generator, d: Draw) -> dict[str, Column]
     """Turn drawn events into the CDR columns (strings as the operator would export them)."""
     n = len(d.person)
     cells, sims = world.cells, world.sims
+    assert d.sim is not None, "draw_events assigns each event its SIM"
     etype = rng.choice(len(EVENT_TYPES), n, p=EVENT_TYPE_SHARES)
     is_call = np.isin(etype, [EVENT_TYPES.index("call_out"), EVENT_TYPES.index("call_in")])
     duration = np.clip(np.round(rng.lognormal(np.log(CALL_MEDIAN_S), CALL_SIGMA, n)), 1, CALL_MAX_S).astype(np.int64)

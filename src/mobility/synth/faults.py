@@ -7,7 +7,9 @@ malformed values); half of ``fault_rate`` of rows are duplicated and half are ma
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +62,7 @@ def _unknown_plmns() -> tuple[str, ...]:
 
 
 def corrupt_rows(rng: np.random.Generator, columns: dict[str, Column], fault_rate: float, kinds: tuple[str, ...],
-                 bad_values: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
+                 bad_values: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, int]]:
     """Malform some rows in place and pick rows to duplicate.
 
     Returns the row order to write (each duplicate right after its original) and counts per kind.

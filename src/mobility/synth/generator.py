@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -87,10 +88,11 @@ def generate(out_dir, subscribers: int, months: int, start: str, home_country: s
     corridor_weights = corridors_for(home, chosen)
     _check(home, subscribers, seed, fault_rate, events_per_day, corridor_weights, time_zone)
     cal = make_calendar(start, months)
-    params = {"subscribers": subscribers, "months": months, "start": start, "home_country": home, "seed": seed,
-              "fault_rate": fault_rate, "events_per_day": events_per_day, "corridors": corridor_weights,
-              "behaviour_shares": dict(DEFAULT_BEHAVIOUR_SHARES if behaviours is None else behaviours),
-              "behaviours": behaviour_counts(subscribers, behaviours), "time_zone": time_zone or zone_of(home)}
+    params: dict[str, Any] = {
+        "subscribers": subscribers, "months": months, "start": start, "home_country": home, "seed": seed,
+        "fault_rate": fault_rate, "events_per_day": events_per_day, "corridors": corridor_weights,
+        "behaviour_shares": dict(DEFAULT_BEHAVIOUR_SHARES if behaviours is None else behaviours),
+        "behaviours": behaviour_counts(subscribers, behaviours), "time_zone": time_zone or zone_of(home)}
     world, cells_table = _world(cal, params, behaviours)
     out = Path(out_dir)
     summary = SynthSummary(out, params, behaviours=params["behaviours"])

@@ -49,7 +49,7 @@ def mobile_numbers(rng: np.random.Generator, iso3: str, n: int) -> Numbers:
     """``n`` distinct valid mobile numbers of a country, drawn around its example mobile number."""
     region = iso2_of(iso3)
     example = phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE)
-    if example is None or example.italian_leading_zero:
+    if example is None or example.country_code is None or example.italian_leading_zero:
         raise ConfigError(f"cannot draw mobile numbers for {iso3}", hint="choose another home or corridor country")
     cc, nsn = example.country_code, str(example.national_number)
     # Keep the shortest prefix of the example that still yields valid numbers often enough.

@@ -141,7 +141,8 @@ def make_trajectories(rng: np.random.Generator, pop: Population, cal: Calendar, 
 
 
 def _stack(changes: list[tuple]) -> dict[str, np.ndarray]:
-    parts = {k: [] for k in ("person", "from_c", "to_c", "crossing", "kind", "direction", "observable")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("person", "from_c", "to_c", "crossing", "kind",
+                                                          "direction", "observable")}
     for person, from_c, to_c, crossing, kind, direction, observable in changes:
         size = len(person)
         for key, value in zip(parts, (person, from_c, to_c, crossing, kind, direction, observable)):

@@ -9,6 +9,7 @@ decides a long-term change once 365 of the 487 days after crossing_date are spen
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -109,7 +110,7 @@ def person_faults(world: World, spill_written: np.ndarray) -> tuple[pa.Table, di
     silent = f.silent[:, PAD:PAD + days] & world.traj.observed[:, PAD:PAD + days]
     s_person, s_day = np.nonzero(silent)
     neighbour = world.traj.countries[world.neighbour]
-    rows = {
+    rows: dict[str, Any] = {
         "kind": (["silent_day"] * len(s_person) + ["border_spillover"] * len(f.spill_person)
                  + ["sim_churn"] * len(f.churn_person) + ["dual_sim"] * len(f.dual_person)),
         "person_id": np.concatenate([s_person, f.spill_person, f.churn_person, f.dual_person]),
