@@ -152,7 +152,9 @@ def _finish(record: dict, started: float, lake: str | None, zone: str, log: Logg
     if not lake:
         return None
     try:
-        folder = Path(lake).resolve() / zone / "job_runs"
+        from mobility.lake import Lake
+
+        folder = Lake(lake).job_runs(zone)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{record['job_run_id']}.json"
         tmp = folder / f".tmp-{record['job_run_id']}.json"

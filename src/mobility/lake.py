@@ -21,12 +21,12 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Lake:
     root: Path
 
-    def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root).resolve())
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root).resolve())
 
     # ---- zones and tables ------------------------------------------------------------------
     # operator zone: raw-facing, where the key is used; never leaves the operator
@@ -80,6 +80,14 @@ class Lake:
     @property
     def residence_manifests(self) -> Path:
         return self.office / "residence_manifests"
+
+    def run_manifest(self, zone: str, run_id: str) -> Path:
+        """An anonymization run's manifest: the operator's copy, or the office's commit marker."""
+        return self.root / zone / "manifests" / f"{run_id}.json"
+
+    def started_marker(self, run_id: str) -> Path:
+        """Written when an anonymization run starts, removed when it commits: a crashed run leaves it."""
+        return self.operator_manifests / f"{run_id}.started.json"
 
     def job_runs(self, zone: str) -> Path:
         """Records of the spark-submit entry points (``jobs/``) on one side."""

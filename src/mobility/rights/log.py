@@ -34,11 +34,10 @@ LOG_SCHEMA = pa.schema([
     pa.field("subject_ref", pa.string(), True),  # keyed hash; null for requests about no one (registry, retention)
     pa.field("detail", pa.string(), True),  # counts and table names only
 ])
-SECRET_NAME = "rights_log.secret"
 
 
 def _secret(lake: Lake) -> bytes:
-    path = lake.operator / SECRET_NAME
+    path = lake.rights_log_secret
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

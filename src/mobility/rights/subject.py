@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 
-from mobility.anonymize.pseudonymize import load_key, to_e164
 from mobility.config import Agreement
 from mobility.errors import KeyMaterialError, MobilityError
 
@@ -52,6 +51,9 @@ class Subject:
 
 def from_msisdn(agreement: Agreement, msisdn: str) -> Subject:
     """The subject of a number, under the agreement's key; refuses before anything is read or written."""
+    # the operator's key handling, imported only here: requests by pseudonym run at the office without it
+    from mobility.anonymize.pseudonymize import load_key, to_e164
+
     e164 = to_e164(str(msisdn), agreement.home_region) if msisdn is not None else None
     if e164 is None:
         raise RightsRequestError(
