@@ -8,13 +8,20 @@ import hmac
 import json
 import secrets
 import shutil
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from anon_fixtures import (CDR_HEADER, CDR_ROWS, ODD_NAME, PAYMENT_ROWS, SUBSCRIBER_ROWS, make_agreement,
-                           make_inputs, write_csv)
+from anon_fixtures import (
+    CDR_HEADER,
+    CDR_ROWS,
+    ODD_NAME,
+    PAYMENT_ROWS,
+    SUBSCRIBER_ROWS,
+    make_agreement,
+    make_inputs,
+    write_csv,
+)
 from mobility.anonymize.job import run
 from mobility.config import load_agreement
 from mobility.errors import InputContractError, KeyMaterialError, QualityGateError
@@ -267,7 +274,7 @@ def test_quality_gate_fails_and_writes_nothing(world, tmp_path):
     assert _held_blocks(world["spark"]) <= held
     message = str(err.value)
     assert "nothing was written" in message and "What to do" in message
-    assert any(f"of 6 cells rows" in message or f"of 20 cdr rows" in message for _ in [0])
+    assert any("of 6 cells rows" in message or "of 20 cdr rows" in message for _ in [0])
     assert not (tmp_path / "lake" / "office" / "events").exists()
     assert not (tmp_path / "lake" / "operator" / "quarantine").exists()
 
@@ -301,11 +308,10 @@ def test_file_missing_a_required_column_names_file_and_column(tmp_path, key_hex)
 
 def test_table_version_falls_back_to_spark_when_delta_rs_cannot_read_the_table(world, monkeypatch):
     import deltalake
+    from delta.tables import DeltaTable
     from deltalake.exceptions import DeltaProtocolError
 
     from mobility.lake import delta_version
-
-    from delta.tables import DeltaTable
 
     events = world["lake"] / "office" / "events"
     read_by_delta_rs = delta_version(events)
@@ -322,7 +328,9 @@ def test_copies_are_counted_in_the_first_file_by_name(world, tmp_path):
     """An exact copy is a duplicate wherever it sits; the copy kept is the one in the first file by
     name, even when Spark reads a later, larger file first. A copy of an invalid row is a duplicate
     too, so the quarantine holds the row once."""
-    row = lambda n, cell="C1": ("+639171234567", f"2025-01-05T21:{n:02d}:00", "call_out", cell, "", "60", "", "")
+    def row(n, cell="C1"):
+        return ("+639171234567", f"2025-01-05T21:{n:02d}:00", "call_out", cell, "", "60", "", "")
+
     early, late, bad = row(1), row(2), row(3, cell="NOPE")
     filler = [row(10 + n) for n in range(40)]  # makes the later file the larger one
     root = tmp_path / "input"

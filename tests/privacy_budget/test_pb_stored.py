@@ -32,7 +32,7 @@ def test_a_tampered_release_is_refused_or_reported(published_lake):
     (path / "flows.parquet").write_bytes(b"not parquet")
     unreadable = open_release(published_lake, "flows-2024-03", verify=False)  # tables are read on first use
     with pytest.raises(InputContractError, match="no readable Parquet file"):
-        unreadable.tables
+        _ = unreadable.tables
 
 
 def test_a_directory_without_ledger_entries_is_refused(tmp_path):

@@ -84,7 +84,7 @@ def _blank_if_suppressed(df: DataFrame, suppression: DataFrame, column: str) -> 
 
 def binned_cells(ctx: RunContext, files: list[inp.InputFile]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """The cell list binned on H3, its rejected rows (with a reason) and its per-file counts."""
-    raw = inp.read(ctx.spark, files, CELLS).toPandas()  # the cell list is small by nature
+    raw: pd.DataFrame = inp.read(ctx.spark, files, CELLS).toPandas()  # the cell list is small by nature
     raw[inp.SOURCE_FILE] = raw[inp.SOURCE_FILE].map(dict(enumerate(inp.file_names(files))))
     dup = raw.duplicated(subset=list(CELLS.columns), keep="first")
     corrupt = raw[inp.CORRUPT].notna() & ~dup
@@ -212,7 +212,8 @@ def payments_frame(ctx: RunContext, files: list[inp.InputFile], suppression: Dat
     df = v.finish(df, v.first_reason(checks), F.col("_suppressed"))
     res, boundaries = ctx.agreement.h3_resolution, ctx.boundaries
 
-    @F.pandas_udf("h3_cell string, location_country string")
+    # pyspark's stubs lack the decorator form whose UDF type comes from the function's type hints
+    @F.pandas_udf("h3_cell string, location_country string")  # type: ignore[call-overload]
     def _locate(lat: pd.Series, lon: pd.Series) -> pd.DataFrame:
         return locate_points(lat, lon, res, boundaries)
 

@@ -97,7 +97,8 @@ def discover(input_dir: str | Path) -> dict[str, list[InputFile]]:
     root = Path(input_dir)
     if not root.is_dir():
         raise InputContractError("input folder not found", where=str(root),
-                                 hint="pass --input the folder holding cdr/, cells/ (and optionally subscribers/, payments/)")
+                                 hint="pass --input the folder holding cdr/, cells/ "
+                                      "(and optionally subscribers/, payments/)")
     found: dict[str, list[InputFile]] = defaultdict(list)
     for name, contract in INPUTS.items():
         candidates = []
@@ -136,7 +137,9 @@ def _as_text(df: DataFrame, column: str):
 def _spark_uris(spark: SparkSession, path: Path) -> set[str]:
     """The forms in which Spark's ``_metadata.file_path`` may name a local or cluster file: the
     qualified Hadoop URI, percent-encoded, with ``file:/`` or ``file:///`` for the local file system."""
-    jvm_path = spark._jvm.org.apache.hadoop.fs.Path(str(path))
+    jvm = spark._jvm
+    assert jvm is not None  # set on every classic (JVM-backed) session
+    jvm_path = jvm.org.apache.hadoop.fs.Path(str(path))
     fs = jvm_path.getFileSystem(spark._jsc.hadoopConfiguration())
     uri = str(fs.makeQualified(jvm_path).toUri().toString())
     forms = {uri}

@@ -27,16 +27,38 @@ from pyspark.util import inheritable_thread_target
 from mobility import progress
 from mobility.anonymize import inputs as inp
 from mobility.anonymize import validate as v
-from mobility.anonymize.datasets import (RunContext, binned_cells, cdr_frame, cell_lookup, payments_frame,
-                                         subscribers_frame, suppressed_pseudonyms)
-from mobility.anonymize.fates import (cell_quarantine_rows, fate_summary, file_counts, quality_gate,
-                                      quarantine_rows, totals, without_copies)
+from mobility.anonymize.datasets import (
+    RunContext,
+    binned_cells,
+    cdr_frame,
+    cell_lookup,
+    payments_frame,
+    subscribers_frame,
+    suppressed_pseudonyms,
+)
+from mobility.anonymize.fates import (
+    cell_quarantine_rows,
+    fate_summary,
+    file_counts,
+    quality_gate,
+    quarantine_rows,
+    totals,
+    without_copies,
+)
 from mobility.anonymize.pseudonymize import load_key
 from mobility.config import Agreement, as_agreement
-from mobility.lake import Lake, read_json, write_json_atomic
+from mobility.lake import Lake, write_json_atomic
 from mobility.reference import load_boundaries
-from mobility.schemas import (CELLS_BINNED, CELLS_TABLE, EVENTS_TABLE, PAYMENTS_TABLE, QUARANTINE_TABLE,
-                              SUBSCRIBERS_TABLE)
+from mobility.schemas import (
+    CELLS_BINNED,
+    CELLS_TABLE,
+    EVENTS_TABLE,
+    OFFICE,
+    OPERATOR,
+    PAYMENTS_TABLE,
+    QUARANTINE_TABLE,
+    SUBSCRIBERS_TABLE,
+)
 from mobility.spark import get_spark, session_time_zone
 
 
@@ -174,11 +196,6 @@ def _anonymize(ctx: RunContext, cell_files: list[inp.InputFile],
     return counts
 
 
-def _started_marker(lake: Lake, run_id: str) -> Path:
-    """Marks a run in progress; it remains if the run dies."""
-    return lake.operator_manifests / f"{run_id}.started.json"
-
-
 def _commit(ctx: RunContext, counts: list[dict], new_files: dict[str, list[inp.InputFile]], skipped: list[dict],
             started: float) -> AnonymizeResult:
     """Write the run's manifests, the office one last: it is the run's commit marker (ADR 0003)."""
@@ -194,10 +211,10 @@ def _commit(ctx: RunContext, counts: list[dict], new_files: dict[str, list[inp.I
         "duration_s": round(time.time() - started, 1),
         "finished": dt.datetime.now(dt.UTC).isoformat(),
     }
-    write_json_atomic(lake.operator_manifests / f"{run_id}.json", manifest)
-    path = lake.office_manifests / f"{run_id}.json"
+    write_json_atomic(lake.run_manifest(OPERATOR, run_id), manifest)
+    path = lake.run_manifest(OFFICE, run_id)
     write_json_atomic(path, manifest)  # the commit marker: last
-    _started_marker(lake, run_id).unlink(missing_ok=True)
+    lake.started_marker(run_id).unlink(missing_ok=True)
     return AnonymizeResult(run_id, manifest, path)
 
 
@@ -214,12 +231,12 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
     skipped = [{"file": f.name, "dataset": f.dataset, "ingested_by": done_files[f.fingerprint]}
                for f in all_files if f.fingerprint in done_files]
     run_id = run_id or inp.derive_run_id(agreement.agreement_id, [f.fingerprint for f in all_files])
-    if run_id in lake.completed_runs():
-        path = lake.office_manifests / f"{run_id}.json"
-        return AnonymizeResult(run_id, read_json(path), path, already_done=True)
+    completed = lake.completed_runs()
+    if run_id in completed:
+        return AnonymizeResult(run_id, completed[run_id], lake.run_manifest(OFFICE, run_id), already_done=True)
     if not any(f.dataset in ("cdr", "payments", "subscribers") for fs in new_files.values() for f in fs):
         progress.say("anonymize", "every input file was already ingested; nothing to do")
-    write_json_atomic(_started_marker(lake, run_id),
+    write_json_atomic(lake.started_marker(run_id),
                       {"run_id": run_id, "agreement_id": agreement.agreement_id,
                        "files": [f.name for f in all_files], "started": dt.datetime.now(dt.UTC).isoformat()})
 

@@ -73,6 +73,7 @@ def load_key(source: KeySource) -> PseudonymKey:
                                         "the office side never needs the key")
         return PseudonymKey(source.key_id, _decode(value, f"${source.env}"))
     path = source.file
+    assert path is not None  # KeySource holds exactly one of env and file
     if not path.is_file():
         raise KeyMaterialError("key file not found", where=str(path),
                                hint="create it with `openssl rand -hex 32 > FILE && chmod 600 FILE`")
@@ -128,7 +129,8 @@ def e164_column(value: Column, region: str) -> Column:
     numbers never become Python objects row by row (dictionary-encode, map the few distinct values,
     take back): about half the cost of the pandas version it replaced (BENCHMARKS.md)."""
 
-    @F.arrow_udf(StringType())
+    # pyspark's stubs lack the decorator form whose UDF type comes from the function's type hints
+    @F.arrow_udf(StringType())  # type: ignore[call-overload]
     def _normalize(numbers: pa.Array) -> pa.Array:
         encoded = pc.dictionary_encode(numbers)  # nulls stay null indices, and take() keeps them null
         distinct = [to_e164(u, region) for u in encoded.dictionary.to_pylist()]

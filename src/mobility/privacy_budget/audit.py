@@ -119,7 +119,7 @@ def _history_problems(path: Path, entries: list[LedgerEntry]) -> list[Problem]:
                                 "cannot prove the table only grew by appends"))
     by_seq = {e.seq: e for e in entries}
     for h in history:
-        v, op = h.get("version"), h.get("operation")
+        v, op = h["version"], h.get("operation")  # deltalake numbers every commit it returns
         mode = (h.get("operationParameters") or {}).get("mode")
         metrics = h.get("operationMetrics") or {}
         if op != "WRITE" or mode != "Append":

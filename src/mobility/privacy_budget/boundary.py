@@ -181,7 +181,9 @@ def _validate_table(name: str, frame: pd.DataFrame, request: ReleaseRequest) -> 
             refuse(f"key column {key!r} has values that look like identifiers (long digit or hex strings)")
     if keys and frame.duplicated(keys).any():
         refuse("duplicate key rows; each cell must appear once")
-    declared = request.query.get("domain_sizes") if isinstance(request.query.get("domain_sizes"), Mapping) else {}
+    declared = request.query.get("domain_sizes")
+    if not isinstance(declared, Mapping):
+        declared = {}
     expected = declared.get(name)
     if expected is None:  # no declared size: the domain must be the full cross product of its keys
         expected = math.prod(frame[k].nunique() for k in keys) if keys else 1
@@ -287,10 +289,11 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
     keys = {name: k for name, (k, _) in checked.items()}
     shares = _shares(request, list(checked))
     plan = _plan(request, shares, caps.delta)  # measurements only: no noise is drawn here
-    ledger_query = {"query": dict(request.query), "max_contributions": request.max_contributions,
-                    "budget": request.budget.as_dict(),
-                    "tables": {n: {"key_columns": keys[n], "cells": len(checked[n][1]), "budget_share": shares[n]}
-                               for n in checked}}
+    ledger_query: dict[str, Any] = {
+        "query": dict(request.query), "max_contributions": request.max_contributions,
+        "budget": request.budget.as_dict(),
+        "tables": {n: {"key_columns": keys[n], "cells": len(checked[n][1]), "budget_share": shares[n]}
+                   for n in checked}}
     if request.table_sensitivities:  # only then, so earlier releases keep matching their charges
         for n in checked:
             ledger_query["tables"][n]["sensitivity"] = plan.tables[n].sensitivity

@@ -96,7 +96,7 @@ class LedgerEntry:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> "LedgerEntry":
-        values = {}
+        values: dict[str, Any] = {}  # each field's value, converted to its declared type
         for f in fields(cls):
             v = record.get(f.name)
             if f.name == "seq":

@@ -204,7 +204,7 @@ def plan_noise(*, shares: Mapping[str, float], sensitivity: int, delta: float,
         return _plan_of_unequal(mechanism, sensitivity, tables, budget, delta)
     measurements = [t.measurement for t in tables.values()]
     if mechanism == DISCRETE_LAPLACE:
-        total_eps = math.fsum(t.epsilon for t in tables.values())
+        total_eps = math.fsum(budget * t.share for t in tables.values())  # each table's epsilon: budget * share
         composed_eps = float(dp.c.make_composition(measurements).map(sensitivity))
         composed_rho = float(dp.c.make_composition(
             [dp.c.make_pureDP_to_zCDP(m) for m in measurements]).map(sensitivity))

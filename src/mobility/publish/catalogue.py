@@ -41,7 +41,7 @@ def catalogue(lake_root: str | os.PathLike) -> list[dict]:
     """Catalogue rows: releases in ledger (charge seq) order, then derived tables by id."""
     lake = Lake(lake_root)
     entries, _ = Ledger(lake.ledger).read()
-    rows = []
+    rows: list[dict] = []
     for release_id, (charge, publication) in entries_by_release(entries).items():
         if charge is None:  # a publication without a charge: verification reports it
             continue

@@ -108,7 +108,7 @@ def export_release(lake_root: str | os.PathLike, release_id: str, fmt: str,
               "tables": info, "files": {p.name: sha256_file(p) for p in files}}
     record_path = out / f"{release_id}.export.json"
     record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return ExportResult(release_id, fmt, out, [*files, record_path], {n: i["rows"] for n, i in info.items()})
+    return ExportResult(release_id, fmt, out, [*files, record_path], {n: len(frame) for n, frame in tidy.items()})
 
 
 def read_tidy(out_dir: str | os.PathLike, release_id: str) -> tuple[dict, dict[str, pd.DataFrame]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pycountry
 from pysdmx.io import read_sdmx, write_sdmx
 from pysdmx.io.format import Format
-from pysdmx.model import Code, Codelist, Concept, ConceptScheme, DataType, Facets
+from pysdmx.model import Code, Codelist, Concept, ConceptScheme, DataType, Facets, Hierarchy, Organisation
 from pysdmx.model.dataflow import Component, Components, Dataflow, DataStructureDefinition, Role, Schema
 from pysdmx.model.message import Header
 
@@ -141,8 +141,10 @@ def artefacts() -> list:
 
 
 def structure_xml() -> str:
-    header = Header(id="MOBILITY_MIGR_FLOWS_1_0", prepared=_PREPARED, sender=AGENCY)
-    return write_sdmx(artefacts(), Format.STRUCTURE_SDMX_ML_2_1, header=header)
+    header = Header(id="MOBILITY_MIGR_FLOWS_1_0", prepared=_PREPARED, sender=Organisation(id=AGENCY))
+    text = write_sdmx(artefacts(), Format.STRUCTURE_SDMX_ML_2_1, header=header)
+    assert text is not None  # without an output path, write_sdmx returns the message
+    return text
 
 
 def shipped_structure_path() -> Path:
@@ -159,11 +161,14 @@ def data_schema() -> Schema:
 def shipped_codes(path: str | None = None) -> dict[str, frozenset[str]]:
     """Code ids per coded component, as read back from the shipped SDMX-ML by pysdmx (XSD-validated)."""
     message = read_sdmx(Path(path) if path else shipped_structure_path(), validate=True)
-    dsd = next(s for s in message.structures if isinstance(s, DataStructureDefinition))
-    lists = {(cl.agency, cl.id): cl for cl in message.structures if isinstance(cl, Codelist)}
+    structures = message.structures
+    assert structures is not None  # a structure file (a data message would have none)
+    dsd = next(s for s in structures if isinstance(s, DataStructureDefinition))
+    lists = {(cl.agency, cl.id): cl for cl in structures if isinstance(cl, Codelist)}
     found = {}
     for comp in dsd.components:
         cl = comp.local_codes
+        assert not isinstance(cl, Hierarchy)  # read from SDMX-ML, local codes are a code list
         if cl is None and comp.local_enum_ref:
             ref = comp.local_enum_ref.split("=", 1)[-1]
             agency, rest = ref.split(":", 1)

@@ -33,6 +33,7 @@ def validate_sdmx_csv(path: str | os.PathLike, structure: str | os.PathLike | No
     """Problems found in the SDMX-CSV file at ``path`` ([] when it conforms to the structure)."""
     from pysdmx.errors import PysdmxError
     from pysdmx.io import get_datasets
+    from pysdmx.model import Schema
 
     path = Path(path)
     structure = Path(structure) if structure else S.shipped_structure_path()
@@ -49,6 +50,7 @@ def validate_sdmx_csv(path: str | os.PathLike, structure: str | os.PathLike | No
         return [f"expected one dataset, found {len(datasets)}"]
     dataset = datasets[0]
     schema = dataset.structure
+    assert isinstance(schema, Schema)  # given a structure message, get_datasets assigns the schema or raises
     if f"{schema.agency}:{schema.id}({schema.version})" != S.STRUCTURE_ID:
         problems.append(f"refers to {schema.agency}:{schema.id}({schema.version}), expected {S.STRUCTURE_ID}")
     shipped = S.shipped_codes(str(structure))

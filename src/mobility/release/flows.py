@@ -19,15 +19,22 @@ import pandas as pd
 from mobility import progress
 from mobility.aggregate import domains as D
 from mobility.aggregate.flows import (
-    INTERNATIONAL, MAX_CONTRIBUTIONS, TABLES, FlowSpec, domain_sizes, exact_tables, key_columns,
-    last_day_of, subscriber_profile,
+    INTERNATIONAL,
+    MAX_CONTRIBUTIONS,
+    TABLES,
+    FlowSpec,
+    domain_sizes,
+    exact_tables,
+    key_columns,
+    last_day_of,
+    subscriber_profile,
 )
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake
-from mobility.privacy_budget.mechanisms import Budget
 from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
-from mobility.release.request import check_request, parse_by, refuse, release_id_for
+from mobility.privacy_budget.mechanisms import Budget
+from mobility.release.request import check_request, parse_by, pinned_version, refuse, release_id_for
 from mobility.residence.rules import ResidenceParams
 from mobility.schemas import CHANGES_TABLE, SUBSCRIBERS_TABLE
 
@@ -109,7 +116,7 @@ def read_flow_inputs(agreement: Agreement, lake_root: str | os.PathLike, period:
         raise InputContractError("no residence changes yet", where=str(lake.table(CHANGES_TABLE)),
                                  hint="run `mobility residence` on the office zone first")
     spark = spark or get_spark("mobility-release")
-    versions = {CHANGES_TABLE.label: lake.version(CHANGES_TABLE)}
+    versions = {CHANGES_TABLE.label: pinned_version(lake, CHANGES_TABLE)}
     manifest = residence_manifest(lake, agreement.agreement_id, versions[CHANGES_TABLE.label])
     params = manifest.get("params") or {}
     window_days = int(params.get("window_days", ResidenceParams().window_days))
@@ -128,7 +135,7 @@ def read_flow_inputs(agreement: Agreement, lake_root: str | os.PathLike, period:
             raise InputContractError("a breakdown by sex or age_band needs the office subscribers table",
                                      where=str(lake.table(SUBSCRIBERS_TABLE)),
                                      hint="anonymize a subscribers file, or release without --by")
-        versions[SUBSCRIBERS_TABLE.label] = lake.version(SUBSCRIBERS_TABLE)
+        versions[SUBSCRIBERS_TABLE.label] = pinned_version(lake, SUBSCRIBERS_TABLE)
         profile = subscriber_profile(lake.read(spark, SUBSCRIBERS_TABLE, versions[SUBSCRIBERS_TABLE.label]),
                                      agreement.agreement_id)
 

@@ -18,9 +18,9 @@ from mobility.aggregate.flows import subscriber_profile
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake
-from mobility.privacy_budget.mechanisms import ALPHA, Budget, plan_noise
 from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
-from mobility.release.request import check_request, parse_by, refuse, release_id_for
+from mobility.privacy_budget.mechanisms import ALPHA, Budget, plan_noise
+from mobility.release.request import check_request, parse_by, pinned_version, refuse, release_id_for
 from mobility.schemas import PAYMENTS_TABLE, SUBSCRIBERS_TABLE
 
 
@@ -45,7 +45,7 @@ def _months(payments) -> tuple[str | None, str | None]:
 
 def check_complete(period: str, first: str | None, last: str | None) -> None:
     """A month is releasable once payments of a later month have been ingested (files arrive monthly)."""
-    if last is None:
+    if first is None or last is None:  # the min and max of one column: both set or both None
         raise InputContractError("no payments of this agreement in the office zone",
                                  hint="anonymize a payments file on the operator side first")
     if period < first:
@@ -94,7 +94,7 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
         raise InputContractError("no payments in the office zone", where=str(lake.table(PAYMENTS_TABLE)),
                                  hint="anonymize a payments file on the operator side first")
     spark = spark or get_spark("mobility-release-remittances")
-    versions = {PAYMENTS_TABLE.label: lake.version(PAYMENTS_TABLE)}
+    versions = {PAYMENTS_TABLE.label: pinned_version(lake, PAYMENTS_TABLE)}
     runs = list(lake.completed_runs(agreement.agreement_id))
     payments = (lake.read(spark, PAYMENTS_TABLE, versions[PAYMENTS_TABLE.label])
                 .where((F.col("agreement_id") == agreement.agreement_id) & F.col("run_id").isin(runs)))
@@ -108,7 +108,7 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
                 raise InputContractError("a breakdown by sex or age_band needs the office subscribers table",
                                          where=str(lake.table(SUBSCRIBERS_TABLE)),
                                          hint="anonymize a subscribers file, or drop --by")
-            versions[SUBSCRIBERS_TABLE.label] = lake.version(SUBSCRIBERS_TABLE)
+            versions[SUBSCRIBERS_TABLE.label] = pinned_version(lake, SUBSCRIBERS_TABLE)
             profile = subscriber_profile(lake.read(spark, SUBSCRIBERS_TABLE, versions[SUBSCRIBERS_TABLE.label]),
                                          agreement.agreement_id)
         tables = R.exact_tables_spark(transfers, profile, spec, rates)
@@ -120,8 +120,8 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
         release_id=release_id_for("remittances", agreement.agreement_id, period, purpose, R.MEASURES, by, budget),
         agreement_id=agreement.agreement_id, period=period, purpose=purpose, requested_by=requested_by,
         query=remittance_query(spec, fx), privacy_unit=privacy_unit(bounds),
-        epsilon=budget.epsilon, rho=budget.rho, input_versions=versions, max_contributions=bounds.max_transfers, table_shares=R.SHARES,
-        table_sensitivities=bounds.sensitivities())
+        epsilon=budget.epsilon, rho=budget.rho, input_versions=versions, max_contributions=bounds.max_transfers,
+        table_shares=R.SHARES, table_sensitivities=bounds.sensitivities())
     confidence = 1 - 2 * ALPHA  # union bound over numerator and denominator
 
     def derive(noisy):
@@ -132,6 +132,7 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
 
 def remittance_query(spec: R.RemittanceSpec, fx: R.FxTable) -> dict:
     """What the release counts, in public terms (ledger and manifest)."""
+    assert spec.bounds is not None  # a release spec is bounded
     return {
         "statistic": "remittance transfers per corridor and channel in a calendar month (local time); "
                      "SDG 17.3.2 volume and SDG 10.c.1 cost",

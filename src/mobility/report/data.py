@@ -71,7 +71,9 @@ class BudgetPoint:
 
 def budget_path(entries: list[LedgerEntry], agreement_id: str) -> list[BudgetPoint]:
     """Cumulative rho per charged calendar year and over the lifetime, entry by entry in seq order."""
-    points, per_year, lifetime = [], {}, []
+    points: list[BudgetPoint] = []
+    per_year: dict[int, list[float]] = {}
+    lifetime: list[float] = []
     for e in sorted((e for e in entries if e.status == CHARGED and e.agreement_id == agreement_id),
                     key=lambda e: e.seq):
         per_year.setdefault(e.year, []).append(e.rho)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -16,8 +17,11 @@ matplotlib.use("Agg")  # no display: figures are only ever written to SVG text
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-_RC = {"svg.hashsalt": "mobility-report", "svg.fonttype": "none", "font.size": 9,
-       "axes.spines.top": False, "axes.spines.right": False}
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType  # new in matplotlib 3.11; the runtime floor is 3.8
+
+_RC: dict[RcKeyType, Any] = {"svg.hashsalt": "mobility-report", "svg.fonttype": "none", "font.size": 9,
+                             "axes.spines.top": False, "axes.spines.right": False}
 MAP_COLORS = "YlOrRd"
 BAR_COLOR = "#3b6ea5"
 _ID = re.compile(r'\bid="([^"]+)"')

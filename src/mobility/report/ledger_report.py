@@ -65,12 +65,12 @@ def _agreement_section(agreement_id: str, entries, cap, notes: list[str]) -> str
     by_seq = {p.entry.seq: p for p in path}
     rows = []
     for e in mine:
-        p = by_seq.get(e.seq)
+        point = by_seq.get(e.seq)
         rows.append((e.seq, e.entry_time[:19].replace("T", " "), e.status, e.release_id, e.period, e.purpose,
                      e.mechanism if e.status == CHARGED else "", e.rho if e.status == CHARGED else None,
                      e.epsilon if e.status == CHARGED else None, e.delta if e.status == CHARGED else None,
-                     p.year_total_rho if p else None, p.lifetime_total_rho if p else None,
-                     _epsilon(p.lifetime_total_rho, delta) if p else None, e.entry_hash))
+                     point.year_total_rho if point else None, point.lifetime_total_rho if point else None,
+                     _epsilon(point.lifetime_total_rho, delta) if point else None, e.entry_hash))
     out.append("<h3>Entries</h3>" + rows_table(
         ["seq", "time (UTC)", "status", "release", "period", "purpose", "mechanism", "rho", "epsilon", "delta",
          "year total rho", "lifetime rho", "lifetime epsilon", "entry hash"], rows,

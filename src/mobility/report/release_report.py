@@ -194,18 +194,18 @@ def _ledger_section(stored: StoredRelease, entries: list[LedgerEntry], agreement
     at = next(p for p in path if p.entry.seq == charge.seq)
     now_year = next((p.year_total_rho for p in reversed(path) if p.year == charge.year), 0.0)
     now_life = path[-1].lifetime_total_rho if path else 0.0
-    rows = []
+    budget_rows = []
     for label, cap_rho, through, now in ((f"calendar year {charge.year}", cap.rho_per_year if cap else None,
                                           at.year_total_rho, now_year),
                                          ("lifetime", cap.rho_lifetime if cap else None, at.lifetime_total_rho,
                                           now_life)):
-        left = accountant.remaining(cap_rho, now, cap.delta) if cap else None
-        rows.append((label, cap_rho, through - charge.rho, charge.rho, through, now,
-                     left.remaining_rho if left else None, left.remaining_epsilon if left else None))
+        left = accountant.remaining(cap_rho, now, cap.delta) if cap and cap_rho is not None else None
+        budget_rows.append((label, cap_rho, through - charge.rho, charge.rho, through, now,
+                            left.remaining_rho if left else None, left.remaining_epsilon if left else None))
     out.append("<h3>Budget of the agreement</h3>")
     out.append(rows_table(["cap", "cap rho", "spent before", "this release", "spent through it", "spent now",
                            "left now (rho)", f"left now (epsilon at delta {fmt(cap.delta) if cap else '—'})"],
-                          rows, numeric=[False] + [True] * 7))
+                          budget_rows, numeric=[False] + [True] * 7))
     out.extend(f"<p class=\"note\">{esc(n)}</p>" for n in notes)
     return "".join(out)
 
@@ -222,7 +222,9 @@ def render_release_report(lake_root: str | os.PathLike, release_id: str, *, agre
         from mobility.reference import load_boundaries
 
         boundaries = load_boundaries()
-    query = m.get("query") if isinstance(m.get("query"), dict) else {}
+    query = m.get("query")
+    if not isinstance(query, dict):
+        query = {}
     p = m.get("privacy") or {}
     body = [f"<h1>Release {esc(stored.release_id)}</h1>",
             f"<p class=\"sub\">{esc(query.get('statistic', 'differentially private tables'))} · agreement "

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
-from pyspark.sql.types import StructType
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from mobility import progress
 from mobility.config import Agreement, as_agreement
@@ -25,7 +25,12 @@ from mobility.lake import Lake, write_json_atomic
 from mobility.residence.presence import PSEUDONYM, daily_presence, monthly_home_cells, with_payment_days
 from mobility.residence.rules import ResidenceParams, detect_changes
 from mobility.schemas import (
-    CHANGES_TABLE, EVENTS_TABLE, HOME_CELLS_TABLE, PAYMENTS_TABLE, PRESENCE_TABLE, RESIDENCE_CHANGES,
+    CHANGES_TABLE,
+    EVENTS_TABLE,
+    HOME_CELLS_TABLE,
+    PAYMENTS_TABLE,
+    PRESENCE_TABLE,
+    RESIDENCE_CHANGES,
 )
 from mobility.spark import get_spark
 
