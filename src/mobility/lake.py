@@ -148,6 +148,16 @@ class Lake:
             reader = reader.option("versionAsOf", version)
         return reader.load(str(self.table(spec)))
 
+    def committed(self, spark: "SparkSession", spec: TableSpec, agreement_id: str,
+                  version: int | None = None) -> "DataFrame":
+        """Rows of one agreement written by completed anonymization runs only: the office manifest is a
+        run's commit marker, so rows of a run killed part-way stay invisible (ADR 0003)."""
+        from pyspark.sql import functions as F
+
+        runs = list(self.completed_runs(agreement_id))
+        return self.read(spark, spec, version).where((F.col("agreement_id") == agreement_id)
+                                                     & F.col("run_id").isin(runs))
+
     def _writer(self, df: "DataFrame", spec: TableSpec, mode: str, txn_app_id: str | None):
         writer = df.write.format("delta").mode(mode)
         if spec.stats_columns and not self.exists(spec):  # a new table: existing ones keep their properties

@@ -27,16 +27,16 @@ from mobility.aggregate.flows import (
     exact_tables,
     key_columns,
     last_day_of,
-    subscriber_profile,
 )
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake
 from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
 from mobility.privacy_budget.mechanisms import Budget
-from mobility.release.request import check_request, parse_by, pinned_version, refuse, release_id_for
+from mobility.release.inputs import breakdown_profile, pin
+from mobility.release.request import check_request, parse_by, refuse, release_id_for
 from mobility.residence.rules import ResidenceParams
-from mobility.schemas import CHANGES_TABLE, SUBSCRIBERS_TABLE
+from mobility.schemas import CHANGES_TABLE
 
 PRIVACY_UNIT = "subscriber (pseudonym): at most one long-term residence change per crossing month"
 CHANGES_COLUMNS = ("pseudonym", "from_country", "to_country", "crossing_date", "kind", "direction", "h3_cell")
@@ -112,32 +112,23 @@ def read_flow_inputs(agreement: Agreement, lake_root: str | os.PathLike, period:
     from mobility.spark import get_spark
 
     lake = Lake(lake_root)
-    if not lake.exists(CHANGES_TABLE):
-        raise InputContractError("no residence changes yet", where=str(lake.table(CHANGES_TABLE)),
-                                 hint="run `mobility residence` on the office zone first")
-    spark = spark or get_spark("mobility-release")
-    versions = {CHANGES_TABLE.label: pinned_version(lake, CHANGES_TABLE)}
-    manifest = residence_manifest(lake, agreement.agreement_id, versions[CHANGES_TABLE.label])
+    versions: dict[str, int] = {}
+    changes_version = pin(lake, CHANGES_TABLE, versions, "no residence changes yet",
+                          "run `mobility residence` on the office zone first")
+    manifest = residence_manifest(lake, agreement.agreement_id, changes_version)
     params = manifest.get("params") or {}
     window_days = int(params.get("window_days", ResidenceParams().window_days))
     resolution = int(params.get("home_cell_resolution", ResidenceParams().home_cell_resolution))
     data_end = dt.date.fromisoformat(manifest["data_end"])
     check_final(period, data_end, window_days)
 
-    changes = lake.read(spark, CHANGES_TABLE, versions[CHANGES_TABLE.label])
+    spark = spark or get_spark("mobility-release")
+    changes = lake.read(spark, CHANGES_TABLE, changes_version)
     missing = [c for c in CHANGES_COLUMNS if c not in changes.columns]
     if missing:
         raise InputContractError(f"residence changes lack column(s) {missing}", where=str(lake.table(CHANGES_TABLE)),
                                  hint="re-run `mobility residence` with this version of the package")
-    profile = None
-    if by:
-        if not lake.exists(SUBSCRIBERS_TABLE):
-            raise InputContractError("a breakdown by sex or age_band needs the office subscribers table",
-                                     where=str(lake.table(SUBSCRIBERS_TABLE)),
-                                     hint="anonymize a subscribers file, or release without --by")
-        versions[SUBSCRIBERS_TABLE.label] = pinned_version(lake, SUBSCRIBERS_TABLE)
-        profile = subscriber_profile(lake.read(spark, SUBSCRIBERS_TABLE, versions[SUBSCRIBERS_TABLE.label]),
-                                     agreement.agreement_id)
+    profile = breakdown_profile(spark, lake, agreement.agreement_id, by, versions)
 
     cells = tuple(D.cell_domain(agreement.home_country, resolution, boundaries)[:-1])
     spec = FlowSpec(home=agreement.home_country, countries=tuple(agreement.countries), period=period,

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 
 from mobility.aggregate import domains as D
 from mobility.aggregate import remittances as R
-from mobility.aggregate.flows import subscriber_profile
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake
 from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
 from mobility.privacy_budget.mechanisms import ALPHA, Budget, plan_noise
-from mobility.release.request import check_request, parse_by, pinned_version, refuse, release_id_for
-from mobility.schemas import PAYMENTS_TABLE, SUBSCRIBERS_TABLE
+from mobility.release.inputs import breakdown_profile, pin
+from mobility.release.request import check_request, parse_by, refuse, release_id_for
+from mobility.schemas import PAYMENTS_TABLE
 
 
 def privacy_unit(bounds: R.Bounds) -> str:
@@ -72,8 +72,6 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
                         requested_by: str, epsilon: float | None = None, rho: float | None = None,
                         by: str | Sequence[str] | None = None, spark=None) -> ReleaseResult:
     """Publish the remittance corridors of month ``period`` (local time) through the release boundary."""
-    from pyspark.sql import functions as F
-
     from mobility.spark import get_spark
 
     agreement = as_agreement(agreement)
@@ -90,27 +88,16 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
     fx = R.load_fx()
 
     lake = Lake(lake_root)
-    if not lake.exists(PAYMENTS_TABLE):
-        raise InputContractError("no payments in the office zone", where=str(lake.table(PAYMENTS_TABLE)),
-                                 hint="anonymize a payments file on the operator side first")
+    versions: dict[str, int] = {}
+    payments_version = pin(lake, PAYMENTS_TABLE, versions, "no payments in the office zone",
+                           "anonymize a payments file on the operator side first")
     spark = spark or get_spark("mobility-release-remittances")
-    versions = {PAYMENTS_TABLE.label: pinned_version(lake, PAYMENTS_TABLE)}
-    runs = list(lake.completed_runs(agreement.agreement_id))
-    payments = (lake.read(spark, PAYMENTS_TABLE, versions[PAYMENTS_TABLE.label])
-                .where((F.col("agreement_id") == agreement.agreement_id) & F.col("run_id").isin(runs)))
+    payments = lake.committed(spark, PAYMENTS_TABLE, agreement.agreement_id, payments_version)
     check_complete(period, *_months(payments))
     transfers = R.corridor_transfers(payments, spec, agreement.time_zone).cache()
     try:
         rates = check_fx(fx, R.fx_keys(transfers))
-        profile = None
-        if by:
-            if not lake.exists(SUBSCRIBERS_TABLE):
-                raise InputContractError("a breakdown by sex or age_band needs the office subscribers table",
-                                         where=str(lake.table(SUBSCRIBERS_TABLE)),
-                                         hint="anonymize a subscribers file, or drop --by")
-            versions[SUBSCRIBERS_TABLE.label] = pinned_version(lake, SUBSCRIBERS_TABLE)
-            profile = subscriber_profile(lake.read(spark, SUBSCRIBERS_TABLE, versions[SUBSCRIBERS_TABLE.label]),
-                                         agreement.agreement_id)
+        profile = breakdown_profile(spark, lake, agreement.agreement_id, by, versions)
         tables = R.exact_tables_spark(transfers, profile, spec, rates)
     finally:
         transfers.unpersist()

@@ -12,10 +12,8 @@ from typing import NoReturn
 from mobility.aggregate import domains as D
 from mobility.config import Agreement
 from mobility.errors import ReleaseRefusedError
-from mobility.lake import Lake
 from mobility.privacy_budget.ledger import canonical_json
 from mobility.privacy_budget.mechanisms import Budget
-from mobility.schemas import TableSpec
 
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -46,13 +44,6 @@ def check_request(agreement: Agreement, period: str, purpose: str, epsilon: floa
         return Budget(epsilon, rho)
     except ValueError as exc:
         refuse(str(exc), hint="request epsilon > 0 or rho > 0")
-
-
-def pinned_version(lake: Lake, spec: TableSpec) -> int:
-    """The current version of a table found in the lake: the release reads that version and records it."""
-    version = lake.version(spec)
-    assert version is not None  # the caller has checked that the table exists
-    return version
 
 
 def release_id_for(kind: str, agreement_id: str, period: str, purpose: str, tables: Sequence[str],

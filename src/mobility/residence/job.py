@@ -54,23 +54,17 @@ class ResidenceResult:
         return "\n".join(lines)
 
 
-def _of_completed_runs(spark: SparkSession, lake: Lake, table, agreement_id: str) -> DataFrame:
-    """Rows of this agreement from completed anonymization runs only (partial runs stay invisible)."""
-    runs = list(lake.completed_runs(agreement_id))
-    return lake.read(spark, table).where((F.col("agreement_id") == agreement_id) & F.col("run_id").isin(runs))
-
-
 def office_events(spark: SparkSession, lake: Lake, agreement_id: str) -> DataFrame:
     """Events of this agreement from completed anonymization runs."""
     if not lake.exists(EVENTS_TABLE):
         raise InputContractError("no office-zone events yet", where=str(lake.table(EVENTS_TABLE)),
                                  hint="run `mobility anonymize` on the operator side first")
-    return _of_completed_runs(spark, lake, EVENTS_TABLE, agreement_id)
+    return lake.committed(spark, EVENTS_TABLE, agreement_id)
 
 
 def office_payments(spark: SparkSession, lake: Lake, agreement_id: str) -> DataFrame:
     """Payments of this agreement from completed anonymization runs (as ``office_events``)."""
-    return _of_completed_runs(spark, lake, PAYMENTS_TABLE, agreement_id)
+    return lake.committed(spark, PAYMENTS_TABLE, agreement_id)
 
 
 def _month_end(month: str) -> dt.date:
