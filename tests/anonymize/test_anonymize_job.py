@@ -197,6 +197,7 @@ def test_rerun_of_same_inputs_adds_nothing(world):
     assert _delta(world["spark"], world["lake"] / "office" / "events").count() == before
 
 
+@pytest.mark.slow  # two full runs (about 20 s): in make test, not in make test-fast
 def test_crashed_run_is_completed_by_rerun_without_duplicates(world, tmp_path):
     lake = tmp_path / "lake"
     first = run(world["agreement"], world["inputs"], lake, run_id="r1", spark=world["spark"])
@@ -212,6 +213,7 @@ def test_crashed_run_is_completed_by_rerun_without_duplicates(world, tmp_path):
         first.manifest["totals"]["payments"]["quarantined"] + first.manifest["totals"]["cells"]["quarantined"]
 
 
+@pytest.mark.slow  # two full runs (about 20 s): in make test, not in make test-fast
 def test_a_failed_write_leaves_no_manifest_and_the_rerun_completes(world, tmp_path, monkeypatch):
     """The writes after the gate run at the same time: one failing must not stop the others, must
     surface its own error, and must leave the run to be completed by a rerun without duplicates."""
