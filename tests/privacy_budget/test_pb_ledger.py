@@ -119,3 +119,75 @@ def test_racing_processes_never_exceed_a_cap(tmp_path):
     assert ledger.spent("PHL-DEMO", 2024) == pytest.approx(0.3)
     report = verify(tmp_path, caps={"PHL-DEMO": CAPS})
     assert report.ok, report.summary()
+
+
+def _race_rounds(ledger_root, worker, rounds, barrier, results):
+    """One process of several, with no lock shared with the others: each round, charge the same
+    fresh ledger at the same moment as they do."""
+    import os
+
+    from mobility.privacy_budget import Ledger as ChildLedger
+
+    assert os.environ["MOBILITY_SHARED_LAKE"] == "1"
+    for r in range(rounds):
+        barrier.wait()
+        try:
+            entry = ChildLedger(ledger_root / f"round-{r}" / "ledger").charge(
+                charge_request(f"w{worker}-r{r}", rho=0.1), CAPS)
+            results.put((r, worker, "charged", entry.seq))
+        except BudgetExceededError as exc:
+            results.put((r, worker, "refused", str(exc)))
+        except Exception as exc:  # surfaces in the parent's assertion
+            results.put((r, worker, "error", repr(exc)))
+
+
+def test_separate_processes_on_a_shared_lake_never_overspend_a_cap(tmp_path, monkeypatch):
+    # MOBILITY_SHARED_LAKE=1: no host lock at all, as for writers on several hosts; only the commit
+    # against the version each cap check read keeps the cap (3 charges of 0.1 fit the 0.3 year cap)
+    monkeypatch.setenv("MOBILITY_SHARED_LAKE", "1")
+    workers, rounds = 6, 8
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(workers), ctx.Queue()
+    procs = [ctx.Process(target=_race_rounds, args=(tmp_path, w, rounds, barrier, results)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=300) for _ in range(workers * rounds)]
+    for p in procs:
+        p.join(timeout=60)
+    assert not [o for o in outcomes if o[2] == "error"], outcomes
+    for r in range(rounds):
+        mine = [o for o in outcomes if o[0] == r]
+        assert sorted(kind for _, _, kind, _ in mine) == ["charged"] * 3 + ["refused"] * (workers - 3), mine
+        assert sorted(seq for _, _, kind, seq in mine if kind == "charged") == [1, 2, 3]  # no seq twice
+        ledger = Ledger(tmp_path / f"round-{r}" / "ledger")
+        assert not ledger.lock_path.exists()  # no host lock was taken
+        assert ledger.spent("PHL-DEMO", 2024) == pytest.approx(0.3)
+        assert ledger.charge(charge_request("after", agreement_id="OTHER"), CAPS).seq == 4  # still appendable
+        report = verify(tmp_path / f"round-{r}", caps={"PHL-DEMO": CAPS, "OTHER": CAPS})
+        assert report.ok and report.entries == 4, report.summary()
+
+
+def test_a_cap_check_on_a_stale_read_is_made_again_not_committed(tmp_path, monkeypatch):
+    # another writer commits between this writer's read and its commit: the commit conflicts, the
+    # ledger is read again and the cap checked again, which now refuses
+    monkeypatch.setenv("MOBILITY_SHARED_LAKE", "1")
+    ledger = Ledger(tmp_path / "ledger")
+    ledger.charge(charge_request("a", rho=0.15), CAPS)
+    stale = ledger.read()
+    Ledger(tmp_path / "ledger").charge(charge_request("b", rho=0.1), CAPS)  # spent 0.25 of 0.3
+    reads, real = iter([stale]), Ledger.read
+    monkeypatch.setattr(Ledger, "read", lambda self: next(reads, None) or real(self))
+    with pytest.raises(BudgetExceededError, match="per-year cap for 2024"):
+        ledger.charge(charge_request("c", rho=0.1), CAPS)  # fits what it first read (0.15), not the truth (0.25)
+    monkeypatch.setattr(Ledger, "read", real)
+    assert [e.release_id for e in ledger.read()[0]] == ["a", "b"]
+    assert verify(tmp_path, caps={"PHL-DEMO": CAPS}).ok
+
+
+def test_without_the_shared_setting_the_host_lock_is_the_fast_path(tmp_path, monkeypatch):
+    monkeypatch.delenv("MOBILITY_SHARED_LAKE", raising=False)
+    ledger = Ledger(tmp_path / "ledger")
+    ledger.charge(charge_request("a"), CAPS)
+    assert not ledger.shared and ledger.lock_path.exists()
+    monkeypatch.setenv("MOBILITY_SHARED_LAKE", "1")
+    assert Ledger(tmp_path / "ledger").shared

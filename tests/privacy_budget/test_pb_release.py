@@ -12,6 +12,7 @@ from mobility.config import BudgetCaps
 from mobility.errors import BudgetExceededError, LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
 from mobility.privacy_budget import Ledger, boundary, publish, verify
+from mobility.privacy_budget.mechanisms import TableNoise
 from pb_helpers import CAPS, flows, request
 
 
@@ -190,3 +191,30 @@ def test_unequal_table_shares(tmp_path):
     assert tables["stocks"]["noise_scale"] > tables["flows"]["noise_scale"]
     with pytest.raises(ReleaseRefusedError, match="table_shares"):
         publish(tmp_path, request("other", table_shares={"flows": 1.0}), {"flows": flows(), "stocks": stocks}, CAPS)
+
+
+def test_on_a_shared_lake_a_release_charged_meanwhile_by_another_host_is_not_noised_again(tmp_path, monkeypatch):
+    # no host lock on a shared lake: another host may charge the same release id between this
+    # process's look-up and its charge; the charge is then refused and no noise is drawn here
+    monkeypatch.setenv("MOBILITY_SHARED_LAKE", "1")
+
+    def still_writing(*args, **kwargs):  # the other host has charged and is writing its files
+        raise OSError("the other host is still writing")
+
+    with monkeypatch.context() as other_host:
+        other_host.setattr(boundary, "_write_release", still_writing)
+        with pytest.raises(OSError):
+            publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    assert not Lake(tmp_path).releases_lock.exists() and not Ledger.of_lake(tmp_path).lock_path.exists()
+
+    def no_noise(*args, **kwargs):
+        raise AssertionError("noise drawn for a charge this process did not make")
+
+    with monkeypatch.context() as this_host:
+        this_host.setattr(Ledger, "find", lambda self, release_id: None)  # looked up before the other's charge
+        this_host.setattr(TableNoise, "draw", no_noise)
+        with pytest.raises(ReleaseRefusedError, match="by another process.*no noise was drawn"):
+            publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    assert list(Ledger.of_lake(tmp_path).entries()["status"]) == ["charged"]  # charged once, by the other host
+    with pytest.raises(ReleaseRefusedError, match="another host may be publishing it now"):
+        publish(tmp_path, request(), {"flows": flows()}, CAPS)

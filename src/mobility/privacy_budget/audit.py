@@ -122,7 +122,8 @@ def _history_problems(path: Path, entries: list[LedgerEntry]) -> list[Problem]:
         v, op = h["version"], h.get("operation")  # deltalake numbers every commit it returns
         mode = (h.get("operationParameters") or {}).get("mode")
         metrics = h.get("operationMetrics") or {}
-        if op != "WRITE" or mode != "Append":
+        # the first entry creates the table only if no other writer has (ledger.Ledger._append)
+        if op != "WRITE" or mode not in (("Append", "ErrorIfExists") if v == 0 else ("Append",)):
             problems.append(Problem(f"Delta version {v} is a {op} {mode or ''} commit, not an append: "
                                     "the ledger table was rewritten".replace("  ", " ")))
             continue

@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version as package_version
@@ -268,6 +270,28 @@ def _stored(lake: Lake, ledger: Ledger, charge: LedgerEntry) -> ReleaseResult:
                          stored.tables, reused=True)
 
 
+@contextmanager
+def _one_publisher_per_host(lake: Lake, timeout: float, shared: bool) -> Iterator[None]:
+    """One publisher at a time on this host, so "charged but no directory" means an interrupted release.
+
+    On a lake several hosts share (``MOBILITY_SHARED_LAKE=1``) no host lock is taken: the ledger's
+    commit against the version it checked makes the charge atomic, and a release id charged by another
+    process meanwhile is refused, not noised a second time."""
+    if shared:
+        yield
+        return
+    lock = FileLock(str(lake.releases_lock), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ReleaseRefusedError(f"another release held {lake.releases_lock} for {timeout:.0f} s; "
+                                  "nothing was charged", hint="retry when the other release has finished") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mapping[str, pd.DataFrame],
             caps: BudgetCaps, *, lock_timeout: float = 600.0,
             derive: Callable[[Mapping[str, pd.DataFrame]], Mapping[str, tuple[pd.DataFrame, dict]]] | None = None,
@@ -306,14 +330,7 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
     lake.releases.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(lake.ledger)
     target = lake.release_dir(request.release_id)
-    # one publisher at a time, so "charged but no directory" really means an interrupted release
-    try:
-        lock = FileLock(str(lake.releases_lock), timeout=lock_timeout)
-        lock.acquire()
-    except Timeout:
-        raise ReleaseRefusedError(f"another release held {lake.releases_lock} for {lock_timeout:.0f} s; "
-                                  "nothing was charged", hint="retry when the other release has finished") from None
-    try:
+    with _one_publisher_per_host(lake, lock_timeout, ledger.shared):
         existing = ledger.find(request.release_id)
         if existing is not None:
             diff = charge_request.matches(existing)
@@ -324,13 +341,19 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
             if target.is_dir():
                 return _stored(lake, ledger, existing)
             raise ReleaseRefusedError(
-                f"release_id {request.release_id!r} was charged (seq {existing.seq}) but never published; "
-                "its budget stays spent and it will not be noised again", hint="publish under a new release_id")
+                f"release_id {request.release_id!r} was charged (seq {existing.seq}) but "
+                + ("is not published: another host may be publishing it now, or it was interrupted"
+                   if ledger.shared else "never published")
+                + "; its budget stays spent and it will not be noised again",
+                hint="publish under a new release_id" + (", or run the same request again once the other host "
+                                                         "has published it" if ledger.shared else ""))
         if target.exists():
             raise LedgerIntegrityError("release directory exists without a ledger entry", where=str(target),
                                        hint="run `mobility ledger verify`; remove the directory only after review")
 
-        charge = ledger.charge(charge_request, caps)  # refusal raises before anything is written
+        # refusal raises before anything is written; a charge another process made meanwhile is refused
+        # too, so noise is drawn only by the process whose charge this is
+        charge = ledger.charge(charge_request, caps, existing_ok=False)
         noisy = {}
         for name, (key_columns, frame) in checked.items():
             drawn = plan.tables[name].draw(frame[COUNT].tolist())
@@ -351,7 +374,5 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
             shutil.rmtree(work, ignore_errors=True)
             raise
         publication = ledger.record_publication(request.release_id, sha256_hex((target / MANIFEST).read_bytes()))
-    finally:
-        lock.release()
     return ReleaseResult(request.release_id, target, manifest, charge, publication,
                          {**noisy, **{n: f for n, (f, _) in derived.items()}}, reused=False)

@@ -5,6 +5,11 @@ directory is in place a ``published`` entry records the SHA-256 of its ``manifes
 (which lists the SHA-256 of every result file). Each entry's ``entry_hash`` is the SHA-256 of the
 canonical JSON of all its other fields, including ``prev_hash``, the previous entry's hash.
 See docs/auditor-guide.md for what this proves and how to check it without this package.
+
+Appends are atomic across hosts: each one is committed against the exact Delta version its checks
+read (no automatic retry), so a writer that lost the race gets a conflict, reads the ledger again
+and checks again (ADR 0004). The host file lock next to the table only spares that retry where
+all writers share a host; with ``MOBILITY_SHARED_LAKE=1`` none is taken.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +35,10 @@ from mobility.errors import BudgetExceededError, LedgerIntegrityError, ReleaseRe
 from mobility.lake import Lake, is_delta
 from mobility.privacy_budget import accountant
 
+SHARED_LAKE_ENV = "MOBILITY_SHARED_LAKE"
+# Each retry follows another writer's successful commit, so the loop ends; the bound turns an endless
+# storm of writers (or a store whose commits always fail) into a clear error instead of a hang.
+MAX_CONFLICTS = 200
 GENESIS_HASH = "0" * 64
 CHARGED = "charged"
 PUBLISHED = "published"
@@ -195,6 +206,7 @@ class Ledger:
         self.path = Path(path).resolve()
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock_timeout = lock_timeout
+        self.shared = shared_lake()
 
     @classmethod
     def of_lake(cls, lake_root: str | os.PathLike) -> "Ledger":
@@ -224,19 +236,26 @@ class Ledger:
         return _spent(self.read()[0], agreement_id, year)
 
     # ---- writing -------------------------------------------------------------------------
-    def _lock(self) -> FileLock:
+    @contextmanager
+    def _host_lock(self) -> Iterator[None]:
+        """Writers on this host one at a time: a fast path that spares them commit conflicts. The cap
+        does not depend on it (every append is committed against the version it checked), so a lake
+        shared by several hosts (``MOBILITY_SHARED_LAKE=1``) takes none."""
+        if self.shared:
+            yield
+            return
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.lock_path), timeout=self.lock_timeout)
-
-    def _locked(self):
-        lock = self._lock()
+        lock = FileLock(str(self.lock_path), timeout=self.lock_timeout)
         try:
             lock.acquire()
         except Timeout:
             raise LedgerIntegrityError(
                 f"could not lock the ledger within {self.lock_timeout:.0f} s", where=str(self.lock_path),
                 hint="another release may be running; retry, or check the filesystem supports file locks") from None
-        return lock
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _tail(self) -> tuple[list[LedgerEntry], int | None]:
         entries, version = self.read()
@@ -249,42 +268,63 @@ class Ledger:
         return entries, version
 
     def _append(self, entries: list[LedgerEntry], version: int | None, draft: dict) -> LedgerEntry:
-        from deltalake import CommitProperties, write_deltalake
+        """Commit one entry as Delta version ``version + 1`` (version 0 when there is no table), or raise
+        ``_Conflict`` when another writer committed after ``entries`` were read."""
+        from deltalake import CommitProperties, DeltaTable, write_deltalake
+        from deltalake.exceptions import CommitFailedError, DeltaError
 
-        draft = dict(draft, seq=len(entries) + 1,
-                     prev_hash=entries[-1].entry_hash if entries else GENESIS_HASH,
-                     entry_time=datetime.now(timezone.utc).isoformat(timespec="microseconds"))
-        draft["entry_hash"] = hash_record(draft)
-        entry = LedgerEntry.from_record(draft)
+        values: dict[str, Any] = dict(draft, seq=len(entries) + 1,
+                                      prev_hash=entries[-1].entry_hash if entries else GENESIS_HASH,
+                                      entry_time=datetime.now(timezone.utc).isoformat(timespec="microseconds"))
+        values["entry_hash"] = hash_record(values)
+        entry = LedgerEntry.from_record(values)
         table = pa.Table.from_pylist([entry.record()], schema=LEDGER_SCHEMA)
-        # the commit itself names the entry, so the Delta history can be matched against the rows
+        # the commit itself names the entry, so the Delta history can be matched against the rows;
+        # no automatic retry: a retried append would land on top of entries these checks never saw
         commit = CommitProperties(custom_metadata={"mobility.seq": str(entry.seq),
-                                                   "mobility.entry_hash": entry.entry_hash})
+                                                   "mobility.entry_hash": entry.entry_hash},
+                                  max_commit_retries=0)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_deltalake(str(self.path), table, mode="append", commit_properties=commit,
-                        configuration=TABLE_PROPERTIES if version is None else None)
-        _, new_version = _read_rows(self.path)
-        expected = 0 if version is None else version + 1
-        if new_version != expected:
-            raise LedgerIntegrityError(
-                f"after appending seq {entry.seq} the ledger is at Delta version {new_version}, expected {expected}",
-                where=str(self.path),
-                hint="something wrote to the ledger without its lock; run `mobility ledger verify`")
+        try:
+            if version is None:  # the first entry creates the table, unless another writer just did
+                write_deltalake(str(self.path), table, mode="error", commit_properties=commit,
+                                configuration=TABLE_PROPERTIES)
+            else:
+                write_deltalake(DeltaTable(str(self.path), version=version), table, mode="append",
+                                commit_properties=commit)
+        except (CommitFailedError, DeltaError) as exc:
+            if _read_rows(self.path)[1] != version:  # the table moved on since it was read
+                raise _Conflict(entry.seq) from exc
+            raise
         return entry
 
-    def charge(self, request: ChargeRequest, caps: BudgetCaps) -> LedgerEntry:
+    def _appending(self, step: Callable[[list[LedgerEntry], int | None], LedgerEntry]) -> LedgerEntry:
+        """Read the ledger, let ``step`` check it and append; after a conflict read and check again."""
+        for _ in range(MAX_CONFLICTS):
+            with self._host_lock():
+                entries, version = self._tail()
+                try:
+                    return step(entries, version)
+                except _Conflict:
+                    continue
+        raise LedgerIntegrityError(
+            f"{MAX_CONFLICTS} appends in a row lost to other writers' commits", where=str(self.path),
+            hint="retry when fewer releases run at once; check that the storage gives atomic commits")
+
+    def charge(self, request: ChargeRequest, caps: BudgetCaps, *, existing_ok: bool = True) -> LedgerEntry:
         """Atomically check the caps and append one ``charged`` entry (or return the existing one).
 
         The year cap applies to the calendar year of ``request.period``. On refusal nothing is written.
+        ``existing_ok=False`` refuses a release id charged meanwhile by another process (the release
+        boundary, which must not draw noise for a charge it did not make).
         """
         for name in ("epsilon", "rho"):
             value = getattr(request, name)
             if not math.isfinite(value) or value <= 0:
                 raise ReleaseRefusedError(f"{name} must be a positive number, got {value!r}; nothing was charged")
         year = accountant.year_of(request.period)
-        lock = self._locked()
-        try:
-            entries, version = self._tail()
+
+        def step(entries: list[LedgerEntry], version: int | None) -> LedgerEntry:
             existing, _ = release_entries(entries, request.release_id)
             if existing is not None:
                 diff = request.matches(existing)
@@ -293,6 +333,11 @@ class Ledger:
                         f"release_id {request.release_id!r} was already charged (seq {existing.seq}) for a "
                         f"different request; differing fields: {', '.join(diff)}",
                         hint="use a new release_id for a different query or budget")
+                if not existing_ok:
+                    raise ReleaseRefusedError(
+                        f"release_id {request.release_id!r} was charged (seq {existing.seq}) by another process "
+                        "while this one prepared it; nothing was charged here and no noise was drawn",
+                        hint="run the same request again once that release is published: it returns the stored files")
                 return existing
             _check_caps(entries, request, caps, year)
             draft = {"status": CHARGED, "release_id": request.release_id, "agreement_id": request.agreement_id,
@@ -302,14 +347,12 @@ class Ledger:
                      "delta": float(request.delta), "rho": float(request.rho),
                      "input_versions": canonical_json(dict(request.input_versions)), "release_digest": ""}
             return self._append(entries, version, draft)
-        finally:
-            lock.release()
+
+        return self._appending(step)
 
     def record_publication(self, release_id: str, manifest_digest: str) -> LedgerEntry:
         """Append the ``published`` entry naming the manifest's SHA-256 (idempotent for the same digest)."""
-        lock = self._locked()
-        try:
-            entries, version = self._tail()
+        def step(entries: list[LedgerEntry], version: int | None) -> LedgerEntry:
             charge, done = release_entries(entries, release_id)
             if charge is None:
                 raise LedgerIntegrityError(f"release {release_id!r} has no charge entry; it cannot be published",
@@ -323,8 +366,17 @@ class Ledger:
             draft = {k: v for k, v in charge.record().items() if k not in ("seq", "prev_hash", "entry_hash")}
             draft.update(status=PUBLISHED, epsilon=0.0, delta=0.0, rho=0.0, release_digest=manifest_digest)
             return self._append(entries, version, draft)
-        finally:
-            lock.release()
+
+        return self._appending(step)
+
+
+class _Conflict(Exception):
+    """Another writer committed to the ledger between this writer's read and its commit."""
+
+
+def shared_lake() -> bool:
+    """``MOBILITY_SHARED_LAKE=1``: several hosts write this lake, so no host lock is taken or trusted."""
+    return os.environ.get(SHARED_LAKE_ENV, "").strip() == "1"
 
 
 def entries_by_release(entries: Iterable[LedgerEntry]) -> dict[str, tuple[LedgerEntry | None, LedgerEntry | None]]:
