@@ -105,7 +105,10 @@ class Budget:
 
     @property
     def value(self) -> float:
-        return float(self.epsilon if self.epsilon is not None else self.rho)  # type: ignore[arg-type]
+        if self.epsilon is not None:
+            return self.epsilon
+        assert self.rho is not None  # __post_init__ accepts exactly one of the two
+        return self.rho
 
     def as_dict(self) -> dict[str, float]:
         """``{"epsilon": e}`` or ``{"rho": r}``: how requests, release ids and the ledger name it."""
