@@ -39,7 +39,6 @@ from mobility.privacy_budget.ledger import (
     Ledger,
     LedgerEntry,
     canonical_json,
-    release_dir_problems,
     sha256_file,
     sha256_hex,
 )
@@ -50,7 +49,7 @@ from mobility.privacy_budget.mechanisms import (
     NoisePlan,
     plan_noise,
 )
-from mobility.privacy_budget.stored import open_release
+from mobility.privacy_budget.stored import open_release, refuse_problems
 
 COUNT = "count"
 MANIFEST_FORMAT = "mobility-release-manifest/1"
@@ -260,13 +259,14 @@ def _manifest_text(manifest: dict) -> str:
 
 def _stored(lake: Lake, ledger: Ledger, charge: LedgerEntry) -> ReleaseResult:
     """Return an existing release after checking it against the ledger (completing a crashed publish)."""
-    target = lake.release_dir(charge.release_id)
-    if ledger.publication(charge.release_id) is None \
-            and release_dir_problems(target, charge, None) == [NOT_PUBLISHED]:  # renamed into place, then interrupted
-        ledger.record_publication(charge.release_id, sha256_file(target / MANIFEST))
-    stored = open_release(lake, charge.release_id)
-    assert stored.publication is not None  # open_release refuses a release without its published entry
-    return ReleaseResult(stored.release_id, stored.path, stored.manifest, charge, stored.publication,
+    stored = open_release(lake, charge.release_id, verify=False)
+    publication = stored.publication
+    if publication is None and stored.problems == [NOT_PUBLISHED]:  # renamed into place, then interrupted
+        publication = ledger.record_publication(charge.release_id, sha256_file(stored.path / MANIFEST))
+    else:
+        refuse_problems(stored.release_id, stored.path, stored.problems)
+    assert publication is not None  # a release without its published entry has problems, refused above
+    return ReleaseResult(stored.release_id, stored.path, stored.manifest, charge, publication,
                          stored.tables, reused=True)
 
 

@@ -58,6 +58,14 @@ def read_tables(folder: Path, manifest: dict) -> dict[str, pd.DataFrame]:
     return tables
 
 
+def refuse_problems(release_id: str, path: Path, problems: list[str]) -> None:
+    """The refusal of a release directory that does not match its ledger entries (nothing when it does)."""
+    if problems:
+        raise LedgerIntegrityError(f"release {release_id!r} does not match the ledger: " + "; ".join(problems),
+                                   where=str(path),
+                                   hint="do not use or publish it; run `mobility ledger verify` and investigate")
+
+
 def open_release(lake: Lake | str | os.PathLike, release_id: str, *, verify: bool = True,
                  entries: list[LedgerEntry] | None = None) -> StoredRelease:
     """Manifest, tables and ledger entries of the published release ``release_id``.
@@ -77,10 +85,8 @@ def open_release(lake: Lake | str | os.PathLike, release_id: str, *, verify: boo
                                  hint="pass --release one of the listed ids (`mobility ledger show` lists them)")
     charge, publication = release_entries(Ledger(lake.ledger).read()[0] if entries is None else entries, release_id)
     problems = release_dir_problems(path, charge, publication)
-    if verify and problems:
-        raise LedgerIntegrityError(f"release {release_id!r} does not match the ledger: " + "; ".join(problems),
-                                   where=str(path),
-                                   hint="do not use or publish it; run `mobility ledger verify` and investigate")
+    if verify:
+        refuse_problems(release_id, path, problems)
     manifest_path = path / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +33,11 @@ class Source:
     path: Path
     manifest: dict
     kind: str  # RELEASE or DERIVED
-    tables: dict[str, pd.DataFrame]
+
+    @cached_property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables, read from Parquet on first use (annual tables look at superseded months too)."""
+        return read_tables(self.path, self.manifest)
 
     @property
     def manifest_sha256(self) -> str:
@@ -81,7 +86,7 @@ def locate(lake_root: str | os.PathLike, release_id: str, entries: list[LedgerEn
     derived_dir = lake.derived_annual / release_id
     if lake.release_dir(release_id).is_dir() and not release_id.startswith("."):
         stored = open_release(lake, release_id, entries=entries)
-        return Source(release_id, stored.path, stored.manifest, RELEASE, stored.tables)
+        return Source(release_id, stored.path, stored.manifest, RELEASE)
     if derived_dir.is_dir() and not release_id.startswith("."):
         problems = derived_problems(derived_dir)
         if problems:
@@ -89,7 +94,7 @@ def locate(lake_root: str | os.PathLike, release_id: str, entries: list[LedgerEn
                                        + "; ".join(problems), where=str(derived_dir),
                                        hint="rebuild it with `mobility release annual`")
         manifest = json.loads((derived_dir / MANIFEST).read_text(encoding="utf-8"))
-        return Source(release_id, derived_dir, manifest, DERIVED, read_tables(derived_dir, manifest))
+        return Source(release_id, derived_dir, manifest, DERIVED)
     raise InputContractError(f"no release or derived table {release_id!r}",
                              where=f"{lake.releases}, {lake.derived_annual}",
                              hint="list what was published with `mobility releases list --lake LAKE`")
