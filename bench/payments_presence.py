@@ -64,9 +64,11 @@ def outcome(spark, lake: Path, truth: pd.DataFrame, key: bytes, manifest: dict) 
     by_source = {r["source"]: r["count"] for r in presence.groupBy("source").count().collect()}
     accuracy = score(changes, truth, lambda m: hmac.new(key, m.encode(), hashlib.sha256).hexdigest(),
                      START + "-01")
-    return {**accuracy.to_dict(), "changes_by_kind": manifest["changes"],
-            "presence_days": manifest["presence_days"], "presence_days_by_source": by_source,
-            "subjects": manifest["subjects"], "residence_s": manifest["duration_s"]}, changes
+    # counted here from the office tables: the residence manifest carries no counts of people or changes
+    by_kind = (changes["direction"] + "_" + changes["kind"]).value_counts().to_dict()
+    return {**accuracy.to_dict(), "changes_by_kind": {k: int(n) for k, n in sorted(by_kind.items())},
+            "presence_days": sum(by_source.values()), "presence_days_by_source": by_source,
+            "subjects": presence.select("pseudonym").distinct().count(), "residence_s": manifest["duration_s"]}, changes
 
 
 def changed_subjects(off: pd.DataFrame, on: pd.DataFrame) -> dict:

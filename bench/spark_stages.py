@@ -60,9 +60,18 @@ def residence(spark, agreement: Path, lake: Path) -> dict:
     from mobility.residence import job
 
     result = job.run(agreement, lake, spark=spark)
-    m = result.manifest
-    return {"subjects": m["subjects"], "presence_rows": m["presence_days"], "changes": m["changes"],
-            "changes_rows": sum(m["changes"].values()), "data_end": m["data_end"]}
+    return {"data_end": result.manifest["data_end"]}
+
+
+def residence_counts(spark, lake: Path) -> dict:
+    """Sizes for the report, read from the office tables after the timed run (the job's manifest
+    carries no counts of people or changes)."""
+    read = lambda name: spark.read.format("delta").load(str(lake / "office" / name))  # noqa: E731
+    presence, changes = read("presence"), read("residence_changes")
+    kinds = {f"{r['direction']}_{r['kind']}": r["count"]
+             for r in changes.groupBy("direction", "kind").count().collect()}
+    return {"subjects": presence.select("pseudonym").distinct().count(), "presence_rows": presence.count(),
+            "changes": kinds, "changes_rows": sum(kinds.values())}
 
 
 def release(spark, agreement: Path, lake: Path) -> dict:
@@ -102,6 +111,8 @@ def main() -> None:
     detail = (residence if args.stage == "residence" else release)(spark, args.agreement, args.lake)
     job_s, cpu_end = time.perf_counter() - start[0], tree_cpu_s()
     job_cpu = cpu_end - cpu0
+    if args.stage == "residence":
+        detail.update(residence_counts(spark, args.lake))
     out = {"engine": "spark", "stage": args.stage, "spark_version": spark.version,
            "session_start_s": round(session_s, 2), "job_s": round(job_s, 2), "job_cpu_s": round(job_cpu, 1),
            "phases": _phases(marks, job_s, cpu0, cpu_end), **detail}

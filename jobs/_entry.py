@@ -1,8 +1,11 @@
 """What every spark-submit entry point shares: arguments, exit codes, log lines, the job-run record.
 
 A job module defines ``parser()`` (its arguments) and ``work(args) -> dict`` (call the library,
-return a summary with ``lake``, ``zone``, ``inputs``, ``outputs``, ``counts``, ``delta_versions``
-and ``stage_manifest``), then calls ``main(STAGE, parser(), work)``.
+return a summary with ``lake``, ``zone``, ``inputs``, ``outputs``, ``delta_versions``,
+``stage_manifest`` and, where the stage has them, ``counts``), then calls ``main(STAGE, parser(), work)``.
+``counts`` are row accounting only (rows read, accepted, quarantined, files removed, release table
+sizes): never a count of people (subscribers, pseudonyms, senders) or of residence changes, which
+stay in the office zone's Delta tables. A stage without such counts leaves the key out.
 
 Exit codes (schedulers decide on retries from them):
   0  success
@@ -117,14 +120,14 @@ def main(stage: str, parser: argparse.ArgumentParser, work: Callable[[argparse.N
         print(f"{stage} failed: {reason}", file=sys.stderr)
         sys.exit(code)
     record.update(status="succeeded", exit_code=EXIT_OK, spark=_spark_facts(),
-                  **{k: summary.get(k) for k in ("inputs", "outputs", "counts", "delta_versions",
-                                                 "stage_manifest")},
+                  **{k: summary.get(k) for k in ("inputs", "outputs", "delta_versions", "stage_manifest")},
+                  **({"counts": summary["counts"]} if summary.get("counts") is not None else {}),
                   result={k: v for k, v in summary.items() if k not in ("lake", "zone", "inputs", "outputs",
                                                                         "counts", "delta_versions",
                                                                         "stage_manifest")})
     path = _finish(record, started, summary.get("lake") or _lake_of(args), summary.get("zone", "office"), log)
     log.event("succeeded", duration_s=record["duration_s"], record=str(path) if path else None,
-              **{k: summary.get(k) for k in ("counts", "delta_versions")})
+              **{k: record[k] for k in ("counts", "delta_versions") if k in record})
     sys.exit(EXIT_OK)
 
 

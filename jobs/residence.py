@@ -30,8 +30,7 @@ def work(args) -> dict:
     return {"lake": args.lake, "zone": "office", "run_id": result.run_id, "data_end": m.get("data_end"),
             "inputs": {"office/events": versions.get("events")},
             "outputs": ["office/presence", "office/home_cells", "office/residence_changes"],
-            "counts": {"subjects": m.get("subjects"), "presence_days": m.get("presence_days"),
-                       "changes": m.get("changes", {})},
+            # no counts: how many people or changes stays in the office tables (docs/auditor-guide.md)
             "delta_versions": versions, "stage_manifest": str(result.manifest_path)}
 
 

@@ -37,8 +37,10 @@ def work(args) -> dict:
     return {"lake": args.lake, "zone": args.side, "cutoff": report.get("cutoff"),
             "inputs": {"today": str(args.today or dt.date.today()), "cutoff": report.get("cutoff")},
             "outputs": sorted(tables),
-            "counts": {"rows_deleted": report.get("rows_deleted"), "files_removed": report.get("files_removed"),
-                       "tables": {name: t.get("rows_deleted") for name, t in tables.items()}},
+            # whether each table lost rows, never how many (rights/retention.py); files are not people
+            "deleted": {name: t.get("deleted") for name, t in tables.items()},
+            "counts": {"files_removed": report.get("files_removed"),
+                       "tables": {name: t.get("files_removed") for name, t in tables.items()}},
             "delta_versions": lake_versions(args.lake), "stage_manifest": None}
 
 

@@ -380,19 +380,21 @@ def _e164(number: str):
 # ---- retention -----------------------------------------------------------------------------------------
 
 def test_retention_removes_old_rows_and_their_files_and_keeps_newer_ones(world):
+    from mobility.rights.log import read as read_log
     from mobility.rights.retention import enforce
 
     lake = world.lake
     cutoff = dt.date(2025, 2, 15)
     today = cutoff + dt.timedelta(days=world.agreement.retention_days)
     events_before = _table(lake, "office/events")
+    changes_before = _table(lake, "office/residence_changes")
     summary = enforce(world.agreement, lake, today=today, spark=world.spark)
     json.dumps(summary)
     assert summary["cutoff"] == cutoff.isoformat()
 
     events = _table(lake, "office/events")
     old = events_before["event_hour"] < pd.Timestamp(cutoff, tz="UTC")
-    assert summary["tables"]["office/events"]["rows_deleted"] == int(old.sum()) > 0
+    assert old.any() and summary["tables"]["office/events"]["deleted"] is True
     assert len(events) == int((~old).sum()) > 0
     assert (events["event_hour"] >= pd.Timestamp(cutoff, tz="UTC")).all()
     assert (pd.to_datetime(_table(lake, "office/presence")["date"]).dt.date >= cutoff).all()
@@ -403,7 +405,16 @@ def test_retention_removes_old_rows_and_their_files_and_keeps_newer_ones(world):
                  and (pd.read_parquet(p, columns=["event_hour"])["event_hour"].dt.date < cutoff).any()]
     assert leftovers == []
     # received this year: far from expiry
-    assert summary["tables"]["operator/quarantine"]["rows_deleted"] == 0
+    assert summary["tables"]["operator/quarantine"]["deleted"] is False
+    # whether, never how many: no table reports a row count (issue #19: a count of the subscribers or of
+    # the residence changes that expired is a count of people or changes)
+    assert all(set(t) <= {"deleted", "by", "files_removed"} for t in summary["tables"].values()), summary
+    assert "rows_deleted" not in summary and summary["deleted"] is True
+    old_changes = pd.to_datetime(changes_before["crossing_date"]).dt.date < cutoff
+    assert summary["tables"]["office/residence_changes"]["deleted"] is bool(old_changes.any())
+    (entry,) = [e for e in read_log(lake) if e["request"] == "retention" and e["outcome"] == "done"]
+    assert entry["detail"].startswith(f"cutoff {cutoff.isoformat()}; rows deleted in ")
+    assert not re.search(r"\d", entry["detail"].replace(cutoff.isoformat(), "")), entry["detail"]
 
 
 # ---- the rights log (last: it has seen every kind of request) ---------------------------------------

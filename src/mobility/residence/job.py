@@ -45,13 +45,13 @@ class ResidenceResult:
     manifest_path: Path
 
     def summary(self) -> str:
-        """What the run decided, for a person at a terminal."""
+        """What the run wrote, for a person at a terminal: versions and paths, never a count of people
+        or changes (those stay in the office tables; see docs/auditor-guide.md)."""
         m = self.manifest
-        lines = [f"residence {self.run_id}: {m['subjects']:,} pseudonyms, {m['presence_days']:,} known days "
-                 f"through {m['data_end']}"]
-        lines += [f"  {kind:28s} {n:>8,}" for kind, n in sorted(m["changes"].items())]
-        lines.append(f"  manifest: {self.manifest_path}")
-        return "\n".join(lines)
+        versions = ", ".join(f"{name} v{v}" for name, v in sorted(m["office_versions"].items()))
+        return "\n".join([f"residence {self.run_id}: data through {m['data_end']}",
+                          f"  office tables: {versions}",
+                          f"  manifest: {self.manifest_path}"])
 
 
 def office_events(spark: SparkSession, lake: Lake, agreement_id: str) -> DataFrame:
@@ -136,19 +136,20 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
     progress.say("residence", f"monthly home cells (H3 res {params.home_cell_resolution})")
     home_cells = lake.replace(spark, monthly_home_cells(spark, events, home, tz, params), HOME_CELLS_TABLE)
 
+    # How many pseudonyms only sizes the rule's batches: it is never logged or written (counts of
+    # people and of changes stay in the office tables; docs/auditor-guide.md).
     subjects = presence.select(PSEUDONYM).distinct().count()
-    progress.say("residence", f"12/16-month rule for {subjects:,} pseudonyms")
-    changes = lake.replace(spark, attach_cells(detect_in_spark(presence, home, params, data_end, subjects),
-                                               home_cells), CHANGES_TABLE)
+    progress.say("residence", "12/16-month rule, per pseudonym in batches")
+    lake.replace(spark, attach_cells(detect_in_spark(presence, home, params, data_end, subjects), home_cells),
+                 CHANGES_TABLE)
 
-    kinds = {f"{r['direction']}_{r['kind']}": r["count"]
-             for r in changes.groupBy("direction", "kind").count().collect()}
     run_id = f"residence-{agreement.agreement_id}-{data_end:%Y-%m}"
+    # No counts here (pseudonyms, presence days, changes by kind): one manifest per month would give
+    # the exact number of changes decided each month. What was computed is in office_versions.
     manifest = {
         "run_id": run_id, "stage": "residence", "agreement_id": agreement.agreement_id,
         "data_end": data_end.isoformat(), "through": through, "params": params.model_dump(),
-        "subjects": subjects, "presence_days": presence.count(),
-        "changes": kinds, "duration_s": round(time.time() - started, 1),
+        "duration_s": round(time.time() - started, 1),
         "office_versions": lake.versions(EVENTS_TABLE, PRESENCE_TABLE, HOME_CELLS_TABLE, CHANGES_TABLE),
     }
     path = lake.residence_manifests / f"{run_id}.json"

@@ -6,6 +6,10 @@ so they are kept ``retention_days`` after the run that received them. Subscriber
 kept only while the person still has events or payments. The rights log and the suppression list
 are kept: they are the record that requests were honoured. Superseded files are then purged like
 an erasure's (``history.purge``), so deleted data does not survive in Delta history.
+
+The summary says, per table, *whether* rows were deleted, never how many: a count of the subscribers
+left without activity is a count of people, and the residence changes of the month that expired are
+an exact monthly count of changes. It is printed, logged and kept in the rights log.
 """
 
 from __future__ import annotations
@@ -41,17 +45,19 @@ def _old_rows(table: catalog.Table, cutoff: dt.date):
     return F.col(column) < F.lit(dt.datetime.combine(cutoff, dt.time()))  # timestamps are UTC
 
 
-def _delete(spark, table: catalog.Table, condition) -> int:
+def _delete(spark, table: catalog.Table, condition) -> bool:
+    """Delete the rows matching ``condition``; whether there were any."""
     from delta.tables import DeltaTable
 
-    n = read(spark, table).where(condition).count()
-    if n:
-        DeltaTable.forPath(spark, str(table.path)).delete(condition)
-    return n
+    if read(spark, table).where(condition).isEmpty():
+        return False
+    DeltaTable.forPath(spark, str(table.path)).delete(condition)
+    return True
 
 
 def enforce(agreement, lake_root, *, today: dt.date | None = None, spark=None) -> dict:
-    """Delete expired rows in every table of both zones, then purge; returns rows deleted per table."""
+    """Delete expired rows in every table of both zones, then purge; returns, per table, whether rows were
+    deleted and how many files were removed."""
     agreement = as_agreement(agreement)
     lake = Lake(lake_root)
     today = today or dt.date.today()
@@ -68,8 +74,9 @@ def enforce(agreement, lake_root, *, today: dt.date | None = None, spark=None) -
         raise
     summary.update({"agreement_id": agreement.agreement_id, "today": today.isoformat(),
                     "retention_days": agreement.retention_days})
-    detail = f"cutoff {summary['cutoff']}; " + "; ".join(
-        f"{t}: {v['rows_deleted']}" for t, v in summary["tables"].items())
+    deleted = [t for t, v in summary["tables"].items() if v["deleted"]]
+    detail = f"cutoff {summary['cutoff']}; " + (f"rows deleted in {', '.join(deleted)}" if deleted
+                                                else "nothing older than the cutoff")
     log.record(lake.root, "retention", agreement.agreement_id, "done", detail=detail)
     return summary
 
@@ -79,31 +86,31 @@ def _enforce(spark, lake: Lake, agreement, cutoff: dt.date) -> dict:
     result: dict[str, dict] = {}
     for table in tables:
         if table.time_column:
-            n = _delete(spark, table, _old_rows(table, cutoff))
-            result[table.label] = {"rows_deleted": n, "by": table.time_column}
+            deleted = _delete(spark, table, _old_rows(table, cutoff))
+            result[table.label] = {"deleted": deleted, "by": table.time_column}
         elif table.holds_raw_records:
             received = run_finish_dates(lake.root)
             expired = sorted(r for r, day in received.items() if day < cutoff)
-            n = _delete(spark, table, F.col("run_id").isin(expired)) if expired else 0
-            result[table.label] = {"rows_deleted": n, "by": "date received (run finished)"}
+            deleted = _delete(spark, table, F.col("run_id").isin(expired)) if expired else False
+            result[table.label] = {"deleted": deleted, "by": "date received (run finished)"}
     for table in tables:  # after the activity tables, so their deletions count
         if table.name == "subscribers" and table.subject_column == "pseudonym":
-            n = _orphans(spark, lake, table, tables)
-            result[table.label] = {"rows_deleted": n, "by": "no events or payments kept"}
+            deleted = _orphans(spark, lake, table, tables)
+            result[table.label] = {"deleted": deleted, "by": "no events or payments kept"}
     files = purge(spark, tables)
     for label, n in files.items():
-        result.setdefault(label, {"rows_deleted": 0, "by": None})["files_removed"] = n
+        result.setdefault(label, {"deleted": False, "by": None})["files_removed"] = n
     return {"cutoff": cutoff.isoformat(), "tables": result,
-            "rows_deleted": sum(v["rows_deleted"] for v in result.values()),
+            "deleted": any(v["deleted"] for v in result.values()),
             "files_removed": sum(files.values())}
 
 
-def _orphans(spark, lake: Lake, subscribers: catalog.Table, tables: list[catalog.Table]) -> int:
+def _orphans(spark, lake: Lake, subscribers: catalog.Table, tables: list[catalog.Table]) -> bool:
     from delta.tables import DeltaTable
 
     activity = [t for t in tables if t.zone == subscribers.zone and t.name in ACTIVITY_TABLES]
     if not activity:
-        return 0  # nothing to judge by: a subscribers-only delivery is left alone
+        return False  # nothing to judge by: a subscribers-only delivery is left alone
     active: DataFrame | None = None
     for t in activity:
         column = t.subject_column
@@ -114,9 +121,9 @@ def _orphans(spark, lake: Lake, subscribers: catalog.Table, tables: list[catalog
     active = active.distinct()
     orphans = read(spark, subscribers).join(active, F.col("pseudonym") == F.col("_active"), "left_anti") \
         .select(F.col("pseudonym").alias("_orphan")).distinct().localCheckpoint()
-    n = orphans.count()
-    if n:
-        DeltaTable.forPath(spark, str(subscribers.path)).alias("t").merge(
-            orphans.alias("s"), "t.pseudonym = s._orphan").whenMatchedDelete().execute()
-    return n
+    if orphans.isEmpty():
+        return False
+    DeltaTable.forPath(spark, str(subscribers.path)).alias("t").merge(
+        orphans.alias("s"), "t.pseudonym = s._orphan").whenMatchedDelete().execute()
+    return True
 
