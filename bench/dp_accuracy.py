@@ -29,7 +29,7 @@ def measure(repeats: int, seed: int = 20261128) -> list[dict]:
     out = []
     for label, budget in (("epsilon = 1 (discrete Laplace)", {"epsilon": 1.0}),
                           ("rho = 0.5 (discrete Gaussian)", {"rho": 0.5})):
-        plan = plan_noise(shares=shares, sensitivity=1, delta=BudgetCaps(rho_per_year=1, rho_lifetime=1).delta,
+        plan = plan_noise(shares=shares, sensitivity=1, delta=BudgetCaps.model_fields['delta'].default,
                           **budget)
         within = within_clamped = cells = 0
         abs_err = abs_err_clamped = 0.0

@@ -39,13 +39,15 @@ def _worker(root: str, worker: int, rounds: int, fits: int, barrier, results) ->
             raise
 
     L.Ledger._append = counted
-    caps = BudgetCaps(rho_per_year=CAP_RHO, rho_lifetime=CAP_RHO, delta=1e-7)
+    caps = L.Policy("RACE", BudgetCaps(population="race", rho_per_data_month=CAP_RHO, rho_lifetime=CAP_RHO,
+                                       delta=1e-7), "0" * 64)
     rho = CAP_RHO / fits
     for r in range(rounds):
         request = L.ChargeRequest(
             release_id=f"w{worker}-r{r}", agreement_id="RACE", period="2026-01", purpose="bench",
             requested_by=f"worker {worker}", query={"round": r}, privacy_unit="subscription",
-            mechanism="discrete_gaussian", epsilon=1.0, delta=1e-7, rho=rho, input_versions={})
+            mechanism="discrete_gaussian", epsilon=1.0, delta=1e-7, rho=rho, input_versions={},
+            data_months=("2026-01",))
         conflicts[0] = 0
         barrier.wait()
         started = time.perf_counter()
@@ -77,7 +79,7 @@ def race(workers: int, rounds: int, fits: int, shared: bool) -> dict:
     rows = [results.get(timeout=600) for _ in range(workers * rounds)]
     for p in procs:
         p.join(timeout=60)
-    caps = {"RACE": BudgetCaps(rho_per_year=CAP_RHO, rho_lifetime=CAP_RHO, delta=1e-7)}
+    caps = {"RACE": BudgetCaps(population="race", rho_per_data_month=CAP_RHO, rho_lifetime=CAP_RHO, delta=1e-7)}
     per_round = []
     for r in range(rounds):
         mine = [row for row in rows if row["round"] == r]

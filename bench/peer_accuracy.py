@@ -102,7 +102,7 @@ def exact(changes: pd.DataFrame, spec: FlowSpec) -> dict[str, pd.DataFrame]:
 
 def ours(truth: dict[str, pd.DataFrame], repeats: int) -> list[dict]:
     """MAE of the publish noise layer, before and after the boundary's clamping at zero."""
-    delta = BudgetCaps(rho_per_year=1, rho_lifetime=1).delta
+    delta = BudgetCaps.model_fields['delta'].default
     out = []
     for budget in BUDGETS:
         plan = plan_noise(shares={t: 1 / 3 for t in truth}, sensitivity=MAX_CONTRIBUTIONS, delta=delta,

@@ -65,12 +65,33 @@ def test_key_must_name_exactly_one_source_and_never_hold_the_key(tmp_path):
 
 def test_budget_caps_must_be_positive_and_consistent(tmp_path):
     data = _demo()
-    data["budget"] = {"rho_per_year": 5.0, "rho_lifetime": 1.0}
-    with pytest.raises(ConfigError, match="rho_per_year cannot exceed rho_lifetime"):
+    data["budget"] = {"population": "p", "rho_per_data_month": 5.0, "rho_lifetime": 1.0}
+    with pytest.raises(ConfigError, match="rho_per_data_month cannot exceed rho_lifetime"):
         load_agreement(_write(tmp_path, data))
-    data["budget"] = {"rho_per_year": -1, "rho_lifetime": 1.0}
-    with pytest.raises(ConfigError, match="field 'budget.rho_per_year'"):
+    data["budget"] = {"population": "p", "rho_per_data_month": -1, "rho_lifetime": 1.0}
+    with pytest.raises(ConfigError, match="field 'budget.rho_per_data_month'"):
         load_agreement(_write(tmp_path, data))
+    data["budget"] = {"rho_per_data_month": 1.0, "rho_lifetime": 1.0}
+    with pytest.raises(ConfigError, match="field 'budget.population'"):
+        load_agreement(_write(tmp_path, data))
+
+
+def test_the_old_per_year_cap_is_refused_with_what_replaced_it(tmp_path):
+    data = _demo()
+    data["budget"] = {"rho_per_year": 2.0, "rho_lifetime": 10.0}
+    with pytest.raises(ConfigError, match=r"rho_per_year was replaced by rho_per_data_month.*'population'"):
+        load_agreement(_write(tmp_path, data))
+
+
+def test_agreement_records_its_file_digest_and_witness(tmp_path):
+    import hashlib
+
+    data = _demo()
+    data["ledger_witness"] = "witness"
+    path = _write(tmp_path, data)
+    agreement = load_agreement(path)
+    assert agreement.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert agreement.ledger_witness == (path.parent / "witness").resolve()
 
 
 def test_missing_fields_and_unknown_fields_are_listed(tmp_path):

@@ -5,6 +5,8 @@ Every error names the file, the field and what was expected (``ConfigError``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from datetime import date
 from pathlib import Path
@@ -13,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from mobility.errors import ConfigError
 from mobility.reference import bands_from
@@ -75,17 +77,44 @@ class KeySource(_Strict):
 
 
 class BudgetCaps(_Strict):
-    """Privacy-budget caps in zero-concentrated DP (rho); (epsilon, delta) is reported alongside."""
+    """Privacy-budget caps in zero-concentrated DP (rho) for one data population; (epsilon, delta) alongside.
 
-    rho_per_year: float = Field(gt=0)
+    The protected unit is one subscription (SIM) of ``population``. Each release's rho is charged to
+    every data month it reads (``rho_per_data_month`` bounds the loss of one subscription's month of
+    data) and to the population's lifetime total (``rho_lifetime`` bounds a subscription's whole loss,
+    shared by every agreement that names the same population). See docs/methodology.md and ADR 0004.
+    """
+
+    population: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                            description="whose data: one operator's subscribers; agreements naming it share its caps")
+    population_size: int | None = Field(default=None, gt=1,
+                                        description="stated size of the population (public figure), for delta = 1/n^2")
+    rho_per_data_month: float = Field(gt=0)
     rho_lifetime: float = Field(gt=0)
     delta: float = Field(default=1e-7, gt=0, lt=1e-3)
+    # the monthly schedule the budget plan fits into the caps
+    plan_years: int = Field(default=5, ge=1, le=50)
+    flows_share: float = Field(default=0.5, gt=0, lt=1, description="share of each month's planned rho for flows")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_year_cap(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "rho_per_year" in data:
+            raise ValueError("rho_per_year was replaced by rho_per_data_month (the loss of one month of a "
+                             "subscription's data) and a 'population' key shared by agreements over the same "
+                             "subscribers; see docs/methodology.md, 'Privacy budget by data month'")
+        return data
 
     @model_validator(mode="after")
-    def _year_within_lifetime(self) -> "BudgetCaps":
-        if self.rho_per_year > self.rho_lifetime:
-            raise ValueError("rho_per_year cannot exceed rho_lifetime")
+    def _month_within_lifetime(self) -> "BudgetCaps":
+        if self.rho_per_data_month > self.rho_lifetime:
+            raise ValueError("rho_per_data_month cannot exceed rho_lifetime")
         return self
+
+    def recorded(self) -> dict:
+        """The caps the ledger records and compares (the plan settings are not caps)."""
+        return {"population": self.population, "rho_per_data_month": self.rho_per_data_month,
+                "rho_lifetime": self.rho_lifetime, "delta": self.delta}
 
 
 class Corridor(_Strict):
@@ -136,6 +165,10 @@ class Agreement(_Strict):
     age_bands: list[int] | None = None
     valid_from: date | None = None
     valid_to: date | None = None
+    # a directory outside the lake that another party controls: every ledger append is witnessed there
+    ledger_witness: Path | None = None
+    # SHA-256 of the file the agreement was loaded from (set by load_agreement)
+    _source_sha256: str | None = PrivateAttr(default=None)
 
     _c_home = field_validator("home_country")(iso3)
     _tz = field_validator("time_zone")(_time_zone)
@@ -168,6 +201,14 @@ class Agreement(_Strict):
 
     def purpose(self, purpose_id: str) -> Purpose | None:
         return next((p for p in self.purposes if p.id == purpose_id), None)
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the agreement file (of its canonical JSON when it was built in memory)."""
+        if self._source_sha256 is not None:
+            return self._source_sha256
+        body = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:
@@ -216,7 +257,7 @@ def load_agreement(ref: str | os.PathLike) -> Agreement:
     """Load an agreement by path, or by id from ``$MOBILITY_CONF/agreements`` or ``./conf/agreements``."""
     path = resolve_agreement_path(ref)
     data = _read_yaml(path)
-    _resolve_relative(data, path.parent, "key.file", "suppression_list")
+    _resolve_relative(data, path.parent, "key.file", "suppression_list", "ledger_witness")
     try:
         agreement = Agreement.model_validate(data)
     except ValidationError as exc:
@@ -224,6 +265,7 @@ def load_agreement(ref: str | os.PathLike) -> Agreement:
     if path.stem != agreement.agreement_id:
         raise ConfigError(f"agreement_id {agreement.agreement_id!r} does not match the file name",
                           where=str(path), hint=f"rename the file to {agreement.agreement_id}.yaml")
+    agreement._source_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     return agreement
 
 

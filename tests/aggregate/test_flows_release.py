@@ -84,7 +84,8 @@ def test_rerun_returns_the_stored_release(published, spark):
     again = release_flows(agreement, root, PERIOD, purpose="migration-statistics", requested_by="analyst",
                           rho=0.05, by="age_band,sex", spark=spark)  # same breakdown, other spelling
     assert again.reused and again.release_id == first.release_id
-    assert len(entries(root)) == len(before) == 2  # one charge and one publication, no more
+    # the agreement's policy, then one charge and one publication, no more
+    assert [e.status for e in entries(root)] == [e.status for e in before] == ["policy", "charged", "published"]
     assert {p.name: p.read_bytes() for p in again.path.iterdir()} == files
     for name in TABLES:
         pd.testing.assert_frame_equal(again.tables[name], first.tables[name], check_dtype=False)
@@ -99,7 +100,7 @@ def test_cli_command_publishes_and_prints_a_summary(lake, agreement_file, spark)
     assert str(lake.resolve() / "releases" / release_id) in outcome.output
     assert "discrete_laplace" in outcome.output and "95% error bound" in outcome.output
     assert "from_country" in outcome.output and "OTHER" in outcome.output
-    assert len(entries(lake)) == 2
+    assert [e.status for e in entries(lake)] == ["policy", "charged", "published"]
     both = CliRunner().invoke(main, ["release", "flows", *args, "--rho", "0.1"])
     assert both.exit_code == 2 and "exactly one budget" in both.output
 

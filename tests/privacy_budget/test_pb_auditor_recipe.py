@@ -31,14 +31,14 @@ def _run(lake, monkeypatch, capsys) -> str:
 
 def test_recipe_accepts_a_clean_lake_and_prints_the_tail(published_lake, monkeypatch, capsys):
     out = _run(published_lake, monkeypatch, capsys)
-    assert out.startswith("OK: 6 entries") and verify(published_lake).tail_hash in out
+    assert out.startswith("OK: 7 entries") and verify(published_lake).tail_hash in out
 
 
 def test_recipe_rejects_an_edited_entry(published_lake, monkeypatch, capsys):
     frame = Ledger.of_lake(published_lake).entries()
-    frame.loc[frame["seq"] == 2, "purpose"] = "marketing"
+    frame.loc[frame["seq"] == 3, "purpose"] = "marketing"
     rewrite_ledger(Lake(published_lake).ledger, frame)
-    with pytest.raises(AssertionError, match="bad entry seq 2"):
+    with pytest.raises(AssertionError, match="bad entry seq 3"):
         _run(published_lake, monkeypatch, capsys)
 
 

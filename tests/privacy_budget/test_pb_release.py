@@ -13,7 +13,7 @@ from mobility.errors import BudgetExceededError, LedgerIntegrityError, ReleaseRe
 from mobility.lake import Lake
 from mobility.privacy_budget import Ledger, boundary, publish, verify
 from mobility.privacy_budget.mechanisms import TableNoise
-from pb_helpers import CAPS, flows, request
+from pb_helpers import CAPS, POLICY, flows, policy, request
 
 
 def _digests(folder):
@@ -27,7 +27,7 @@ def _big_flows(n=60):
 
 
 def test_release_has_every_cell_integer_counts_and_a_complete_manifest(tmp_path):
-    result = publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    result = publish(tmp_path, request(), {"flows": flows()}, POLICY)
     folder = Lake(tmp_path).releases / "flows-2024-05"
     assert result.path == folder and not result.reused
     csv = pd.read_csv(folder / "flows.csv")
@@ -41,8 +41,14 @@ def test_release_has_every_cell_integer_counts_and_a_complete_manifest(tmp_path)
     table = manifest["tables"]["flows"]
     assert table["rows"] == 9 and table["error_bound_95"] >= 1 and table["noise_scale"] > 0
     assert set(table["files"]) == {"flows.csv", "flows.parquet"}
-    assert manifest["ledger"] == {"seq": result.charge.seq, "entry_hash": result.charge.entry_hash,
-                                  "table": "ledger"}
+    head = {"seq": result.charge.seq, "entry_hash": result.charge.entry_hash}
+    assert manifest["ledger"] == {**head, "table": "ledger", "head": head, "witnessed": False}
+    assert result.charge.seq == 2  # the first charge under the agreement follows its policy entry
+    claims = manifest["privacy"]
+    assert "one subscription (SIM)" in claims["protected_unit"] and claims["population"] == CAPS.population
+    assert claims["data_months"] == ["2024-05"] and claims["this_release"]["rho"] == 0.05
+    assert claims["cumulative_lifetime"]["rho"] == 0.05 and claims["cumulative_lifetime"]["cap_rho"] == 2.0
+    assert claims["cumulative_per_data_month"]["most_charged_month"] == "2024-05"
     assert "set to 0" in manifest["post_processing"]
     assert manifest["input_versions"] == {"office/moves": 4}
     assert result.publication.release_digest == hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
@@ -50,20 +56,20 @@ def test_release_has_every_cell_integer_counts_and_a_complete_manifest(tmp_path)
 
 
 def test_laplace_release_charges_epsilon_squared_over_two(tmp_path):
-    result = publish(tmp_path, request(rho=None, epsilon=0.5), {"flows": flows()}, CAPS)
+    result = publish(tmp_path, request(rho=None, epsilon=0.5), {"flows": flows()}, POLICY)
     assert result.manifest["mechanism"] == "discrete_laplace"
     assert result.charge.epsilon == 0.5 and result.charge.delta == 0.0
     assert result.charge.rho == pytest.approx(0.125)
 
 
 def test_noise_differs_between_release_ids_and_rerun_reuses_files(tmp_path):
-    first = publish(tmp_path, request("a"), {"cells": _big_flows()}, CAPS)
-    second = publish(tmp_path, request("b"), {"cells": _big_flows()}, CAPS)
+    first = publish(tmp_path, request("a"), {"cells": _big_flows()}, POLICY)
+    second = publish(tmp_path, request("b"), {"cells": _big_flows()}, POLICY)
     # 60 cells with sigma ~3: identical outputs would mean the noise is not being drawn
     assert not first.tables["cells"]["count"].equals(second.tables["cells"]["count"])
     before = _digests(first.path)
     entries = len(Ledger.of_lake(tmp_path).entries())
-    again = publish(tmp_path, request("a"), {"cells": _big_flows()}, CAPS)
+    again = publish(tmp_path, request("a"), {"cells": _big_flows()}, POLICY)
     assert again.reused and again.charge == first.charge and again.publication == first.publication
     assert again.tables["cells"].equals(first.tables["cells"])
     assert _digests(first.path) == before
@@ -71,26 +77,26 @@ def test_noise_differs_between_release_ids_and_rerun_reuses_files(tmp_path):
 
 
 def test_rerun_with_a_different_budget_is_refused(tmp_path):
-    publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    publish(tmp_path, request(), {"flows": flows()}, POLICY)
     with pytest.raises(ReleaseRefusedError, match="different request"):
-        publish(tmp_path, request(rho=0.06), {"flows": flows()}, CAPS)
+        publish(tmp_path, request(rho=0.06), {"flows": flows()}, POLICY)
 
 
 def test_over_cap_release_writes_nothing(tmp_path):
-    tight = BudgetCaps(rho_per_year=0.08, rho_lifetime=0.08, delta=1e-7)
+    tight = policy(BudgetCaps(population="tight", rho_per_data_month=0.08, rho_lifetime=0.08, delta=1e-7))
     publish(tmp_path, request("first"), {"flows": flows()}, tight)
-    with pytest.raises(BudgetExceededError, match=r"remaining rho=0\.03"):
+    with pytest.raises(BudgetExceededError, match=r"lifetime cap of population 'tight'.*left rho=0\.03"):
         publish(tmp_path, request("second"), {"flows": flows()}, tight)
     releases = Lake(tmp_path).releases
     assert sorted(p.name for p in releases.iterdir() if p.is_dir()) == ["first"]
-    assert list(Ledger.of_lake(tmp_path).entries()["release_id"]) == ["first", "first"]
+    assert list(Ledger.of_lake(tmp_path).entries()["release_id"]) == ["", "first", "first"]
 
 
 @pytest.mark.parametrize("budget", [{"rho": 0.0}, {"rho": -0.5}, {"epsilon": 0.0}, {"epsilon": -1.0},
                                     {"rho": float("nan")}, {"rho": 0.1, "epsilon": 0.1}, {"rho": None}])
 def test_non_positive_or_ambiguous_budget_refused_before_any_charge(tmp_path, budget):
     with pytest.raises(ReleaseRefusedError):
-        publish(tmp_path, request(**budget), {"flows": flows()}, CAPS)
+        publish(tmp_path, request(**budget), {"flows": flows()}, POLICY)
     assert Ledger.of_lake(tmp_path).entries().empty
     assert not (Lake(tmp_path).releases / "flows-2024-05").exists()
 
@@ -100,7 +106,7 @@ def test_identifier_columns_are_refused(tmp_path, column):
     frame = flows()
     frame[column] = [f"p{i}" for i in range(len(frame))]
     with pytest.raises(ReleaseRefusedError, match="identifier"):
-        publish(tmp_path, request(), {"flows": frame}, CAPS)
+        publish(tmp_path, request(), {"flows": frame}, POLICY)
     assert Ledger.of_lake(tmp_path).entries().empty
 
 
@@ -108,12 +114,12 @@ def test_identifier_columns_are_refused(tmp_path, column):
 def test_identifier_values_in_key_columns_are_refused(tmp_path, value):
     frame = pd.DataFrame({"origin": ["PHL", value], "count": pd.Series([3, 1], dtype="int64")})
     with pytest.raises(ReleaseRefusedError, match="identifier"):
-        publish(tmp_path, request(), {"flows": frame}, CAPS)
+        publish(tmp_path, request(), {"flows": frame}, POLICY)
     assert Ledger.of_lake(tmp_path).entries().empty
 
 
 def test_released_files_hold_only_public_keys_and_counts(tmp_path):
-    result = publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    result = publish(tmp_path, request(), {"flows": flows()}, POLICY)
     csv = pd.read_csv(result.path / "flows.csv")
     assert list(csv.columns) == ["origin", "destination", "count"]
     assert set(csv["origin"]) | set(csv["destination"]) == {"ARE", "PHL", "SAU"}
@@ -133,7 +139,7 @@ def test_incomplete_or_malformed_tables_refused(tmp_path, damage):
     else:
         frame = frame.rename(columns={"count": "n"})
     with pytest.raises(ReleaseRefusedError):
-        publish(tmp_path, request(), {"flows": frame}, CAPS)
+        publish(tmp_path, request(), {"flows": frame}, POLICY)
     assert Ledger.of_lake(tmp_path).entries().empty
 
 
@@ -141,8 +147,8 @@ def test_declared_domain_size_allows_non_product_domains(tmp_path):
     frame = flows()
     frame = frame[frame["origin"] != frame["destination"]].reset_index(drop=True)  # no self-flows
     with pytest.raises(ReleaseRefusedError, match="domain has 9"):
-        publish(tmp_path, request(), {"flows": frame}, CAPS)
-    result = publish(tmp_path, request(query={"domain_sizes": {"flows": 6}}), {"flows": frame}, CAPS)
+        publish(tmp_path, request(), {"flows": frame}, POLICY)
+    result = publish(tmp_path, request(query={"domain_sizes": {"flows": 6}}), {"flows": frame}, POLICY)
     assert len(result.tables["flows"]) == 6
 
 
@@ -152,14 +158,14 @@ def test_failure_after_charge_keeps_the_charge_and_blocks_a_rerun(tmp_path, monk
 
     monkeypatch.setattr(boundary, "_write_release", broken_write)
     with pytest.raises(OSError, match="disk full"):
-        publish(tmp_path, request(), {"flows": flows()}, CAPS)
+        publish(tmp_path, request(), {"flows": flows()}, POLICY)
     ledger = Ledger.of_lake(tmp_path)
-    assert list(ledger.entries()["status"]) == ["charged"]
-    assert ledger.spent("PHL-DEMO", 2024) == pytest.approx(0.05)
+    assert list(ledger.entries()["status"]) == ["policy", "charged"]
+    assert ledger.spent("PHL-DEMO") == pytest.approx(0.05)
     assert [p.name for p in Lake(tmp_path).releases.iterdir() if p.is_dir()] == []  # temp dir removed
     monkeypatch.undo()
     with pytest.raises(ReleaseRefusedError, match="never published"):
-        publish(tmp_path, request(), {"flows": flows()}, CAPS)
+        publish(tmp_path, request(), {"flows": flows()}, POLICY)
     report = verify(tmp_path)
     assert report.ok and any("never published" in n for n in report.notes)
 
@@ -168,29 +174,29 @@ def test_interrupted_publication_record_is_completed_on_rerun(tmp_path, monkeypa
     real = Ledger.record_publication
     monkeypatch.setattr(Ledger, "record_publication", lambda *a, **k: (_ for _ in ()).throw(OSError("crash")))
     with pytest.raises(OSError):
-        publish(tmp_path, request(), {"flows": flows()}, CAPS)
+        publish(tmp_path, request(), {"flows": flows()}, POLICY)
     assert not verify(tmp_path).ok  # a directory without its published entry
     monkeypatch.setattr(Ledger, "record_publication", real)
-    result = publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    result = publish(tmp_path, request(), {"flows": flows()}, POLICY)
     assert result.reused and verify(tmp_path).ok
 
 
 def test_tampered_stored_release_is_not_returned(tmp_path):
-    result = publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    result = publish(tmp_path, request(), {"flows": flows()}, POLICY)
     (result.path / "flows.csv").write_text("origin,destination,count\nPHL,SAU,999\n")
     with pytest.raises(LedgerIntegrityError, match="altered"):
-        publish(tmp_path, request(), {"flows": flows()}, CAPS)
+        publish(tmp_path, request(), {"flows": flows()}, POLICY)
 
 
 def test_unequal_table_shares(tmp_path):
     stocks = flows().groupby("origin", as_index=False)["count"].sum()
     result = publish(tmp_path, request(table_shares={"flows": 0.8, "stocks": 0.2}),
-                     {"flows": flows(), "stocks": stocks}, CAPS)
+                     {"flows": flows(), "stocks": stocks}, POLICY)
     tables = result.manifest["tables"]
     assert tables["flows"]["rho"] == pytest.approx(0.04) and tables["stocks"]["rho"] == pytest.approx(0.01)
     assert tables["stocks"]["noise_scale"] > tables["flows"]["noise_scale"]
     with pytest.raises(ReleaseRefusedError, match="table_shares"):
-        publish(tmp_path, request("other", table_shares={"flows": 1.0}), {"flows": flows(), "stocks": stocks}, CAPS)
+        publish(tmp_path, request("other", table_shares={"flows": 1.0}), {"flows": flows(), "stocks": stocks}, POLICY)
 
 
 def test_on_a_shared_lake_a_release_charged_meanwhile_by_another_host_is_not_noised_again(tmp_path, monkeypatch):
@@ -204,7 +210,7 @@ def test_on_a_shared_lake_a_release_charged_meanwhile_by_another_host_is_not_noi
     with monkeypatch.context() as other_host:
         other_host.setattr(boundary, "_write_release", still_writing)
         with pytest.raises(OSError):
-            publish(tmp_path, request(), {"flows": flows()}, CAPS)
+            publish(tmp_path, request(), {"flows": flows()}, POLICY)
     assert not Lake(tmp_path).releases_lock.exists() and not Ledger.of_lake(tmp_path).lock_path.exists()
 
     def no_noise(*args, **kwargs):
@@ -214,7 +220,7 @@ def test_on_a_shared_lake_a_release_charged_meanwhile_by_another_host_is_not_noi
         this_host.setattr(Ledger, "find", lambda self, release_id: None)  # looked up before the other's charge
         this_host.setattr(TableNoise, "draw", no_noise)
         with pytest.raises(ReleaseRefusedError, match="by another process.*no noise was drawn"):
-            publish(tmp_path, request(), {"flows": flows()}, CAPS)
-    assert list(Ledger.of_lake(tmp_path).entries()["status"]) == ["charged"]  # charged once, by the other host
+            publish(tmp_path, request(), {"flows": flows()}, POLICY)
+    assert list(Ledger.of_lake(tmp_path).entries()["status"]) == ["policy", "charged"]  # charged once, by the other
     with pytest.raises(ReleaseRefusedError, match="another host may be publishing it now"):
-        publish(tmp_path, request(), {"flows": flows()}, CAPS)
+        publish(tmp_path, request(), {"flows": flows()}, POLICY)

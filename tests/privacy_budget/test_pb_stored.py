@@ -8,14 +8,14 @@ import pytest
 from mobility.errors import InputContractError, LedgerIntegrityError
 from mobility.privacy_budget import Ledger, open_release, publish
 from mobility.privacy_budget.ledger import CHARGED, PUBLISHED, entries_by_release, release_entries
-from pb_helpers import CAPS, flows, request
+from pb_helpers import POLICY, flows, request
 
 
 def test_open_release_gives_the_published_tables_and_both_ledger_entries(published_lake):
     entries, _ = Ledger.of_lake(published_lake).read()
     stored = open_release(published_lake, "flows-2024-04")
     assert (stored.charge.status, stored.publication.status) == (CHARGED, PUBLISHED)
-    assert (stored.charge.seq, stored.publication.seq) == (3, 4) and stored.problems == []
+    assert (stored.charge.seq, stored.publication.seq) == (4, 5) and stored.problems == []
     assert stored.manifest["ledger"]["entry_hash"] == stored.charge.entry_hash
     csv = pd.read_csv(stored.path / "flows.csv", keep_default_na=False)
     assert stored.tables["flows"].equals(csv)
@@ -36,7 +36,7 @@ def test_a_tampered_release_is_refused_or_reported(published_lake):
 
 
 def test_a_directory_without_ledger_entries_is_refused(tmp_path):
-    publish(tmp_path, request(), {"flows": flows()}, CAPS)
+    publish(tmp_path, request(), {"flows": flows()}, POLICY)
     (tmp_path / "ledger").rename(tmp_path / "elsewhere")
     with pytest.raises(LedgerIntegrityError, match="no charge entry"):
         open_release(tmp_path, "flows-2024-05")
@@ -54,8 +54,8 @@ def test_a_release_has_its_first_charge_and_first_publication(published_lake):
     entries, _ = Ledger.of_lake(published_lake).read()
     by_release = entries_by_release(entries)
     assert list(by_release) == ["flows-2024-03", "flows-2024-04", "flows-2024-05"]
-    assert [(c.seq, p.seq) for c, p in by_release.values()] == [(1, 2), (3, 4), (5, 6)]
+    assert [(c.seq, p.seq) for c, p in by_release.values()] == [(2, 3), (4, 5), (6, 7)]
     assert release_entries(entries, "flows-2024-05") == by_release["flows-2024-05"]
     assert release_entries(entries, "never") == (None, None)
-    charge = entries[0]
+    charge = entries[1]  # entries[0] is the policy entry
     assert release_entries([charge, *entries], charge.release_id)[0] is charge  # a repeated charge: the first

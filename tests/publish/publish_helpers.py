@@ -12,6 +12,7 @@ import pandas as pd
 from agreement_helpers import make_agreement
 from mobility.aggregate import domains as D
 from mobility.config import load_agreement
+from mobility.privacy_budget.blocks import flow_data_months
 from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
 
 HOME = "PHL"
@@ -51,8 +52,9 @@ def publish_month(lake: Path, agreement, period: str, by: tuple[str, ...] = (), 
         release_id=release_id or f"flows-{agreement.agreement_id}-{period}", agreement_id=agreement.agreement_id,
         period=period, purpose="migration-statistics", requested_by="publishing tests", query=query,
         privacy_unit="subscriber (pseudonym): at most one long-term residence change per crossing month",
-        rho=None if epsilon is not None else rho, epsilon=epsilon, max_contributions=1)
-    return publish(lake, request, tables, agreement.budget)
+        rho=None if epsilon is not None else rho, epsilon=epsilon, max_contributions=1,
+        data_months=tuple(flow_data_months(period)))
+    return publish(lake, request, tables, agreement)
 
 
 def months(year: int, skip: tuple[int, ...] = ()) -> list[str]:

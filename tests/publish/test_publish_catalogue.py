@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from mobility.cli import main
 from mobility.lake import Lake
-from mobility.privacy_budget.ledger import CHARGED, PUBLISHED, ChargeRequest, Ledger
+from mobility.privacy_budget.ledger import CHARGED, PUBLISHED, ChargeRequest, Ledger, Policy
 from mobility.publish.annual import build_annual
 from mobility.publish.catalogue import STATUS_PUBLISHED, STATUS_UNPUBLISHED, catalogue
 
@@ -39,9 +39,9 @@ def test_a_charge_without_publication_is_listed_as_such(year_lake):
     lake, agr, _ = year_lake
     request = ChargeRequest(release_id="crashed-2025-12", agreement_id=agr.agreement_id, period="2025-12",
                             purpose="migration-statistics", requested_by="tests", query={"tables": {"t": {}}},
-                            privacy_unit="subscriber", mechanism="discrete_gaussian", epsilon=1.0, delta=1e-7,
-                            rho=0.01, input_versions={})
-    Ledger(Lake(lake).ledger).charge(request, agr.budget)
+                            privacy_unit="subscriber", mechanism="discrete_gaussian", epsilon=0.5, delta=1e-7,
+                            rho=0.01, input_versions={}, data_months=("2025-12",))
+    Ledger(Lake(lake).ledger).charge(request, Policy.of(agr))
     row = next(r for r in catalogue(lake) if r["release_id"] == "crashed-2025-12")
     assert row["status"] == STATUS_UNPUBLISHED and row["ledger"]["published_seq"] is None
     assert row["budget"]["rho"] == 0.01  # its budget stays spent, so an auditor must see it

@@ -96,6 +96,26 @@ def bun_steinke_epsilon(rho: float, delta: float) -> float:
     return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
 
 
+def loss_defect(mechanism: str, epsilon: float, delta: float, rho: float) -> str | None:
+    """Why (epsilon, delta, rho) cannot describe one release of ``mechanism`` (None when they can).
+
+    A discrete Gaussian's epsilon must not exceed the Bun-Steinke bound of its rho at its delta; a
+    pure epsilon-DP release's rho must not exceed epsilon^2 / 2. The ledger refuses such a charge and
+    ``mobility ledger verify`` reports one.
+    """
+    if not (math.isfinite(rho) and rho > 0 and math.isfinite(epsilon) and epsilon > 0):
+        return "a charge must have positive finite rho and epsilon"
+    if mechanism == "discrete_gaussian":
+        if not (0 < delta < 1 and epsilon <= bun_steinke_epsilon(rho, delta) * (1 + 1e-9)):
+            return "epsilon exceeds the Bun-Steinke bound rho + 2 sqrt(rho ln(1/delta)) for its rho"
+    elif mechanism == "discrete_laplace":
+        if rho > epsilon ** 2 / 2 * (1 + 1e-9):
+            return "rho exceeds epsilon^2/2 for a pure epsilon-DP release"
+    else:
+        return f"unknown mechanism {mechanism!r}"
+    return None
+
+
 def fits(spent: float, requested: float, cap: float) -> bool:
     """Whether ``spent + requested`` stays within ``cap`` (up to float rounding of the sum)."""
     return math.fsum([spent, requested]) <= cap * (1.0 + CAP_TOLERANCE)

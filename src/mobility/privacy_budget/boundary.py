@@ -28,16 +28,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from mobility.config import BudgetCaps
+from mobility.config import Agreement
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
-from mobility.privacy_budget import accountant
+from mobility.privacy_budget import accountant, accounts, blocks
 from mobility.privacy_budget.ledger import (
     MANIFEST,
     NOT_PUBLISHED,
     ChargeRequest,
     Ledger,
     LedgerEntry,
+    Policy,
     canonical_json,
     sha256_file,
     sha256_hex,
@@ -72,7 +73,7 @@ class ReleaseRequest:
 
     release_id: str
     agreement_id: str
-    period: str  # YYYY-MM; its calendar year is the year charged
+    period: str  # YYYY-MM
     purpose: str
     requested_by: str
     query: Mapping[str, Any]
@@ -83,6 +84,7 @@ class ReleaseRequest:
     max_contributions: int = 1
     table_shares: Mapping[str, float] | None = None  # None: equal split across tables
     table_sensitivities: Mapping[str, int] | None = None  # None: every table moves by max_contributions
+    data_months: tuple[str, ...] = ()  # the months of data read: the blocks the ledger charges
 
     def __post_init__(self):
         def refuse(msg: str, hint: str | None = None):
@@ -113,6 +115,13 @@ class ReleaseRequest:
         for path, value in _walk(self.query):
             if isinstance(value, str) and _IDENTIFIER_VALUE.match(value.strip()):
                 refuse(f"query field {path} holds a value that looks like an identifier")
+        if not self.data_months:
+            refuse("declare the data months the release reads (data_months); the ledger charges each of them")
+        for month in self.data_months:
+            try:
+                blocks.check_month(month)
+            except ValueError as exc:
+                refuse(f"data_months: {exc}")
         for key, value in dict(self.input_versions).items():
             if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 refuse(f"input_versions must map Delta table paths to versions >= 0, got {key!r}: {value!r}")
@@ -213,9 +222,37 @@ def _plan(request: ReleaseRequest, shares: dict[str, float], delta: float) -> No
         raise ReleaseRefusedError(f"release {request.release_id!r}: {exc}; nothing was charged") from None
 
 
+def privacy_claims(charge: LedgerEntry, entries: list[LedgerEntry], policy: Policy) -> dict:
+    """What holds for a person after this charge: the unit, the blocks read, the release's loss and the
+    cumulative loss per subscription over the ledger through this charge (for the blocks it read)."""
+    spent = accounts.spent(entries, policy.population, through_seq=charge.seq)
+    months = charge.months
+    worst_month, worst_rho = spent.worst(months)
+    delta = policy.caps.delta
+
+    def loss(rho: float, cap: float) -> dict:
+        return {"rho": rho, "epsilon": accounts.cumulative_epsilon(rho, delta), "delta": delta, "cap_rho": cap}
+
+    return {
+        "protected_unit": f"one subscription (SIM) of population {policy.population}; a person with k SIMs of "
+                          "this operator is protected as a group of k: up to k^2 times the rho figures (zCDP), "
+                          "k times epsilon for pure epsilon-DP",
+        "population": policy.population,
+        "data_months": months,
+        "this_release": {"rho": charge.rho, "epsilon": charge.epsilon, "delta": charge.delta},
+        "cumulative_through_seq": charge.seq,
+        "cumulative_per_data_month": {"most_charged_month": worst_month,
+                                      **loss(worst_rho, policy.caps.rho_per_data_month)},
+        "cumulative_lifetime": loss(spent.lifetime, policy.caps.rho_lifetime),
+        "meaning": "zCDP composes by addition: the loss of one subscription's month of data is at most the "
+                   "per-data-month rho, and of its whole data the lifetime rho, over every release charged so far",
+    }
+
+
 def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, noisy: dict[str, pd.DataFrame],
                    keys: dict[str, list[str]], charge: LedgerEntry, ledger_query: dict,
-                   derived: Mapping[str, tuple[pd.DataFrame, dict]] | None = None) -> dict:
+                   derived: Mapping[str, tuple[pd.DataFrame, dict]] | None = None,
+                   claims: dict | None = None, witnessed: bool = False) -> dict:
     """Write CSV + Parquet per table and manifest.json into ``work``; returns the manifest."""
     tables = {}
     described = {name: {"key_columns": keys[name], "count_column": COUNT, **plan.tables[name].describe()}
@@ -240,12 +277,15 @@ def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, noisy: 
         "privacy": {"epsilon": charge.epsilon, "delta": charge.delta, "rho": charge.rho,
                     "requested": ledger_query["budget"], "accounting": "zCDP; rho adds across tables and releases",
                     "epsilon_conversion": ("pure epsilon-DP" if plan.mechanism == DISCRETE_LAPLACE else
-                                           "OpenDP make_zCDP_to_approxDP at the agreement's delta")},
+                                           "OpenDP make_zCDP_to_approxDP at the agreement's delta"),
+                    **(claims or {})},
         "error_bound": {"confidence": 1 - ALPHA,
                         "meaning": "each cell's noisy count before clamping is within +/- error_bound_95 of "
                                    "its exact count with probability >= 95%"},
         "input_versions": dict(request.input_versions),
-        "ledger": {"seq": charge.seq, "entry_hash": charge.entry_hash, "table": "ledger"},
+        # the head of the chain right after the charge: a published release anchors the ledger too
+        "ledger": {"seq": charge.seq, "entry_hash": charge.entry_hash, "table": "ledger",
+                   "head": {"seq": charge.seq, "entry_hash": charge.entry_hash}, "witnessed": witnessed},
         "post_processing": POST_PROCESSING, "tables": tables,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -293,7 +333,7 @@ def _one_publisher_per_host(lake: Lake, timeout: float, shared: bool) -> Iterato
 
 
 def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mapping[str, pd.DataFrame],
-            caps: BudgetCaps, *, lock_timeout: float = 600.0,
+            policy: Policy | Agreement, *, lock_timeout: float = 600.0,
             derive: Callable[[Mapping[str, pd.DataFrame]], Mapping[str, tuple[pd.DataFrame, dict]]] | None = None,
             ) -> ReleaseResult:
     """Charge the ledger, add OpenDP noise to every cell and publish ``releases/RELEASE_ID``.
@@ -307,12 +347,13 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
     budget stays spent and its noise may have been drawn, so publish under a new release_id.
     """
     lake = Lake(lake_root)
+    policy = policy if isinstance(policy, Policy) else Policy.of(policy)
     if not tables:
         raise ReleaseRefusedError(f"release {request.release_id!r} has no tables; nothing was charged")
     checked = {name: _validate_table(name, frame, request) for name, frame in tables.items()}
     keys = {name: k for name, (k, _) in checked.items()}
     shares = _shares(request, list(checked))
-    plan = _plan(request, shares, caps.delta)  # measurements only: no noise is drawn here
+    plan = _plan(request, shares, policy.caps.delta)  # measurements only: no noise is drawn here
     ledger_query: dict[str, Any] = {
         "query": dict(request.query), "max_contributions": request.max_contributions,
         "budget": request.budget.as_dict(),
@@ -325,10 +366,10 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
         release_id=request.release_id, agreement_id=request.agreement_id, period=request.period,
         purpose=request.purpose, requested_by=request.requested_by, query=ledger_query,
         privacy_unit=request.privacy_unit, mechanism=plan.mechanism, epsilon=plan.epsilon, delta=plan.delta,
-        rho=plan.rho, input_versions=dict(request.input_versions))
+        rho=plan.rho, input_versions=dict(request.input_versions), data_months=tuple(request.data_months))
 
     lake.releases.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(lake.ledger)
+    ledger = Ledger(lake.ledger, witness=policy.witness)
     target = lake.release_dir(request.release_id)
     with _one_publisher_per_host(lake, lock_timeout, ledger.shared):
         existing = ledger.find(request.release_id)
@@ -353,7 +394,8 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
 
         # refusal raises before anything is written; a charge another process made meanwhile is refused
         # too, so noise is drawn only by the process whose charge this is
-        charge = ledger.charge(charge_request, caps, existing_ok=False)
+        charge = ledger.charge(charge_request, policy, existing_ok=False)
+        claims = privacy_claims(charge, ledger.read()[0], policy)
         noisy = {}
         for name, (key_columns, frame) in checked.items():
             drawn = plan.tables[name].draw(frame[COUNT].tolist())
@@ -368,7 +410,8 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
                                        hint="fix the derive function and publish under a new release_id")
         work = Path(tempfile.mkdtemp(prefix=f".tmp-{request.release_id}-", dir=lake.releases))
         try:
-            manifest = _write_release(work, request, plan, noisy, keys, charge, ledger_query, derived)
+            manifest = _write_release(work, request, plan, noisy, keys, charge, ledger_query, derived, claims,
+                                      witnessed=ledger.witness is not None)
             os.rename(work, target)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)

@@ -2,26 +2,31 @@
 
 One ``charged`` entry is appended before any noise is drawn for a release; once the release
 directory is in place a ``published`` entry records the SHA-256 of its ``manifest.json``
-(which lists the SHA-256 of every result file). Each entry's ``entry_hash`` is the SHA-256 of the
+(which lists the SHA-256 of every result file). A ``policy`` entry records the caps an agreement
+charges under and the SHA-256 of its file: the first charge under an agreement appends one, and a
+change of caps is appended by ``record_policy`` (a release under changed, unrecorded caps is refused).
+A charge names the data months it reads and is checked against the caps of its population per data
+month and over a lifetime (``accounts``). Each entry's ``entry_hash`` is the SHA-256 of the
 canonical JSON of all its other fields, including ``prev_hash``, the previous entry's hash.
 See docs/auditor-guide.md for what this proves and how to check it without this package.
 
 Appends are atomic across hosts: each one is committed against the exact Delta version its checks
 read (no automatic retry), so a writer that lost the race gets a conflict, reads the ledger again
 and checks again (ADR 0004). The host file lock next to the table only spares that retry where
-all writers share a host; with ``MOBILITY_SHARED_LAKE=1`` none is taken.
+all writers share a host; with ``MOBILITY_SHARED_LAKE=1`` none is taken. After each commit the
+entries a witness outside the lake has not seen are appended to it (``witness``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -30,18 +35,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from mobility.config import BudgetCaps
+from mobility.config import Agreement, BudgetCaps
 from mobility.errors import BudgetExceededError, LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake, is_delta
-from mobility.privacy_budget import accountant
+from mobility.privacy_budget import accountant, accounts, blocks
+from mobility.privacy_budget.accounts import CHARGED, POLICY, PUBLISHED
+from mobility.privacy_budget.witness import Witness, minute_now
 
 SHARED_LAKE_ENV = "MOBILITY_SHARED_LAKE"
 # Each retry follows another writer's successful commit, so the loop ends; the bound turns an endless
 # storm of writers (or a store whose commits always fail) into a clear error instead of a hang.
 MAX_CONFLICTS = 200
 GENESIS_HASH = "0" * 64
-CHARGED = "charged"
-PUBLISHED = "published"
 MANIFEST = "manifest.json"
 NOT_PUBLISHED = "release is not recorded as published in the ledger"
 
@@ -52,8 +57,14 @@ LEDGER_SCHEMA = pa.schema([
     ("privacy_unit", pa.string()), ("mechanism", pa.string()), ("epsilon", pa.float64()),
     ("delta", pa.float64()), ("rho", pa.float64()), ("input_versions", pa.string()),
     ("release_digest", pa.string()), ("prev_hash", pa.string()), ("entry_hash", pa.string()),
+    # format 2 (data months and populations): absent from entries written before, and then left out
+    # of their hash, so an older ledger still verifies and is extended in place
+    ("population", pa.string()), ("data_months", pa.string()), ("caps", pa.string()),
+    ("agreement_sha256", pa.string()),
 ])
 COLUMNS = LEDGER_SCHEMA.names
+FORMAT2_COLUMNS = ("population", "data_months", "caps", "agreement_sha256")
+LEGACY_COLUMNS = [c for c in COLUMNS if c not in FORMAT2_COLUMNS]
 _FLOATS = ("epsilon", "delta", "rho")
 
 # Keep the whole commit history: verification reads it to prove the table only ever grew by appends.
@@ -79,8 +90,10 @@ def sha256_file(path: Path) -> str:
 
 
 def hash_record(record: Mapping[str, Any]) -> str:
-    """Entry hash: SHA-256 of the canonical JSON of every column except ``entry_hash``."""
-    body = {k: record[k] for k in COLUMNS if k != "entry_hash"}
+    """Entry hash: SHA-256 of the canonical JSON of every column except ``entry_hash``; a format-2
+    column that is null (entries written before it existed) is left out of the JSON."""
+    body = {k: record.get(k) for k in COLUMNS
+            if k != "entry_hash" and (k not in FORMAT2_COLUMNS or record.get(k) is not None)}
     return sha256_hex(canonical_json(body).encode("ascii"))
 
 
@@ -104,13 +117,19 @@ class LedgerEntry:
     release_digest: str
     prev_hash: str
     entry_hash: str
+    population: str | None = None
+    data_months: str | None = None  # canonical JSON list of YYYY-MM
+    caps: str | None = None  # canonical JSON of the caps (policy entries)
+    agreement_sha256: str | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> "LedgerEntry":
         values: dict[str, Any] = {}  # each field's value, converted to its declared type
         for f in fields(cls):
             v = record.get(f.name)
-            if f.name == "seq":
+            if f.name in FORMAT2_COLUMNS:
+                v = None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+            elif f.name == "seq":
                 v = int(v) if v is not None else -1
             elif f.name in _FLOATS:
                 v = float(v) if v is not None else math.nan
@@ -126,8 +145,40 @@ class LedgerEntry:
     def year(self) -> int:
         return accountant.year_of(self.period)
 
+    @property
+    def months(self) -> list[str]:
+        """The data months a charge read (inferred from the query for format-1 entries)."""
+        return accounts.data_months_of(self)
+
     def computed_hash(self) -> str:
         return hash_record(self.record())
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What charges are checked against: an agreement's caps, the SHA-256 of its file, its witness."""
+
+    agreement_id: str
+    caps: BudgetCaps
+    agreement_sha256: str
+    witness: Path | None = None
+
+    @classmethod
+    def of(cls, agreement: Agreement) -> "Policy":
+        return cls(agreement.agreement_id, agreement.budget, agreement.sha256, agreement.ledger_witness)
+
+    @property
+    def population(self) -> str:
+        return self.caps.population
+
+    def draft(self, reason: str) -> dict:
+        """A ``policy`` entry (no budget) recording these caps."""
+        return {"status": POLICY, "release_id": "", "agreement_id": self.agreement_id, "period": "",
+                "purpose": "", "requested_by": "", "query": canonical_json({"reason": reason}),
+                "privacy_unit": "", "mechanism": "", "epsilon": 0.0, "delta": 0.0, "rho": 0.0,
+                "input_versions": "{}", "release_digest": "", "population": self.population,
+                "data_months": "[]", "caps": canonical_json(self.caps.recorded()),
+                "agreement_sha256": self.agreement_sha256}
 
 
 @dataclass(frozen=True)
@@ -146,12 +197,15 @@ class ChargeRequest:
     delta: float
     rho: float
     input_versions: Mapping[str, int]
+    data_months: tuple[str, ...] = ()  # the months of data the release reads (blocks charged)
 
     def matches(self, entry: LedgerEntry) -> list[str]:
         """Fields in which an existing charge for the same release_id differs from this request."""
         mine = {"agreement_id": self.agreement_id, "period": self.period, "purpose": self.purpose,
                 "query": canonical_json(self.query), "privacy_unit": self.privacy_unit,
                 "mechanism": self.mechanism, "input_versions": canonical_json(dict(self.input_versions))}
+        if entry.data_months is not None:  # a format-1 charge names none
+            mine["data_months"] = canonical_json(list(self.data_months))
         diff = [k for k, v in mine.items() if getattr(entry, k) != v]
         if not math.isclose(entry.rho, self.rho, rel_tol=1e-9):
             diff.append("rho")
@@ -171,8 +225,26 @@ def _read_rows(path: Path) -> tuple[list[dict], int | None]:
     table = DeltaTable(str(path))
     rows: list[dict] = []
     for uri in table.file_uris():
-        rows.extend(pq.ParquetFile(uri.removeprefix("file://")).read().to_pylist())
+        rows.extend(_file_rows(uri.removeprefix("file://")))
     return rows, table.version()
+
+
+_FILE_ROWS: dict[tuple[str, int, int], list[dict]] = {}
+
+
+def _file_rows(path: str) -> list[dict]:
+    """Rows of one ledger data file, read once per process: a ledger file is written once and never
+    changed, so only the files of new commits are read (keyed by size and mtime too, so a file edited
+    in place is read again and its edit seen)."""
+    info = os.stat(path)
+    key = (path, info.st_size, info.st_mtime_ns)
+    rows = _FILE_ROWS.get(key)
+    if rows is None:
+        rows = pq.ParquetFile(path).read().to_pylist()
+        if len(_FILE_ROWS) > 100_000:
+            _FILE_ROWS.clear()
+        _FILE_ROWS[key] = rows
+    return [dict(r) for r in rows]
 
 
 def _empty_frame() -> pd.DataFrame:
@@ -202,11 +274,13 @@ def chain_problems(entries: list[LedgerEntry]) -> list[tuple[LedgerEntry, str]]:
 class Ledger:
     """The ledger table at ``path`` (``Lake(root).ledger``), locked by ``<path>.lock`` next to it."""
 
-    def __init__(self, path: str | os.PathLike, *, lock_timeout: float = 600.0):
+    def __init__(self, path: str | os.PathLike, *, lock_timeout: float = 600.0,
+                 witness: str | os.PathLike | None = None):
         self.path = Path(path).resolve()
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock_timeout = lock_timeout
         self.shared = shared_lake()
+        self.witness = Witness(witness) if witness is not None else None
 
     @classmethod
     def of_lake(cls, lake_root: str | os.PathLike) -> "Ledger":
@@ -231,9 +305,22 @@ class Ledger:
     def publication(self, release_id: str) -> LedgerEntry | None:
         return release_entries(self.read()[0], release_id)[1]
 
-    def spent(self, agreement_id: str, year: int | None = None) -> float:
-        """rho charged to ``agreement_id`` (in the calendar year of the release period, if given)."""
-        return _spent(self.read()[0], agreement_id, year)
+    def spent(self, agreement_id: str) -> float:
+        """rho charged to ``agreement_id`` over its lifetime (its population may carry more)."""
+        return accountant.compose(e.rho for e in self.read()[0]
+                                  if e.status == CHARGED and e.agreement_id == agreement_id)
+
+    def spent_by(self, population: str) -> accounts.Spent:
+        """rho charged to ``population``: lifetime and per data month."""
+        return accounts.spent(self.read()[0], population)
+
+    def ledger_id(self) -> str | None:
+        """The Delta table's metadata id, which names this ledger in a witness (None before the first entry)."""
+        if not is_delta(self.path):
+            return None
+        from deltalake import DeltaTable
+
+        return str(DeltaTable(str(self.path)).metadata().id)
 
     # ---- writing -------------------------------------------------------------------------
     @contextmanager
@@ -275,7 +362,7 @@ class Ledger:
 
         values: dict[str, Any] = dict(draft, seq=len(entries) + 1,
                                       prev_hash=entries[-1].entry_hash if entries else GENESIS_HASH,
-                                      entry_time=datetime.now(timezone.utc).isoformat(timespec="microseconds"))
+                                      entry_time=minute_now())  # to the minute: no finer timing is kept
         values["entry_hash"] = hash_record(values)
         entry = LedgerEntry.from_record(values)
         table = pa.Table.from_pylist([entry.record()], schema=LEDGER_SCHEMA)
@@ -290,12 +377,23 @@ class Ledger:
                 write_deltalake(str(self.path), table, mode="error", commit_properties=commit,
                                 configuration=TABLE_PROPERTIES)
             else:
-                write_deltalake(DeltaTable(str(self.path), version=version), table, mode="append",
-                                commit_properties=commit)
+                current = DeltaTable(str(self.path), version=version)
+                # an older ledger gains the format-2 columns with its first format-2 entry
+                legacy = [f.name for f in current.schema().fields] == LEGACY_COLUMNS
+                write_deltalake(current, table, mode="append", commit_properties=commit,
+                                schema_mode="merge" if legacy else None)
         except (CommitFailedError, DeltaError) as exc:
             if _read_rows(self.path)[1] != version:  # the table moved on since it was read
                 raise _Conflict(entry.seq) from exc
             raise
+        if self.witness is not None:
+            ledger_id = self.ledger_id()
+            assert ledger_id is not None  # the commit above created the table
+            try:
+                self.witness.record(ledger_id, [*entries, entry])
+            except LedgerIntegrityError as exc:  # committed: the next append witnesses it; noise may go on
+                logging.getLogger(__name__).warning("ledger entry seq %d is committed but not yet witnessed: %s",
+                                                    entry.seq, exc)
         return entry
 
     def _appending(self, step: Callable[[list[LedgerEntry], int | None], LedgerEntry]) -> LedgerEntry:
@@ -311,18 +409,36 @@ class Ledger:
             f"{MAX_CONFLICTS} appends in a row lost to other writers' commits", where=str(self.path),
             hint="retry when fewer releases run at once; check that the storage gives atomic commits")
 
-    def charge(self, request: ChargeRequest, caps: BudgetCaps, *, existing_ok: bool = True) -> LedgerEntry:
+    def charge(self, request: ChargeRequest, policy: Policy, *, existing_ok: bool = True) -> LedgerEntry:
         """Atomically check the caps and append one ``charged`` entry (or return the existing one).
 
-        The year cap applies to the calendar year of ``request.period``. On refusal nothing is written.
-        ``existing_ok=False`` refuses a release id charged meanwhile by another process (the release
-        boundary, which must not draw noise for a charge it did not make).
+        The charge counts against every data month in ``request.data_months`` and against the lifetime
+        of the policy's population. The first charge under an agreement first appends a ``policy``
+        entry recording its caps; caps that differ from the recorded ones are refused. On refusal
+        nothing is written. ``existing_ok=False`` refuses a release id charged meanwhile by another
+        process (the release boundary, which must not draw noise for a charge it did not make).
         """
         for name in ("epsilon", "rho"):
             value = getattr(request, name)
             if not math.isfinite(value) or value <= 0:
                 raise ReleaseRefusedError(f"{name} must be a positive number, got {value!r}; nothing was charged")
-        year = accountant.year_of(request.period)
+        defect = accountant.loss_defect(request.mechanism, request.epsilon, request.delta, request.rho)
+        if defect:
+            raise ReleaseRefusedError(f"release {request.release_id!r}: {defect}; nothing was charged")
+        if request.agreement_id != policy.agreement_id:
+            raise ReleaseRefusedError(f"release {request.release_id!r} names agreement {request.agreement_id!r} but "
+                                      f"is charged under agreement {policy.agreement_id!r}; nothing was charged")
+        if not request.data_months:
+            raise ReleaseRefusedError(f"release {request.release_id!r} declares no data months; every release "
+                                      "names the months of data it reads; nothing was charged")
+        for month in request.data_months:
+            try:
+                blocks.check_month(month)
+            except ValueError as exc:
+                raise ReleaseRefusedError(f"release {request.release_id!r}: data month {exc}; "
+                                          "nothing was charged") from None
+        if self.witness is not None:  # an unreachable witness refuses before anything is charged
+            self.witness.check_writable()
 
         def step(entries: list[LedgerEntry], version: int | None) -> LedgerEntry:
             existing, _ = release_entries(entries, request.release_id)
@@ -339,16 +455,54 @@ class Ledger:
                         "while this one prepared it; nothing was charged here and no noise was drawn",
                         hint="run the same request again once that release is published: it returns the stored files")
                 return existing
-            _check_caps(entries, request, caps, year)
+            needs_policy = _check_policy(entries, policy, request.release_id)
+            current = accounts.spent(entries, policy.population, extra={policy.agreement_id: policy.population})
+            over = accounts.overruns(current, request.rho, request.data_months, policy.caps.recorded())
+            if over:
+                raise _refusal(request, policy, over)
+            if needs_policy:  # its own commit; a conflict on the charge below re-reads and finds it recorded
+                entry = self._append(entries, version, policy.draft(f"first charge under agreement "
+                                                                    f"{policy.agreement_id}"))
+                entries, version = [*entries, entry], (version + 1 if version is not None else 0)
             draft = {"status": CHARGED, "release_id": request.release_id, "agreement_id": request.agreement_id,
                      "period": request.period, "purpose": request.purpose, "requested_by": request.requested_by,
                      "query": canonical_json(request.query), "privacy_unit": request.privacy_unit,
                      "mechanism": request.mechanism, "epsilon": float(request.epsilon),
                      "delta": float(request.delta), "rho": float(request.rho),
-                     "input_versions": canonical_json(dict(request.input_versions)), "release_digest": ""}
+                     "input_versions": canonical_json(dict(request.input_versions)), "release_digest": "",
+                     "population": policy.population, "data_months": canonical_json(list(request.data_months)),
+                     "caps": None, "agreement_sha256": policy.agreement_sha256}
             return self._append(entries, version, draft)
 
         return self._appending(step)
+
+    def record_policy(self, policy: Policy, reason: str) -> LedgerEntry | None:
+        """Append a ``policy`` entry recording the agreement's caps (None when they are recorded already).
+
+        This is how a change of caps is made: it stays in the ledger for every auditor to see, and
+        releases under the new caps are accepted from then on.
+        """
+        if not reason or not reason.strip():
+            raise ReleaseRefusedError("a change of caps needs a reason (who decided it, and why)")
+
+        def step(entries: list[LedgerEntry], version: int | None) -> LedgerEntry | None:
+            mine = accounts.latest_policy(entries, agreement_id=policy.agreement_id)
+            theirs = accounts.latest_policy(entries, population=policy.population)
+            if mine is not None and mine.population == policy.population and theirs is not None \
+                    and accounts.recorded_caps(theirs) == policy.caps.recorded() \
+                    and mine.agreement_sha256 == policy.agreement_sha256:
+                return None
+            return self._append(entries, version, policy.draft(reason.strip()))
+
+        for _ in range(MAX_CONFLICTS):
+            with self._host_lock():
+                entries, version = self._tail()
+                try:
+                    return step(entries, version)
+                except _Conflict:
+                    continue
+        raise LedgerIntegrityError(f"{MAX_CONFLICTS} appends in a row lost to other writers' commits",
+                                   where=str(self.path))
 
     def record_publication(self, release_id: str, manifest_digest: str) -> LedgerEntry:
         """Append the ``published`` entry naming the manifest's SHA-256 (idempotent for the same digest)."""
@@ -363,7 +517,8 @@ class Ledger:
                         f"release {release_id!r} was published (seq {done.seq}) with another manifest digest",
                         where=str(self.path), hint="the release directory was altered; run `mobility ledger verify`")
                 return done
-            draft = {k: v for k, v in charge.record().items() if k not in ("seq", "prev_hash", "entry_hash")}
+            draft = {k: v for k, v in charge.record().items()
+                     if k not in ("seq", "prev_hash", "entry_hash", "entry_time")}
             draft.update(status=PUBLISHED, epsilon=0.0, delta=0.0, rho=0.0, release_digest=manifest_digest)
             return self._append(entries, version, draft)
 
@@ -399,25 +554,37 @@ def release_entries(entries: Iterable[LedgerEntry], release_id: str) -> tuple[Le
     return entries_by_release(entries).get(release_id, (None, None))
 
 
-def _spent(entries: list[LedgerEntry], agreement_id: str, year: int | None) -> float:
-    return accountant.compose(e.rho for e in entries if e.status == CHARGED and e.agreement_id == agreement_id
-                              and (year is None or e.year == year))
+def _check_policy(entries: list[LedgerEntry], policy: Policy, release_id: str) -> bool:
+    """Whether a ``policy`` entry must be recorded before this charge; refuses unrecorded cap changes."""
+    mine = accounts.latest_policy(entries, agreement_id=policy.agreement_id)
+    theirs = accounts.latest_policy(entries, population=policy.population)
+    hint = (f"if the change was decided, record it: `mobility budget policy --agreement {policy.agreement_id} "
+            "--lake LAKE --reason '...'` (the change then stands in the ledger for auditors); otherwise "
+            "restore the agreement file")
+    if mine is not None and mine.population != policy.population:
+        raise ReleaseRefusedError(
+            f"release {release_id!r}: agreement {policy.agreement_id} names population {policy.population!r} "
+            f"but the ledger records it under {mine.population!r} (seq {mine.seq}); nothing was charged", hint=hint)
+    if theirs is not None and accounts.recorded_caps(theirs) != policy.caps.recorded():
+        raise ReleaseRefusedError(
+            f"release {release_id!r}: the caps in agreement {policy.agreement_id} "
+            f"({canonical_json(policy.caps.recorded())}) differ from those recorded for population "
+            f"{policy.population!r} at seq {theirs.seq} ({theirs.caps}); nothing was charged", hint=hint)
+    return mine is None
 
 
-def _check_caps(entries: list[LedgerEntry], request: ChargeRequest, caps: BudgetCaps, year: int) -> None:
-    for label, cap, spent in (
-        (f"per-year cap for {year}", caps.rho_per_year, _spent(entries, request.agreement_id, year)),
-        ("lifetime cap", caps.rho_lifetime, _spent(entries, request.agreement_id, None)),
-    ):
-        if not accountant.fits(spent, request.rho, cap):
-            left = accountant.remaining(cap, spent, caps.delta)
-            raise BudgetExceededError(
-                f"release {request.release_id!r} would exceed the {label} of agreement {request.agreement_id!r}: "
-                f"spent rho={spent:.6g}, requested rho={request.rho:.6g}, remaining rho={left.remaining_rho:.6g} "
-                f"(epsilon={left.remaining_epsilon:.4g} at delta={caps.delta:g}) of cap rho={cap:.6g}. "
-                "Nothing was charged.",
-                hint=f"request at most rho={left.remaining_rho:.6g}, release fewer tables, "
-                     "or amend the agreement's budget caps")
+def _refusal(request: ChargeRequest, policy: Policy, over: list[accounts.Overrun]) -> BudgetExceededError:
+    first = over[0]
+    delta = policy.caps.delta
+    others = f" ({len(over) - 1} more cap(s) would pass too: {', '.join(o.cap for o in over[1:4])})" \
+        if len(over) > 1 else ""
+    return BudgetExceededError(
+        f"release {request.release_id!r} would pass the {first.cap} cap of population {policy.population!r}: "
+        f"spent rho={first.spent_rho:.6g}, asked rho={first.asked_rho:.6g}, left rho={first.left_rho:.6g} "
+        f"(epsilon={accounts.cumulative_epsilon(first.left_rho, delta):.4g} at delta={delta:g}) of cap "
+        f"rho={first.cap_rho:.6g}{others}. Nothing was charged.",
+        hint=f"request at most rho={min(o.left_rho for o in over):.6g}, release fewer tables or months, "
+             "or follow `mobility budget plan`")
 
 
 # ---- release directories (shared with stored.py and audit.py) -----------------------------------

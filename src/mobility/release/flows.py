@@ -31,6 +31,7 @@ from mobility.aggregate.flows import (
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake
+from mobility.privacy_budget.blocks import flow_data_months
 from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
 from mobility.privacy_budget.mechanisms import Budget
 from mobility.release.inputs import breakdown_profile, pin
@@ -174,10 +175,10 @@ def release_flows(agreement: str | Agreement, lake_root: str | os.PathLike, peri
         release_id=release_id, agreement_id=agreement.agreement_id, period=period, purpose=purpose,
         requested_by=requested_by, query=flow_query(inputs), privacy_unit=PRIVACY_UNIT,
         epsilon=budget.epsilon, rho=budget.rho, input_versions=inputs.input_versions,
-        max_contributions=MAX_CONTRIBUTIONS)
+        max_contributions=MAX_CONTRIBUTIONS, data_months=tuple(flow_data_months(period, inputs.window_days)))
     progress.say("release", "charging the ledger, adding OpenDP noise, writing the release",
                  rows=sum(len(t) for t in inputs.tables.values()))
-    return publish(lake_root, request, inputs.tables, agreement.budget)
+    return publish(lake_root, request, inputs.tables, agreement)
 
 
 def describe(result: ReleaseResult, rows: int = 10) -> str:

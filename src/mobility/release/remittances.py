@@ -17,6 +17,7 @@ from mobility.aggregate import remittances as R
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake
+from mobility.privacy_budget.blocks import payment_data_months
 from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
 from mobility.privacy_budget.mechanisms import ALPHA, Budget, plan_noise
 from mobility.release.inputs import breakdown_profile, pin
@@ -108,13 +109,14 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
         agreement_id=agreement.agreement_id, period=period, purpose=purpose, requested_by=requested_by,
         query=remittance_query(spec, fx), privacy_unit=privacy_unit(bounds),
         epsilon=budget.epsilon, rho=budget.rho, input_versions=versions, max_contributions=bounds.max_transfers,
-        table_shares=R.SHARES, table_sensitivities=bounds.sensitivities())
+        table_shares=R.SHARES, table_sensitivities=bounds.sensitivities(),
+        data_months=tuple(payment_data_months(period)))
     confidence = 1 - 2 * ALPHA  # union bound over numerator and denominator
 
     def derive(noisy):
         return {R.COST_PCT: (R.cost_ratios(noisy, spec, error_bounds), R.ratio_description(error_bounds, confidence))}
 
-    return publish(lake_root, request, tables, agreement.budget, derive=derive)
+    return publish(lake_root, request, tables, agreement, derive=derive)
 
 
 def remittance_query(spec: R.RemittanceSpec, fx: R.FxTable) -> dict:
