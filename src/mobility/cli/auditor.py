@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -15,22 +16,28 @@ def ledger():
     """Auditors: read-only views of the privacy-budget ledger (no Spark needed)."""
 
 
-def _caps_of(agreements: tuple[str, ...]) -> dict:
+def _agreements(refs: tuple[str, ...]) -> list:
     from mobility.config import load_agreement
 
-    return {a.agreement_id: a.budget for a in map(load_agreement, agreements)}
+    return [load_agreement(ref) for ref in refs]
+
+
+def _caps_of(agreements: tuple[str, ...]) -> dict:
+    return {a.agreement_id: a.budget for a in _agreements(agreements)}
 
 
 def _figures(budget: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in budget.items())
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in budget.items()
+                     if k != "delta")
 
 
 @ledger.command("show")
 @options.lake
-@click.option("--agreement", default=None, help="agreement id or file: only its entries, with its caps")
+@click.option("--agreement", default=None,
+              help="agreement id or file: only its entries, and the budget of its population")
 @options.as_json
 def ledger_show(lake, agreement, as_json):
-    """Entries and the budget spent and left per agreement and calendar year."""
+    """Entries and the budget spent and left per data population: lifetime and per data month."""
     from mobility.privacy_budget import show
 
     agreement_id, caps = None, {}
@@ -43,24 +50,47 @@ def ledger_show(lake, agreement, as_json):
         return
     click.echo(f"ledger {view['ledger']} (Delta version {view['delta_version']}): {len(view['entries'])} entries")
     for e in view["entries"]:
-        click.echo(f"  #{e['seq']:<4} {e['entry_time'][:19]}  {e['status']:9s} {e['release_id']:32s} "
+        click.echo(f"  #{e['seq']:<4} {e['entry_time'][:19]}  {e['status']:9s} {e['release_id'] or '-':32s} "
                    f"rho={e['rho']:.4g} eps={e['epsilon']:.4g} delta={e['delta']:.1g}  {e['entry_hash'][:12]}")
-    for agr, budget in view["budget"].items():
-        click.echo(f"  {agr}: lifetime " + _figures(budget["lifetime"]))
-        for year, spent in budget["years"].items():
-            click.echo(f"    {year}: " + _figures(spent))
+    for population, budget in view["budget"].items():
+        caps_ = budget["caps"]
+        where = {"ledger": f"recorded at seq {budget['caps_seq']}", "agreement file": "from the agreement file, "
+                 "not recorded in the ledger yet"}.get(budget["caps_source"], "no caps recorded")
+        limits = (f"rho per data month {caps_['rho_per_data_month']:g}, lifetime {caps_['rho_lifetime']:g}, "
+                  f"delta {caps_['delta']:g}; " if caps_ else "")
+        click.echo(f"  population {population} ({limits}{where}; agreements "
+                   f"{', '.join(budget['agreements']) or '-'}): {budget['charges']} charges")
+        click.echo("    lifetime: " + _figures(budget["lifetime"]))
+        for month, spent in budget["data_months"].items():
+            click.echo(f"    {month}: " + _figures(spent))
+    for agr, legacy in view["unassigned"].items():
+        click.echo(f"  agreement {agr}: {legacy['charges']} format-1 charges, rho={legacy['spent_rho']:.4g}, "
+                   "in no population yet (no policy entry records its caps)")
 
 
 @ledger.command("verify")
 @options.lake
-@click.option("--agreement", "agreements", multiple=True, help="also check totals against this agreement's caps")
+@click.option("--agreement", "agreements", multiple=True,
+              help="compare this agreement's caps with those the ledger records (and use its ledger_witness)")
 @click.option("--anchor", default=None, help="a tail hash recorded at an earlier audit")
+@click.option("--witness", "witnesses", multiple=True, type=click.Path(path_type=Path),
+              help="witness directory (an agreement's ledger_witness) or witness .jsonl file; repeatable")
 @options.as_json
-def ledger_verify(lake, agreements, anchor, as_json):
-    """Check the hash chain, sequence, caps and every release directory; non-zero exit on tampering."""
+def ledger_verify(lake, agreements, anchor, witnesses, as_json):
+    """Check the hash chain, Delta history, data files, caps, witness and every release directory;
+    non-zero exit on tampering or rollback."""
     from mobility.privacy_budget import verify
 
-    report = verify(lake, caps=_caps_of(agreements) or None, anchor=anchor)
+    loaded = _agreements(agreements)
+    chosen = list(witnesses)
+    if not chosen:  # the witness the agreements name, said out loud so the auditor knows what was compared
+        for agreement in loaded:
+            if agreement.ledger_witness is not None and agreement.ledger_witness not in chosen:
+                chosen.append(agreement.ledger_witness)
+                click.echo(f"using the witness agreement {agreement.agreement_id} names: "
+                           f"{agreement.ledger_witness}", err=True)
+    report = verify(lake, caps={a.agreement_id: a for a in loaded} or None, anchor=anchor,
+                    witness=chosen or None)
     click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else report.summary())
     sys.exit(0 if report.ok else 1)
 
