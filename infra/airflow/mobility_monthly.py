@@ -7,9 +7,14 @@ month processes the previous month's operator extract (``INPUT_ROOT/YYYY-MM``, t
   whose workers alone have the key's environment variable. Every other task runs on the office's
   queue and never sees the key.
 * ``residence`` re-derives presence and residence changes from all completed runs up to the month.
-* ``release_flows`` publishes the latest crossing month that this month made final (the 12/16-month
-  rule decides a crossing within 487 days, so the month released lags the data by 16-17 months).
-  ``release_remittances`` publishes the month before the data month (a later month must be in).
+* ``release_flows`` publishes crossing month M - 17 once data month M is in: the 12/16-month rule
+  decides a crossing within 487 days (crossing day included), and data through P + 17 decides every
+  crossing of any month P. The lag is fixed, so each crossing month is released exactly once, in
+  order, never skipped or asked for twice. ``release_remittances`` publishes the month before the
+  data month (a later month must be in).
+* Both releases run with ``--rho plan``: the rho ``mobility budget plan`` derives from the agreement's
+  caps so that every release of this schedule fits the cap per data month and the lifetime cap for
+  the agreement's ``plan_years`` (a number in ``flows_rho`` / ``remittances_rho`` overrides it).
 * ``retention_*`` deletes what is older than the agreement's retention period on each side.
 
 Retries do not re-noise and do not charge twice: the jobs derive each release id from the request
@@ -35,12 +40,11 @@ except ImportError:  # Airflow 2.x
 DAG_ID = "mobility_monthly"
 # Per crossing: window of 487 days, crossing day included (mobility.residence.rules.ResidenceParams).
 WINDOW_DAYS = 487
-
-
-def last_day(month: str) -> dt.date:
-    year, mon = int(month[:4]), int(month[5:7])
-    first_next = dt.date(year + mon // 12, mon % 12 + 1, 1)
-    return first_next - dt.timedelta(days=1)
+# Months from a data month to the crossing month it releases: data through P + 17 decides every crossing of
+# any month P with the 487-day window. The scheduler cannot import mobility, so this is the value of
+# mobility.privacy_budget.blocks.flows_lag_months(WINDOW_DAYS), spelled out; tests/infra/test_airflow_dag.py
+# checks that the two stay equal (and so does the budget plan, which prices exactly this schedule).
+FLOWS_LAG_MONTHS = 17
 
 
 def shift_month(month: str, months: int) -> str:
@@ -53,12 +57,15 @@ def data_month(run_time: dt.datetime) -> str:
     return shift_month(run_time.strftime("%Y-%m"), -1)
 
 
-def final_flows_period(month: str, window_days: int = WINDOW_DAYS) -> str:
-    """Latest crossing month whose every crossing is decided by data through ``month``."""
-    period = shift_month(month, -(window_days // 28))  # a safe start, then walk forward
-    while last_day(shift_month(period, 1)) + dt.timedelta(days=window_days - 1) <= last_day(month):
-        period = shift_month(period, 1)
-    return period
+def flows_period(month: str) -> str:
+    """The crossing month released once data month ``month`` is in (blocks.flows_period_for): a fixed
+    lag, so consecutive data months release consecutive crossing months, each exactly once."""
+    return shift_month(month, -FLOWS_LAG_MONTHS)
+
+
+def remittances_period(month: str) -> str:
+    """The payment month released once data month ``month`` is in (blocks.remittances_period_for)."""
+    return shift_month(month, -1)
 
 
 SUBMIT = (
@@ -89,8 +96,8 @@ with DAG(
     catchup=False,
     max_active_runs=1,  # residence overwrites its tables; months run one after another
     default_args=default_args,
-    user_defined_macros={"data_month": data_month, "final_flows_period": final_flows_period,
-                         "shift_month": shift_month},
+    user_defined_macros={"data_month": data_month, "flows_period": flows_period,
+                         "remittances_period": remittances_period, "shift_month": shift_month},
     params={
         "repo": "/opt/mobility",
         "python": "/opt/mobility/venv/bin/python",  # has mobility installed, on driver and executors
@@ -100,8 +107,9 @@ with DAG(
         "operator_lake": "/data/operator/lake",
         "office_lake": "/data/office/lake",
         "requested_by": "nso-migration-unit",
-        "flows_rho": 0.25,
-        "remittances_rho": 0.25,
+        # "plan": the rho `mobility budget plan --agreement A` gives each kind (fits every cap for plan_years)
+        "flows_rho": "plan",
+        "remittances_rho": "plan",
     },
     tags=["mobility", "differential-privacy"],
 ) as dag:
@@ -121,7 +129,7 @@ with DAG(
         queue="office",
         retries=1,
         bash_command=SUBMIT + "release_flows.py " + COMMON_OFFICE
-        + " --period {{ final_flows_period(data_month(data_interval_end)) }} --by sex,age_band "
+        + " --period {{ flows_period(data_month(data_interval_end)) }} --by sex,age_band "
         + RELEASE.format(purpose="migration-statistics", rho="{{ params.flows_rho }}"),
     )
     release_remittances = BashOperator(
@@ -129,7 +137,7 @@ with DAG(
         queue="office",
         retries=1,
         bash_command=SUBMIT + "release_remittances.py " + COMMON_OFFICE
-        + " --period {{ shift_month(data_month(data_interval_end), -1) }} "
+        + " --period {{ remittances_period(data_month(data_interval_end)) }} "
         + RELEASE.format(purpose="remittance-statistics", rho="{{ params.remittances_rho }}"),
     )
     retention_office = BashOperator(

@@ -38,7 +38,8 @@ def loaded():
 def render(template: str, module, params: dict) -> str:
     """Enough Jinja for this DAG: each {{ expression }} is a Python expression (| ds aside)."""
     names = {"params": SimpleNamespace(**params), "data_interval_end": RUN_TIME, "data_month": module.data_month,
-             "final_flows_period": module.final_flows_period, "shift_month": module.shift_month}
+             "flows_period": module.flows_period, "remittances_period": module.remittances_period,
+             "shift_month": module.shift_month}
 
     def one(match):
         expr = match.group(1).replace("| ds", ".strftime('%Y-%m-%d')")
@@ -107,7 +108,8 @@ def test_the_month_processed_and_released(loaded):
     flows = parse_job_args("release_flows", split_submit(commands["release_flows"])[2])
     remit = parse_job_args("release_remittances", split_submit(commands["release_remittances"])[2])
     assert remit.period == "2026-01"  # a later month (2026-02) is in
-    assert flows.period < "2025-01"  # 16 months or more before the data month
+    assert flows.period == "2024-09"  # 17 months before the data month 2026-02
+    assert flows.rho == remit.rho == "plan"  # the jobs resolve it with `mobility budget plan`'s rule
 
 
 def test_the_dag_uses_the_library_residence_window(loaded):
@@ -116,18 +118,35 @@ def test_the_dag_uses_the_library_residence_window(loaded):
     assert loaded[0].WINDOW_DAYS == ResidenceParams().window_days
 
 
+def test_the_dag_flows_lag_is_the_library_lag():
+    """The DAG spells out blocks.flows_lag_months (the scheduler cannot import mobility)."""
+    from mobility.privacy_budget import blocks
+
+    assert DAG_MODULE.FLOWS_LAG_MONTHS == blocks.flows_lag_months(DAG_MODULE.WINDOW_DAYS)
+
+
 @settings(deadline=None)
 @given(st.integers(min_value=2000 * 12, max_value=2100 * 12))
-def test_flows_period_is_the_latest_final_month(index):
-    """Same rule as the release job's finality check."""
+def test_flows_period_is_final_and_the_library_schedule(index):
+    """Same rule as the release job's finality check, and the schedule the budget plan prices."""
+    from mobility.privacy_budget import blocks
     from mobility.release.flows import final_from
 
     module = DAG_MODULE
     data_month = f"{index // 12:04d}-{index % 12 + 1:02d}"
-    period = module.final_flows_period(data_month)
-    data_end = module.last_day(data_month)
-    assert final_from(period, module.WINDOW_DAYS) <= data_end
-    assert final_from(module.shift_month(period, 1), module.WINDOW_DAYS) > data_end
+    period = module.flows_period(data_month)
+    assert final_from(period, module.WINDOW_DAYS) <= blocks.last_day(data_month)
+    assert period == blocks.flows_period_for(data_month, module.WINDOW_DAYS)
+    assert module.remittances_period(data_month) == blocks.remittances_period_for(data_month)
+
+
+def test_every_crossing_month_is_released_exactly_once():
+    """Four centuries of monthly runs: each crossing and payment month released once, in order, none skipped."""
+    module = DAG_MODULE
+    runs = [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(2000 * 12, 2400 * 12)]
+    for released in ([module.flows_period(m) for m in runs], [module.remittances_period(m) for m in runs]):
+        assert len(set(released)) == len(released)
+        assert all(module.shift_month(a, 1) == b for a, b in zip(released, released[1:]))
 
 
 def airflow_python() -> Path | None:

@@ -68,7 +68,7 @@ def test_success_writes_one_record_beside_the_stage_manifest(tmp_path, capsys):
 
     def work(args):
         return {"lake": args.lake, "zone": "office", "inputs": {"office/events": 3}, "outputs": ["office/x"],
-                "counts": {"subjects": 5}, "delta_versions": {"presence": 1}, "stage_manifest": str(manifest),
+                "counts": {"cdr": {"read": 5}}, "delta_versions": {"presence": 1}, "stage_manifest": str(manifest),
                 "run_id": "r"}
 
     with pytest.raises(SystemExit) as exit_:
@@ -77,9 +77,47 @@ def test_success_writes_one_record_beside_the_stage_manifest(tmp_path, capsys):
     (path,) = (lake / "office" / "job_runs").glob("residence-*.json")
     record = json.loads(path.read_text())
     assert record["status"] == "succeeded" and record["stage_manifest"] == str(manifest)
-    assert record["counts"] == {"subjects": 5} and record["result"] == {"run_id": "r"}
+    assert record["counts"] == {"cdr": {"read": 5}} and record["result"] == {"run_id": "r"}
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events[-1]["status"] == "succeeded" and events[-1]["record"] == str(path)
+    assert events[-1]["counts"] == {"cdr": {"read": 5}}
+
+
+def test_a_stage_without_counts_records_and_logs_none(tmp_path, capsys):
+    """Residence reports no counts (how many people or changes stays in the office tables): the record
+    and the success line then have no ``counts`` at all rather than an empty or null one."""
+    parser = ENTRY.new_parser("test")
+    parser.add_argument("--lake")
+
+    def work(args):
+        return {"lake": args.lake, "zone": "office", "inputs": {}, "outputs": ["office/x"],
+                "delta_versions": {"presence": 1}, "stage_manifest": None, "run_id": "r"}
+
+    with pytest.raises(SystemExit) as exit_:
+        ENTRY.main("residence", parser, work, ["--lake", str(tmp_path), "--log-format", "json"])
+    assert exit_.value.code == 0
+    (path,) = (tmp_path / "office" / "job_runs").glob("residence-*.json")
+    record = json.loads(path.read_text())
+    assert "counts" not in record and record["delta_versions"] == {"presence": 1}
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["status"] == "succeeded" and "counts" not in events[-1]
+
+
+def test_the_residence_job_reports_no_count_of_people_or_changes(tmp_path, monkeypatch):
+    """What jobs/residence.py hands to the record, from a manifest that (as older ones did) still holds
+    counts: only ids, dates, versions and the manifest's path get through."""
+    from mobility.residence import job as residence
+
+    manifest = {"run_id": "residence-x-2025-06", "data_end": "2025-06-30", "subjects": 297, "presence_days": 81234,
+                "changes": {"departure_long_term": 41}, "office_versions": {"events": 2, "residence_changes": 5}}
+    result = residence.ResidenceResult("residence-x-2025-06", manifest, tmp_path / "m.json")
+    monkeypatch.setattr(residence, "run", lambda *a, **k: result)
+    job = load_job("residence")
+    summary = job.work(job.parser().parse_args(["--agreement", "x", "--lake", str(tmp_path)]))
+    text = json.dumps(summary)
+    assert "counts" not in summary and not any(str(n) in text for n in (297, 81234, 41)), summary
+    assert summary["run_id"] == "residence-x-2025-06" and summary["data_end"] == "2025-06-30"
+    assert summary["delta_versions"] == manifest["office_versions"] and summary["inputs"] == {"office/events": 2}
 
 
 def test_an_unexpected_failure_is_exit_1(tmp_path):

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from mobility.cli import auditor, newcomer, office, operator_side, rights
+from mobility.cli import auditor, budget, newcomer, office, operator_side, rights
 from mobility.errors import MobilityError
 
 
@@ -31,12 +31,12 @@ class _Group(click.Group):
 def main():
     """Privacy-preserving migration statistics from call-detail and payment records.
 
-    Operator side: `anonymize` (holds the key). Statistics office: `residence`, `release`.
+    Operator side: `anonymize` (holds the key). Statistics office: `residence`, `release`, `budget`.
     Auditors: `ledger`. Newcomers: `demo`.
     """
 
 
 for command in (operator_side.anonymize, operator_side.retention,
                 office.residence, office.release, office.export, office.report, office.releases,
-                auditor.ledger, rights.rights, newcomer.synth, newcomer.demo):
+                budget.budget, auditor.ledger, rights.rights, newcomer.synth, newcomer.demo):
     main.add_command(command)

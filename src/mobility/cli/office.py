@@ -29,6 +29,17 @@ def release():
     """Statistics office: publish differentially private tables through the release boundary."""
 
 
+def _planned(agreement, rho, kind: str):
+    """``--rho plan``: the agreement (loaded once) and the rho `mobility budget plan` gives ``kind``."""
+    if rho != "plan":
+        return agreement, rho
+    from mobility.config import as_agreement
+    from mobility.privacy_budget.plan import planned_rho
+
+    loaded = as_agreement(agreement)
+    return loaded, planned_rho(loaded, kind)
+
+
 @release.command("flows")
 @options.release("crossing month, YYYY-MM; must be final (16 months of data after it)",
                  "breakdowns of the international table: sex, age_band or sex,age_band")
@@ -37,6 +48,7 @@ def flows(agreement, lake, period, by, epsilon, rho, purpose, requested_by, rele
     """Statistics office: publish differentially private migration flows of one crossing month."""
     from mobility.release.flows import describe, release_flows
 
+    agreement, rho = _planned(agreement, rho, "flows")
     click.echo(describe(release_flows(agreement, lake, period, purpose=purpose, requested_by=requested_by,
                                       epsilon=epsilon, rho=rho, by=by, release_id=release_id)))
 
@@ -48,6 +60,7 @@ def remittances(agreement, lake, period, by, epsilon, rho, purpose, requested_by
     """Statistics office: publish differentially private remittance corridors of one month."""
     from mobility.release.remittances import describe, release_remittances
 
+    agreement, rho = _planned(agreement, rho, "remittances")
     click.echo(describe(release_remittances(agreement, lake, period, purpose=purpose, requested_by=requested_by,
                                             epsilon=epsilon, rho=rho, by=by)))
 

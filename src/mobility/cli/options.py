@@ -14,6 +14,23 @@ agreement = click.option("--agreement", required=True, help="agreement id or fil
 as_json = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 
 
+class _Rho(click.ParamType):
+    """A rho-zCDP budget: a number, or "plan" (resolved by the command under its agreement)."""
+
+    name = "RHO|plan"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "plan":
+            return value
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor 'plan'", param, ctx)
+
+
+RHO = _Rho()
+
+
 def subject(func):
     """Who a rights request is about: a number on the operator side, a pseudonym on the office side."""
     func = click.option("--pseudonym", default=None, help="office side: the 64-hex pseudonym instead of a number")(func)
@@ -28,7 +45,8 @@ def release(period_help: str, by_help: str):
         click.option("--period", required=True, help=period_help),
         click.option("--by", default=None, help=by_help),
         click.option("--epsilon", type=float, default=None, help="pure epsilon-DP budget (discrete Laplace)"),
-        click.option("--rho", type=float, default=None, help="rho-zCDP budget (discrete Gaussian)"),
+        click.option("--rho", type=RHO, default=None,
+                     help="rho-zCDP budget (discrete Gaussian), or 'plan': the rho `mobility budget plan` gives"),
         click.option("--purpose", required=True, help="one of the agreement's declared purpose ids"),
         click.option("--requested-by", required=True, help="who asked for the release (name or role)"),
     ]
