@@ -1,16 +1,21 @@
 """A small published lake for the report tests: no Spark, releases straight through ``publish``.
 
 Release 1 has the shape of a flows release (country pairs by sex, emigrants and immigrants on
-H3 res-5 cells around Manila); release 2 has another manifest (remittance-like corridors with a
-derived ratio table) in another calendar year. An office-zone file holds pseudonyms that must
-never reach a report.
+H3 res-5 cells around Manila) and reads the 29 data months of its crossing month's window;
+release 2 has another manifest (remittance-like corridors: a transfers table bounded by 4
+transfers and a volume table bounded by USD 8,000, with a derived ratio table) and reads one
+payment month inside the flows window. An office-zone file holds pseudonyms that must never reach
+a report. ``legacy_lake`` rebuilds one release as a release and ledger written before data-month
+accounting (no population, data months, caps or claims).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import random
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,10 +27,14 @@ import pyarrow.parquet as pq
 from agreement_helpers import make_agreement
 from mobility.config import load_agreement
 from mobility.privacy_budget import ReleaseRequest, publish
+from mobility.privacy_budget.blocks import flow_data_months
+from mobility.privacy_budget.ledger import GENESIS_HASH, LEDGER_SCHEMA, LEGACY_COLUMNS, Ledger, Policy, hash_record
 
 FLOWS_ID = "flows-test-2024-05"
 REMIT_ID = "remit-test-2025-01"
 COUNTRIES = ["PHL", "SAU", "ARE", "JPN"]
+FLOWS_STATISTIC = "long-term residence changes (12/16-month rule) by crossing month"
+MAX_TRANSFERS, AMOUNT_CAP_USD = 4, 2000  # per sender and month: the volume table moves by at most USD 8,000
 CELLS = sorted(h3.grid_disk(h3.latlng_to_cell(14.6, 121.0, 5), 2))  # 19 cells over Manila
 
 
@@ -43,10 +52,10 @@ def _flows_tables(rng: random.Random) -> dict[str, pd.DataFrame]:
 
 
 def _ratio(noisy):
-    counts = noisy["corridor_counts"]
+    counts = noisy["transfers"]
     frame = counts[["corridor"]].copy()
     frame["share"] = (counts["count"] / max(int(counts["count"].sum()), 1)).round(4)
-    return {"corridor_shares": (frame, {"from": "corridor_counts", "formula": "count / total count"})}
+    return {"corridor_shares": (frame, {"from": "transfers", "formula": "count / total count"})}
 
 
 def build_lake(root: Path, seed: int = 3) -> dict:
@@ -54,20 +63,31 @@ def build_lake(root: Path, seed: int = 3) -> dict:
     rng = random.Random(seed)
     agreement_path = make_agreement(root / "conf")
     agreement = load_agreement(agreement_path)
+    policy = Policy.of(agreement)
     lake = root / "lake"
-    common = dict(agreement_id=agreement.agreement_id, purpose="migration-statistics", requested_by="tester",
-                  privacy_unit="subscriber (pseudonym): at most one change per month")
+    common = dict(agreement_id=agreement.agreement_id, purpose="migration-statistics", requested_by="tester")
     flows = _flows_tables(rng)
     sizes = {name: len(frame) for name, frame in flows.items()}
     publish(lake, ReleaseRequest(release_id=FLOWS_ID, period="2024-05", rho=0.3,
-                                 query={"statistic": "test flows", "home_country": "PHL", "domain_sizes": sizes},
-                                 **common),
-            flows, agreement.budget)
+                                 query={"statistic": FLOWS_STATISTIC, "home_country": "PHL", "domain_sizes": sizes},
+                                 privacy_unit="subscriber (pseudonym): at most one change per month",
+                                 data_months=tuple(flow_data_months("2024-05")), **common),
+            flows, policy)
     corridors = pd.DataFrame({"corridor": [f"{c}-PHL" for c in COUNTRIES if c != "PHL"]})
-    corridors["count"] = pd.Series([rng.randint(5, 80) for _ in range(len(corridors))], dtype="int64")
+    transfers = corridors.assign(count=pd.Series([rng.randint(5, 80) for _ in range(len(corridors))], dtype="int64"))
+    volume = corridors.assign(count=pd.Series([rng.randint(5_000, 90_000) for _ in range(len(corridors))],
+                                              dtype="int64"))
     publish(lake, ReleaseRequest(release_id=REMIT_ID, period="2025-01", epsilon=0.8,
-                                 query={"statistic": "test remittances"}, **common),
-            {"corridor_counts": corridors}, agreement.budget, derive=_ratio)
+                                 query={"statistic": "test remittances",
+                                        "measures": {"transfers": "number of transfers",
+                                                     "volume_usd": "sum of amounts, whole USD"}},
+                                 privacy_unit=f"sender (pseudonym) in one calendar month: at most {MAX_TRANSFERS} "
+                                              f"corridor transfers, amounts clamped to USD 1-{AMOUNT_CAP_USD}",
+                                 max_contributions=MAX_TRANSFERS, table_shares={"transfers": 0.5, "volume_usd": 0.5},
+                                 table_sensitivities={"transfers": MAX_TRANSFERS,
+                                                      "volume_usd": MAX_TRANSFERS * AMOUNT_CAP_USD},
+                                 data_months=("2025-01",), **common),
+            {"transfers": transfers, "volume_usd": volume}, agreement, derive=_ratio)
     # what the office zone holds and a report must never show
     pseudonyms = [hashlib.sha256(f"+6391700000{i:02d}".encode()).hexdigest() for i in range(20)]
     office = lake / "office" / "residence_changes"
@@ -75,7 +95,46 @@ def build_lake(root: Path, seed: int = 3) -> dict:
     pq.write_table(pa.table({"pseudonym": pseudonyms, "h3_cell": [CELLS[i % len(CELLS)] for i in range(20)]}),
                    office / "part-0.parquet")
     return {"root": root, "lake": lake, "agreement": agreement_path, "agreement_id": agreement.agreement_id,
-            "pseudonyms": pseudonyms, "flows_exact": flows}
+            "pseudonyms": pseudonyms, "flows_exact": flows, "population": agreement.budget.population}
+
+
+# manifest fields that releases written before data-month accounting do not have
+NEW_PRIVACY_FIELDS = ("protected_unit", "population", "data_months", "this_release", "cumulative_through_seq",
+                      "cumulative_per_data_month", "cumulative_lifetime", "meaning")
+
+
+def legacy_lake(source_lake: Path, release_id: str, dest: Path) -> Path:
+    """A lake holding ``release_id`` as written before data-month accounting: its manifest without the
+    privacy claims, ledger head and per-table sensitivities, and a format-1 ledger (no population, data
+    months, caps or agreement hash; no policy entry) whose charge and publication entries match it."""
+    lake = dest / "lake"
+    (lake / "releases").mkdir(parents=True)
+    folder = lake / "releases" / release_id
+    shutil.copytree(source_lake / "releases" / release_id, folder)
+    old = {e.status: e for e in Ledger(source_lake / "ledger").read()[0] if e.release_id == release_id}
+    legacy = list(LEGACY_COLUMNS)
+
+    def entry(status: str, seq: int, prev: str, digest: str) -> dict:
+        record = {k: v for k, v in old[status].record().items() if k in legacy}
+        record.update(seq=seq, prev_hash=prev, release_digest=digest)
+        record["entry_hash"] = hash_record(record)
+        return record
+
+    charge = entry("charged", 1, GENESIS_HASH, "")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for key in NEW_PRIVACY_FIELDS:
+        manifest["privacy"].pop(key, None)
+    manifest["ledger"] = {"seq": 1, "entry_hash": charge["entry_hash"], "table": "ledger"}
+    for info in manifest["tables"].values():
+        info.pop("sensitivity", None)
+    raw = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode()
+    (folder / "manifest.json").write_bytes(raw)
+    published = entry("published", 2, charge["entry_hash"], hashlib.sha256(raw).hexdigest())
+    schema = pa.schema([LEDGER_SCHEMA.field(c) for c in legacy])
+    from deltalake import write_deltalake
+
+    write_deltalake(str(lake / "ledger"), pa.Table.from_pylist([charge, published], schema=schema))
+    return lake
 
 
 class TableCells(HTMLParser):

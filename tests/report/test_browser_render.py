@@ -103,10 +103,13 @@ def test_release_report_map_and_chart_are_drawn(report_lake, boundaries, tmp_pat
     assert figures["flows-international"]["shapes"] >= 6  # one bar per country pair at least
 
 
-def test_ledger_report_budget_chart_is_drawn(report_lake, tmp_path):
+def test_ledger_report_budget_charts_are_drawn(report_lake, tmp_path):
     html = render_ledger_report(report_lake["lake"], (str(report_lake["agreement"]),))
     measured, image = _render(html, tmp_path, "ledger")
-    box = measured["figures"]["budget-test-phl"]
-    assert box["w"] > 300 and box["h"] > 150 and box["shapes"] > 5
-    inked, colours = _painted(image, box)
-    assert 0.01 < inked < 0.9 and colours > 8
+    population = report_lake["population"]
+    assert set(measured["figures"]) == {f"budget-{population}", f"months-{population}"}
+    for name, box in measured["figures"].items():  # the lifetime path, and one bar per data month charged
+        assert box["w"] > 300 and box["h"] > 150 and box["shapes"] > 5, f"{name} is not laid out: {box}"
+        inked, colours = _painted(image, box)
+        assert 0.01 < inked < 0.9 and colours > 8, f"{name}: {inked:.1%} painted in {colours} colours"
+    assert measured["figures"][f"months-{population}"]["shapes"] >= 29  # the flows window alone is 29 months

@@ -1,7 +1,9 @@
 """``mobility release annual``: calendar-year flow tables as sums of the 12 published monthly releases.
 
 Post-processing only: it reads ``releases/`` (each checked against the ledger) and nothing of the
-office zone, draws no noise and charges no budget. The result goes to
+office zone, draws no noise and charges no budget. That is what the table adds, not how private it
+is: it says no more about a subscription than the monthly releases it sums, whose manifests state
+the cumulative loss per data month and over the lifetime. The result goes to
 ``LAKE/derived/annual/ANNUAL_ID`` with a manifest naming every monthly release it was summed from
 and that release's manifest SHA-256, so anyone can recompute it from the published files.
 
@@ -192,7 +194,15 @@ def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agree
                               "ledger_entry_hash": s.manifest["ledger"]["entry_hash"]}
                              for month, s in sources.items()],
             "privacy": {"rho": 0.0, "epsilon": 0.0, "delta": 0.0,
-                        "charged": "nothing: sums of published releases are post-processing"},
+                        "charged": "nothing: sums of published releases are post-processing",
+                        "what_holds": "rho, epsilon and delta 0 are what this table adds, not how private it "
+                                      "is: it says no more about one subscription (SIM) than the monthly "
+                                      "releases it sums, whose total rho is sources_rho; each of their "
+                                      "manifests states the cumulative loss per data month and over the "
+                                      "lifetime of the population (privacy.cumulative_per_data_month, "
+                                      "privacy.cumulative_lifetime)",
+                        "sources_rho": math.fsum(float(s.manifest.get("privacy", {}).get("rho") or 0.0)
+                                                 for s in sources.values())},
             "error_bound": {"confidence": 0.95,
                             "formula": "error_bound_95: smallest integer a with P(|N| <= a) >= 0.95, N the sum over "
                                        "months m of n_m independent draws of month m's noise (its mechanism and "

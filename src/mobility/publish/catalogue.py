@@ -1,8 +1,9 @@
 """``mobility releases list``: every release in the ledger, and every derived table, in one catalogue.
 
-The ledger is the authority: one row per charged release (published or not), with what it cost
-and its ledger entries; derived tables (annual sums) follow with no budget and no ledger entry, and
-name what they were derived from. Nothing here writes.
+The ledger is the authority: one row per charged release (published or not), with what it cost,
+the data population it was charged to and the data months it read, and its ledger entries; derived
+tables (annual sums) follow with no budget and no ledger entry, and name what they were derived
+from. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from mobility.errors import InputContractError
 from mobility.lake import Lake
+from mobility.privacy_budget import accounts
 from mobility.privacy_budget.ledger import MANIFEST, Ledger, LedgerEntry, entries_by_release
 from mobility.privacy_budget.stored import StoredRelease, open_release
 from mobility.publish.sources import DERIVED, RELEASE, derived_problems
@@ -41,6 +43,7 @@ def catalogue(lake_root: str | os.PathLike) -> list[dict]:
     """Catalogue rows: releases in ledger (charge seq) order, then derived tables by id."""
     lake = Lake(lake_root)
     entries, _ = Ledger(lake.ledger).read()
+    populations = accounts.populations(entries)
     rows: list[dict] = []
     for release_id, (charge, publication) in entries_by_release(entries).items():
         if charge is None:  # a publication without a charge: verification reports it
@@ -52,8 +55,11 @@ def catalogue(lake_root: str | os.PathLike) -> list[dict]:
             "kind": RELEASE, "release_id": release_id, "agreement_id": charge.agreement_id,
             "period": charge.period, "purpose": charge.purpose, "requested_by": charge.requested_by,
             "status": STATUS_PUBLISHED if publication else STATUS_UNPUBLISHED, "tables": sorted(tables),
+            # charged to every data month read and to the population's lifetime (None: a format-1 charge
+            # whose agreement has no policy entry yet)
             "budget": {"mechanism": charge.mechanism, "rho": charge.rho, "epsilon": charge.epsilon,
-                       "delta": charge.delta},
+                       "delta": charge.delta, "population": accounts.population_of(charge, populations),
+                       "data_months": accounts.data_months_of(charge)},
             "ledger": {"charge_seq": charge.seq, "charge_hash": charge.entry_hash,
                        "published_seq": publication.seq if publication else None,
                        "published_hash": publication.entry_hash if publication else None,
@@ -71,7 +77,8 @@ def catalogue(lake_root: str | os.PathLike) -> list[dict]:
             "period": manifest.get("period"), "purpose": manifest.get("purpose"), "requested_by": None,
             "status": f"derived ({manifest.get('kind', 'unknown')}), no budget",
             "tables": sorted(manifest.get("tables") or {}),
-            "budget": {"mechanism": None, "rho": 0.0, "epsilon": 0.0, "delta": 0.0},
+            "budget": {"mechanism": None, "rho": 0.0, "epsilon": 0.0, "delta": 0.0, "population": None,
+                       "data_months": []},
             "ledger": None, "path": str(folder), "files_match_ledger": None,
             "files_match_manifest": not derived_problems(folder),
             "derived_from": [{"release_id": d.get("release_id"), "manifest_sha256": d.get("manifest_sha256")}
@@ -91,7 +98,10 @@ def format_rows(rows: list[dict]) -> str:
         lines.append(f"{r['kind']:8s} {r['release_id']:44s} {str(r['agreement_id']):16s} {str(r['period']):8s} "
                      f"{r['budget']['rho']:>8.4g} {seq:>11s}  {r['status']}; {', '.join(r['tables'])}")
         if ledger:
-            lines.append(f"{'':9s}purpose {r['purpose']}; charge {ledger['charge_hash'][:16]}; "
+            months = r["budget"]["data_months"]
+            read = f"{months[0]} to {months[-1]} ({len(months)} months)" if len(months) > 1 else "".join(months)
+            lines.append(f"{'':9s}purpose {r['purpose']}; population {r['budget']['population'] or 'not recorded'}, "
+                         f"data months {read or 'none'}; charge {ledger['charge_hash'][:16]}; "
                          f"manifest {str(ledger['manifest_sha256'])[:16]}")
         else:
             lines.append(f"{'':9s}derived from {len(r['derived_from'])} releases: "

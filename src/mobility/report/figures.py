@@ -1,4 +1,4 @@
-"""Figures as inline SVG text (matplotlib, no pyplot state, no network): maps, bar charts, budget lines.
+"""Figures as inline SVG text (matplotlib, no pyplot state, no network): maps, bar charts, budget charts.
 
 Every figure gets a fixed hash salt and no date, so the same release renders byte-identical
 SVG, and its element ids get a per-figure prefix, so several SVGs can share one HTML page.
@@ -110,25 +110,18 @@ def bar_chart(labels: list[str], values: list[float], errors: list[float] | None
         return svg_text(fig, prefix)
 
 
-def budget_chart(seqs: list[int], lifetime: list[float], years: dict[int, tuple[list[int], list[float]]],
-                 cap_lifetime: float | None, cap_year: float | None, title: str, prefix: str) -> str:
-    """Cumulative rho after each charge: lifetime and per charged year, with the caps as dashed lines."""
+def lifetime_chart(seqs: list[int], lifetime: list[float], cap_lifetime: float | None, title: str,
+                   prefix: str) -> str:
+    """A population's lifetime rho after each charge (a step line), with the lifetime cap dashed."""
     with matplotlib.rc_context(_RC):
         fig = _figure(7.5, 3.6)
         ax = fig.add_subplot()
-        end = max(seqs) + 1  # carry each total to the right so the last charge shows as a step
-
-        def steps(xs: list[int], ys: list[float], start: int) -> tuple[list[int], list[float]]:
-            return [start, *xs, end], [0.0, *ys, ys[-1]]
-
-        ax.step(*steps(seqs, lifetime, 0), where="post", color="#222222", linewidth=2, label="lifetime total")
+        end = max(seqs) + 1  # carry the total to the right so the last charge shows as a step
+        ax.step([0, *seqs, end], [0.0, *lifetime, lifetime[-1]], where="post", color="#222222", linewidth=2,
+                label="lifetime total")
         ax.plot(seqs, lifetime, "o", color="#222222")
-        for i, (year, (ys, totals)) in enumerate(sorted(years.items())):
-            ax.step(*steps(ys, totals, ys[0] - 1), where="post", color=f"C{i % 10}", label=f"charged to {year}")
         if cap_lifetime is not None:
             ax.axhline(cap_lifetime, color="#b22222", linestyle="--", label=f"lifetime cap {cap_lifetime:g}")
-        if cap_year is not None:
-            ax.axhline(cap_year, color="#e08000", linestyle=":", label=f"per-year cap {cap_year:g}")
         ax.set_xlim(0, end)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("ledger entry (seq)")
@@ -136,4 +129,26 @@ def budget_chart(seqs: list[int], lifetime: list[float], years: dict[int, tuple[
         ax.set_ylim(bottom=0)
         ax.set_title(title)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        return svg_text(fig, prefix)
+
+
+def month_chart(months: list[str], spent: list[float], cap_month: float | None, title: str, prefix: str) -> str:
+    """rho spent per data month (one bar per month, oldest left), with the per-data-month cap dashed."""
+    with matplotlib.rc_context(_RC):
+        fig = _figure(7.5, 3.6)
+        ax = fig.add_subplot()
+        positions = list(range(len(months)))
+        colors = ["#b22222" if cap_month is not None and v > cap_month * (1 + 1e-9) else BAR_COLOR
+                  for v in spent]  # a month over its cap (the ledger refuses that) stands out in red
+        ax.bar(positions, spent, color=colors, width=0.8)
+        if cap_month is not None:
+            ax.axhline(cap_month, color="#b22222", linestyle="--", label=f"cap per data month {cap_month:g}")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        step = max(1, len(months) // 12)  # about a dozen month labels, whatever the span
+        ax.set_xticks(positions[::step], months[::step], rotation=60, ha="right")
+        ax.set_xlim(-0.6, len(months) - 0.4)
+        ax.set_xlabel("data month")
+        ax.set_ylabel("rho spent (zCDP)")
+        ax.set_ylim(bottom=0, top=max([*spent, cap_month or 0.0]) * 1.1 or 1.0)
+        ax.set_title(title)
         return svg_text(fig, prefix)

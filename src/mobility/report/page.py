@@ -47,6 +47,8 @@ def fmt(value, digits: int = 4) -> str:
             return "—"
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
             return f"{value:.{digits - 1}e}"
+        if abs(value) >= 10 ** digits:  # 20000.0 as 20,000 rather than 2e+04
+            return f"{value:,.0f}"
         return f"{value:.{digits}g}"
     return str(value)
 

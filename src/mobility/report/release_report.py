@@ -1,4 +1,5 @@
-"""One self-contained HTML page about one release: maps, largest flows, privacy in plain words, ledger position.
+"""One self-contained HTML page about one release: maps, largest flows, what its privacy guarantee says,
+ledger position.
 
 Tables are recognised by shape, not by name, so a release with another manifest (remittances,
 say) still renders: a table whose one key holds H3 cells gets a map, a table keyed by
@@ -11,16 +12,33 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from mobility.privacy_budget import accountant
+from mobility.privacy_budget import accounts
 from mobility.privacy_budget.intervals import sum_error_bound_95
 from mobility.privacy_budget.ledger import MANIFEST, LedgerEntry, sha256_file
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
 from mobility.privacy_budget.stored import StoredRelease, open_release
 from mobility.report import figures
-from mobility.report.data import budget_path, caps_for, ledger_position, open_lake, read_ledger
+from mobility.report.data import (
+    NOT_RECORDED,
+    PopulationCaps,
+    agreement_populations,
+    caps_for,
+    entry_time,
+    epsilon_of,
+    ledger_position,
+    month_runs,
+    month_span,
+    months_label,
+    open_lake,
+    population_caps,
+    population_of,
+    read_ledger,
+    spent_by,
+)
 from mobility.report.page import cards, esc, figure, fmt, frame_table, page, rows_table
 
 TOP = 15  # bars per chart: enough to see the largest flows, few enough to read the labels
@@ -119,29 +137,205 @@ def _generic_section(name: str, frame: pd.DataFrame, keys: list[str], value: str
     return figure(svg, caption, f"top-{name}")
 
 
-def _privacy_section(manifest: dict) -> str:
-    p = manifest.get("privacy", {}) or {}
-    rho, eps, delta = p.get("rho"), p.get("epsilon"), p.get("delta")
-    mech = manifest.get("mechanism", "")
-    unit = manifest.get("privacy_unit", "not stated")
-    c = manifest.get("max_contributions")
-    items = [f"<li><b>Who is protected (the privacy unit):</b> {esc(unit)}. Whether or not any one such unit's "
-             "records are in the data, the published tables come out almost the same, so nobody can learn from "
-             "them whether a given person moved.</li>"]
-    if c is not None:
-        items.append(f"<li><b>Contribution bound:</b> each unit adds at most {esc(c)} to each table, so one "
-                     "person can move any table by at most that much before noise.</li>")
+def _dict(value: Any) -> dict:
+    """``value`` when it is a mapping, else {} (manifests of older releases lack fields)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _table_unit(manifest: dict, name: str) -> str:
+    """What one unit of a table's counted value is, in words (for its contribution bound)."""
+    query = _dict(manifest.get("query"))
+    measures = _dict(query.get("measures"))
+    if name in measures:
+        return str(measures[name])
+    if str(query.get("statistic", "")).startswith("long-term residence changes"):
+        return "long-term residence changes (count)"
+    column = (manifest.get("tables", {}).get(name) or {}).get("count_column", COUNT)
+    return f"the value in column {column}"
+
+
+def _bound(info: dict) -> tuple[str, float | None]:
+    """(a table's contribution bound in words, its d_in) from the manifest."""
+    if "derived" in info:
+        return "none of its own: computed from noisy tables (post-processing, no further loss)", None
+    sensitivity = info.get("sensitivity")
+    if not isinstance(sensitivity, dict) or not isinstance(sensitivity.get("d_in"), (int, float)):
+        return NOT_RECORDED, None
+    d_in = sensitivity["d_in"]
+    metric = str(sensitivity.get("metric"))
+    over = {"L1": " (sum over the table's cells, L1)", "L2": " (L2 norm over the table's cells)"}.get(metric, "")
+    return f"at most {fmt(d_in)}{over}", float(d_in)
+
+
+def _strength_short(eps: float | None) -> str:
+    if eps is None:
+        return ""
+    if eps <= 1:
+        return "a strong bound"
+    if eps <= 3:
+        return "a moderate bound"
+    return "a weak bound on its own"
+
+
+def _strength(eps: float) -> str:
+    """How strong an epsilon is on its own, said plainly."""
+    odds = math.exp(eps) if eps < 700 else math.inf
+    if eps <= 1:
+        return (f"An epsilon of at most 1 is a strong bound: the release moves the odds of any conclusion about "
+                f"one subscription by a factor of at most {fmt(odds, 3)}.")
+    if eps <= 3:
+        return (f"An epsilon between 1 and 3 is a moderate bound: a factor of up to {fmt(odds, 3)} on the odds of "
+                "any conclusion about one subscription.")
+    return (f"An epsilon of several units is a weak bound on its own: a factor of {fmt(odds, 3)} on the odds does "
+            "not rule out that someone who already knows a lot about a person learns from these tables whether "
+            "that person's SIM was counted (for example, whether they moved). The guarantee limits what can be "
+            "learned; it does not promise that nothing can be.")
+
+
+def _unit_items(manifest: dict) -> list[str]:
+    p = manifest.get("privacy") or {}
+    unit = p.get("protected_unit")
+    items = []
+    if unit:
+        items.append(f"<li><b>Protected unit:</b> {esc(unit)}.</li>")
+    else:
+        items.append(f"<li><b>Protected unit:</b> {NOT_RECORDED}. Its pseudonyms are keyed subscriber numbers, "
+                     "so the unit is one subscription (SIM) of the operator's subscribers.</li>")
+    items.append("<li><b>One SIM, not one person:</b> every figure on this page is for one subscription (SIM). "
+                 "A person who holds k SIMs of this operator is k units and is protected only as a group of k, "
+                 "which is weaker: k × epsilon for pure epsilon-DP, and k² × rho under zCDP (a person with 2 SIMs "
+                 "can lose up to 4 times the rho figures here).</li>")
+    rule = manifest.get("privacy_unit")
+    if rule:
+        items.append(f"<li><b>How each unit's data are bounded:</b> {esc(rule)}.</li>")
+    return items
+
+
+def _bounds_items(manifest: dict) -> tuple[list[str], str]:
+    """The contribution bound of every table: a sentence and a table (table, unit, bound, budget, noise)."""
+    tables = sorted((manifest.get("tables") or {}).items())
+    rows, stated = [], []
+    for name, info in tables:
+        words, d_in = _bound(info)
+        unit = _table_unit(manifest, name) if "derived" not in info else "—"
+        rows.append((name, info.get("rows"), unit, words, info.get("budget_share"), info.get("rho"),
+                     info.get("epsilon"), info.get("noise_scale"),
+                     f"±{fmt(info.get('error_bound_95'))}" if "error_bound_95" in info else "—"))
+        if d_in is not None:
+            stated.append((name, d_in, unit))
+    items = ["<li><b>Contribution bound, per table:</b> one subscription can change each table by at most the "
+             "bound listed below, before noise, in that table's own unit; the noise of each table is scaled to "
+             "its bound and its share of the budget.</li>"]
+    if len({d for _, d, _ in stated}) > 1:
+        items.append("<li><b>The bounds differ between tables:</b> "
+                     + "; ".join(f"{esc(n)}: {esc(fmt(int(d) if float(d).is_integer() else d))} ({esc(u)})"
+                                 for n, d, u in stated) + ".</li>")
+    elif stated:
+        items.append(f"<li>Every noisy table has the same bound: {esc(fmt(int(stated[0][1])))} "
+                     f"({esc(stated[0][2])}).</li>")
+    else:
+        items.append(f"<li>Per-table bounds are {NOT_RECORDED}"
+                     + (f"; the release states at most {esc(manifest.get('max_contributions'))} contribution(s) "
+                        "per unit" if manifest.get("max_contributions") is not None else "") + ".</li>")
+    table = rows_table(["table", "cells", "unit of the bound", "contribution bound (one SIM)", "budget share",
+                        "rho", "epsilon", "noise scale", "95% bound"], rows,
+                       numeric=[False, True, False, False, True, True, True, True, True]) if rows else ""
+    return items, table
+
+
+def _loss_items(manifest: dict) -> list[str]:
+    p = manifest.get("privacy") or {}
+    this = _dict(p.get("this_release"))
+    rho = this.get("rho", p.get("rho"))
+    eps = this.get("epsilon", p.get("epsilon"))
+    delta = this.get("delta", p.get("delta"))
+    items = []
     if isinstance(rho, (int, float)):
-        items.append(f"<li><b>rho = {fmt(rho)}</b> (zero-concentrated differential privacy, zCDP) is this release's "
-                     "privacy loss. Smaller is more private. rho values add up across releases, which is how the "
-                     "ledger charges each release against the agreement's yearly and lifetime caps.</li>")
+        items.append(f"<li><b>This release: rho = {fmt(rho)}</b> (zero-concentrated differential privacy, zCDP). "
+                     "rho adds up over releases: the ledger charges it to every data month the release read and "
+                     "to the population's lifetime total.</li>")
     if isinstance(eps, (int, float)):
         odds = math.exp(eps) if eps < 700 else math.inf
-        extra = (f", except with a probability of at most delta = {fmt(delta)}" if delta else
-                 " (pure differential privacy: delta = 0, no exception)")
-        items.append(f"<li><b>epsilon = {fmt(eps)}</b> states the same guarantee in the (epsilon, delta) form: "
-                     f"adding or removing one unit changes the probability of any published outcome by at most a "
-                     f"factor of e<sup>epsilon</sup> ≈ {fmt(odds, 3)}{esc(extra)}.</li>")
+        exception = (f", except with a probability of at most delta = {fmt(delta)}" if delta else
+                     " (pure differential privacy: delta = 0, no exception)")
+        items.append(f"<li><b>epsilon = {fmt(eps)}, delta = {fmt(delta) if delta else 0}.</b> What epsilon bounds: "
+                     "for any outcome of the published tables, its probability with one subscription's data in "
+                     f"the input is at most e<sup>epsilon</sup> ≈ {fmt(odds, 3)} times its probability without "
+                     f"that data{esc(exception)}. {esc(_strength(float(eps)))}</li>")
+    items.append("<li><b>Releases add up:</b> what one subscription loses is the cumulative figure below, which "
+                 "includes every release so far that read the same data months, not this release alone.</li>")
+    return items
+
+
+def _cumulative(manifest: dict, charge: LedgerEntry | None, entries: list[LedgerEntry], mapping: dict[str, str],
+                caps: PopulationCaps | None) -> str:
+    """The cumulative loss per subscription through this release's charge: per data month and lifetime."""
+    p = manifest.get("privacy") or {}
+    month = p.get("cumulative_per_data_month")
+    life = p.get("cumulative_lifetime")
+    out = ["<h3 id=\"cumulative\">Cumulative loss per subscription</h3>"]
+    if isinstance(month, dict) and isinstance(life, dict):
+        through = p.get("cumulative_through_seq")
+        population = p.get("population")
+        months = p.get("data_months") or []
+        worst, m_rho, m_eps, m_delta, m_cap = (month.get("most_charged_month"), month.get("rho"),
+                                               month.get("epsilon"), month.get("delta"), month.get("cap_rho"))
+        l_rho, l_eps, l_delta, l_cap = life.get("rho"), life.get("epsilon"), life.get("delta"), life.get("cap_rho")
+        source = f"from this release's manifest, through ledger entry seq {esc(through)} (its charge included)"
+    elif charge is not None:
+        population = population_of(charge, mapping)
+        months = accounts.data_months_of(charge)
+        if population is None:
+            out.append(f"<p>The cumulative loss is {NOT_RECORDED}, and the ledger does not name the population of "
+                       "this charge (it predates data-month accounting and no policy entry assigns its agreement). "
+                       "Pass <code>--agreement</code> with the agreement file to compute it.</p>")
+            return "".join(out)
+        spent = spent_by(entries, population, mapping, through_seq=charge.seq)
+        worst, m_rho = spent.worst(months)
+        l_rho = spent.lifetime
+        delta = caps.delta if caps else None
+        m_eps, l_eps = epsilon_of(m_rho, delta), epsilon_of(l_rho, delta)
+        m_delta = l_delta = delta
+        m_cap = caps.rho_per_data_month if caps else None
+        l_cap = caps.rho_lifetime if caps else None
+        source = (f"{NOT_RECORDED}; computed here from the ledger through entry seq {charge.seq} (its charge "
+                  "included)")
+    else:
+        out.append(f"<p>The cumulative loss is {NOT_RECORDED}, and this release has no charge in the ledger.</p>")
+        return "".join(out)
+
+    def cap_words(cap: float | None, delta: float | None) -> str:
+        if not isinstance(cap, (int, float)):
+            return "cap unknown"
+        eps = epsilon_of(float(cap), delta) if isinstance(delta, (int, float)) else None
+        return f"cap rho {fmt(cap)}" + (f" (epsilon {fmt(eps)})" if eps is not None else "")
+
+    out.append(f"<p class=\"note\">Figures {source}; population <code>{esc(population)}</code>; data months "
+               f"read: {esc(month_span(list(months)))}.</p><ul>")
+    out.append(f"<li><b>Per data month:</b> the most charged month this release read is {esc(worst or '—')}, with "
+               f"cumulative rho = {fmt(m_rho)}, i.e. <b>epsilon = {fmt(m_eps)}</b> at delta = {fmt(m_delta)} "
+               f"({esc(cap_words(m_cap, m_delta))} per data month). That bounds what one subscription's month of "
+               "data has lost over every release that read it so far"
+               + (f"; at this epsilon it is {_strength_short(m_eps)}" if isinstance(m_eps, (int, float)) else "")
+               + ".</li>")
+    out.append(f"<li><b>Lifetime:</b> cumulative rho = {fmt(l_rho)}, i.e. <b>epsilon = {fmt(l_eps)}</b> at "
+               f"delta = {fmt(l_delta)} ({esc(cap_words(l_cap, l_delta))}). That bounds what one subscription has "
+               "lost over every release of the population so far, including what older data can still say "
+               "through the residence rules (a person's residence state carries over from earlier months)"
+               + (f"; at this epsilon it is {_strength_short(l_eps)}" if isinstance(l_eps, (int, float)) else "")
+               + ".</li>")
+    out.append("</ul><p class=\"note\">Later releases add to these totals; the ledger report shows them now. "
+               "The cumulative epsilon is the zCDP total converted at the caps' delta, so it is not the sum of the "
+               "releases' epsilons (for pure-DP releases it can be larger than their sum).</p>")
+    return "".join(out)
+
+
+def _privacy_section(manifest: dict, charge: LedgerEntry | None, entries: list[LedgerEntry],
+                     mapping: dict[str, str], caps: PopulationCaps | None) -> str:
+    items = _unit_items(manifest)
+    bound_items, table = _bounds_items(manifest)
+    items += bound_items + _loss_items(manifest)
+    mech = manifest.get("mechanism", "")
     if mech:
         items.append(f"<li><b>Noise:</b> {esc(mech.replace('_', ' '))} noise on every cell, from "
                      f"{esc(manifest.get('noise_source', 'OpenDP'))}; the budget is split across the tables as "
@@ -150,19 +344,33 @@ def _privacy_section(manifest: dict) -> str:
                  "count the pipeline computed with probability at least 95% (before negative values were set to 0). "
                  "It covers only the privacy noise, not errors of measurement or of the residence rule. "
                  "Sums of several cells have wider bounds; the flow chart shows them.</li>")
-    rows = []
-    for name, info in sorted((manifest.get("tables") or {}).items()):
-        rows.append((name, info.get("rows"), info.get("budget_share"), info.get("rho"), info.get("epsilon"),
-                     info.get("noise_scale"), f"±{fmt(info.get('error_bound_95'))}"))
-    table = rows_table(["table", "cells", "budget share", "rho", "epsilon", "noise scale", "95% bound"], rows,
-                       numeric=[False, True, True, True, True, True, True]) if rows else ""
     post = manifest.get("post_processing")
-    return ("<h2 id=\"privacy\">Privacy parameters in plain words</h2><ul>" + "".join(items) + "</ul>" + table
+    return ("<h2 id=\"privacy\">What this release protects, and how strongly</h2><ul>" + "".join(items) + "</ul>"
+            + table + _cumulative(manifest, charge, entries, mapping, caps)
             + (f"<p class=\"note\">Post-processing: {esc(post)}</p>" if post else ""))
 
 
-def _ledger_section(stored: StoredRelease, entries: list[LedgerEntry], agreements: tuple) -> str:
-    position = ledger_position(stored, entries)
+def _budget_rows(charge: LedgerEntry, entries: list[LedgerEntry], population: str, mapping: dict[str, str],
+                 caps: PopulationCaps | None) -> list[tuple]:
+    """Lifetime and every data month the charge read: cap, spent before, by, through and now, left now."""
+    through = spent_by(entries, population, mapping, through_seq=charge.seq)
+    now = spent_by(entries, population, mapping)
+    months = accounts.data_months_of(charge)
+    delta = caps.delta if caps else None
+    runs = month_runs([(m, (through.month(m), now.month(m))) for m in months])
+    rows = []
+    for label, cap_rho, at, current in (
+            [("lifetime", caps.rho_lifetime if caps else None, through.lifetime, now.lifetime)]
+            + [(months_label(ms), caps.rho_per_data_month if caps else None, *value) for ms, value in runs]):
+        left = caps.left(cap_rho, current) if caps and cap_rho is not None else None
+        rows.append((label, cap_rho, at - charge.rho, charge.rho, at, epsilon_of(at, delta), current,
+                     left.remaining_rho if left else None, left.remaining_epsilon if left else None))
+    return rows
+
+
+def _ledger_section(stored: StoredRelease, entries: list[LedgerEntry], mapping: dict[str, str],
+                    caps: PopulationCaps | None, notes: list[str]) -> str:
+    position = ledger_position(stored, entries, mapping)
     charge, pub = position.charge, position.publication
     out = ["<h2 id=\"ledger\">Position in the privacy-budget ledger</h2>"]
     if charge is None:
@@ -170,17 +378,31 @@ def _ledger_section(stored: StoredRelease, entries: list[LedgerEntry], agreement
                    "Do not use it before an auditor has run <code>mobility ledger verify</code>.</p>")
         return "".join(out)
     digest = sha256_file(stored.path / MANIFEST)
-    rows = [("charge", charge.seq, charge.entry_time, charge.entry_hash, charge.prev_hash,
+    rows = [("charge", charge.seq, entry_time(charge), charge.entry_hash, charge.prev_hash,
              f"rho {fmt(charge.rho)}, epsilon {fmt(charge.epsilon)}, delta {fmt(charge.delta)}")]
     if pub is not None:
-        rows.append(("published", pub.seq, pub.entry_time, pub.entry_hash, pub.prev_hash,
+        rows.append(("published", pub.seq, entry_time(pub), pub.entry_hash, pub.prev_hash,
                      f"manifest SHA-256 {pub.release_digest}"))
+    population = population_of(charge, mapping)
+    scope = f"population <code>{esc(population)}</code>" if population else \
+        f"agreement <code>{esc(charge.agreement_id)}</code>"
     out.append(f"<p>Entries {', '.join(str(r[1]) for r in rows)} of the {position.entries} in the ledger "
                f"(agreement <code>{esc(charge.agreement_id)}</code>; {position.later_charges} later charge(s) "
-               "to the same agreement).</p>")
+               f"to the same {scope}).</p>")
     out.append(rows_table(["entry", "seq", "time (UTC)", "entry hash", "previous hash", "what it records"], rows,
                           numeric=[False, True, False, False, False, False], hashes=[False, False, False, True, True,
                                                                                      False]))
+    ledger_ref = _dict(stored.manifest.get("ledger"))
+    head = _dict(ledger_ref.get("head"))
+    if head:
+        witnessed = ledger_ref.get("witnessed")
+        out.append(f"<p>Ledger head right after this release's charge: seq {esc(head.get('seq'))}, entry hash "
+                   f"<span class=\"hash\">{esc(head.get('entry_hash'))}</span>. A published release anchors the "
+                   "chain: a ledger that no longer holds this entry was rolled back or rewritten. "
+                   + ("The charge was also appended to the agreement's witness outside the lake."
+                      if witnessed else "No witness outside the lake was named when it was charged.") + "</p>")
+    else:
+        out.append(f"<p class=\"note\">Ledger head after the charge: {NOT_RECORDED}.</p>")
     if position.problems:
         out.append("<div class=\"warn\"><b>Integrity problems:</b><ul>"
                    + "".join(f"<li>{esc(p)}</li>" for p in position.problems) + "</ul></div>")
@@ -188,24 +410,24 @@ def _ledger_section(stored: StoredRelease, entries: list[LedgerEntry], agreement
         out.append(f"<p class=\"ok\">The hash chain is intact and the release files match the ledger "
                    f"(manifest SHA-256 <span class=\"hash\">{esc(digest)}</span>).</p>")
 
-    caps, notes = caps_for([charge.agreement_id], agreements)
-    cap = caps.get(charge.agreement_id)
-    path = budget_path(entries, charge.agreement_id)
-    at = next(p for p in path if p.entry.seq == charge.seq)
-    now_year = next((p.year_total_rho for p in reversed(path) if p.year == charge.year), 0.0)
-    now_life = path[-1].lifetime_total_rho if path else 0.0
-    budget_rows = []
-    for label, cap_rho, through, now in ((f"calendar year {charge.year}", cap.rho_per_year if cap else None,
-                                          at.year_total_rho, now_year),
-                                         ("lifetime", cap.rho_lifetime if cap else None, at.lifetime_total_rho,
-                                          now_life)):
-        left = accountant.remaining(cap_rho, now, cap.delta) if cap and cap_rho is not None else None
-        budget_rows.append((label, cap_rho, through - charge.rho, charge.rho, through, now,
-                            left.remaining_rho if left else None, left.remaining_epsilon if left else None))
-    out.append("<h3>Budget of the agreement</h3>")
-    out.append(rows_table(["cap", "cap rho", "spent before", "this release", "spent through it", "spent now",
-                           "left now (rho)", f"left now (epsilon at delta {fmt(cap.delta) if cap else '—'})"],
-                          budget_rows, numeric=[False] + [True] * 7))
+    if population is None:
+        out.append("<h3>Budget</h3><p class=\"note\">The ledger does not name the population of this charge (it "
+                   "predates data-month accounting and no policy entry assigns its agreement), and no agreement "
+                   "file was found for it: pass <code>--agreement</code> with its file to show what was spent "
+                   "per data month and over the lifetime.</p>")
+        out.extend(f"<p class=\"note\">{esc(n)}</p>" for n in notes)
+        return "".join(out)
+    delta = caps.delta if caps else None
+    out.append(f"<h3>Budget of population <code>{esc(population)}</code></h3>")
+    out.append("<p>Every release is charged to each data month it read and to the population's lifetime total, "
+               "shared by every agreement that names the population. "
+               + (f"Caps from the {esc(caps.source)}: rho {fmt(caps.rho_per_data_month)} per data month, rho "
+                  f"{fmt(caps.rho_lifetime)} over the lifetime, delta {fmt(caps.delta)}." if caps else
+                  "Caps unknown: pass <code>--agreement</code> with the agreement file to show them.") + "</p>")
+    out.append(rows_table(["cap", "cap rho", "spent before", "this release", "spent through it",
+                           f"epsilon through it (delta {fmt(delta)})", "spent now", "left now (rho)",
+                           f"left now (epsilon at delta {fmt(delta)})"],
+                          _budget_rows(charge, entries, population, mapping, caps), numeric=[False] + [True] * 8))
     out.extend(f"<p class=\"note\">{esc(n)}</p>" for n in notes)
     return "".join(out)
 
@@ -226,6 +448,20 @@ def render_release_report(lake_root: str | os.PathLike, release_id: str, *, agre
     if not isinstance(query, dict):
         query = {}
     p = m.get("privacy") or {}
+    charge = stored.charge
+    agreement_ids = sorted({e.agreement_id for e in entries if e.agreement_id} | {str(m.get("agreement_id") or "")}
+                           - {""})
+    file_caps, notes = caps_for(agreement_ids, agreements)
+    mapping = agreement_populations(entries, file_caps)
+    population = (p.get("population") or (population_of(charge, mapping) if charge else None)
+                  or mapping.get(str(m.get("agreement_id"))))
+    caps = population_caps(entries, population, file_caps) if population else None
+    if caps is not None:  # caps found: notes on other agreements' files do not concern this release
+        notes = []
+    else:
+        notes = [n for n in notes if f"agreement {charge.agreement_id if charge else m.get('agreement_id')} " in n]
+    life = _dict(p.get("cumulative_lifetime"))
+    month = _dict(p.get("cumulative_per_data_month"))
     body = [f"<h1>Release {esc(stored.release_id)}</h1>",
             f"<p class=\"sub\">{esc(query.get('statistic', 'differentially private tables'))} · agreement "
             f"<code>{esc(m.get('agreement_id'))}</code> · period {esc(m.get('period'))} · purpose "
@@ -233,6 +469,9 @@ def render_release_report(lake_root: str | os.PathLike, release_id: str, *, agre
             f"{esc(m.get('created'))}</p>",
             cards([("mechanism", str(m.get("mechanism", "—")).replace("_", " ")), ("rho (zCDP)", fmt(p.get("rho"))),
                    ("epsilon", fmt(p.get("epsilon"))), ("delta", fmt(p.get("delta"))),
+                   ("protected unit", "one SIM" if p.get("protected_unit") else "one SIM (not in manifest)"),
+                   ("cumulative epsilon, most charged data month", fmt(month.get("epsilon")) if month else "—"),
+                   ("cumulative epsilon, lifetime", fmt(life.get("epsilon")) if life else "—"),
                    ("tables", str(len(stored.tables))),
                    ("cells", f"{sum(len(t) for t in stored.tables.values()):,}")])]
     maps, charts, generic = [], [], []
@@ -253,8 +492,8 @@ def render_release_report(lake_root: str | os.PathLike, release_id: str, *, agre
         body.append("<h2 id=\"flows\">Largest country-to-country flows</h2>" + "".join(charts))
     if generic:
         body.append("<h2 id=\"largest\">Largest cells of the other tables</h2>" + "".join(generic))
-    body.append(_privacy_section(m))
-    body.append(_ledger_section(stored, entries, agreements))
+    body.append(_privacy_section(m, charge, entries, mapping, caps))
+    body.append(_ledger_section(stored, entries, mapping, caps, notes))
     body.append("<h2 id=\"tables\">Every published cell</h2><p class=\"note\">The same values as the CSV and "
                 "Parquet files in the release directory.</p>")
     for name, frame in stored.tables.items():
