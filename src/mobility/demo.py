@@ -22,7 +22,8 @@ def _step(n: int, title: str) -> float:
 
 
 def _demo_agreement(workdir: Path) -> Path:
-    """The demo agreement with a fresh random key in a 0600 file on the 'operator' side."""
+    """The demo agreement with a fresh random key in a 0600 file on the 'operator' side, and the
+    ledger's witness in a folder outside the lake (in real use, one the auditor controls)."""
     secrets_dir = workdir / "operator-secrets"
     secrets_dir.mkdir(parents=True, exist_ok=True)
     key_file = secrets_dir / "demo-phl-2026.key"
@@ -32,6 +33,7 @@ def _demo_agreement(workdir: Path) -> Path:
     key_file.chmod(0o600)
     data = yaml.safe_load(DEMO_AGREEMENT.read_text())
     data["key"] = {"file": str(key_file.resolve()), "key_id": data["key"]["key_id"]}
+    data["ledger_witness"] = str((workdir / "auditor-witness").resolve())
     path = workdir / "conf" / "agreements" / "demo-phl-2026.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -40,8 +42,9 @@ def _demo_agreement(workdir: Path) -> Path:
 
 def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
     from mobility.anonymize.job import run as anonymize
-    from mobility.privacy_budget import show as show_ledger
+    from mobility.privacy_budget import Ledger
     from mobility.privacy_budget import verify as verify_ledger
+    from mobility.privacy_budget.plan import planned_rho
     from mobility.publish.export import describe as describe_export
     from mobility.publish.export import export_release
     from mobility.release.flows import describe as describe_release
@@ -59,6 +62,8 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
     inputs, lake = workdir / "input", workdir / "lake"
     agreement_path = _demo_agreement(workdir)
     agreement = load_agreement(agreement_path)
+    # the budgets of the monthly schedule, fitted into the agreement's caps (`mobility budget plan`)
+    flows_rho, remittances_rho = planned_rho(agreement, "flows"), planned_rho(agreement, "remittances")
 
     t = _step(1, f"Synthetic population: {subscribers} subscribers of a Philippine operator, 24 months")
     summary = generate(inputs, subscribers=subscribers, months=24, start="2024-01", home_country="PHL", seed=seed,
@@ -74,14 +79,16 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
     residence = run_residence(agreement, lake)
     print(residence.summary() + f"\n    ({time.time() - t:.0f}s)")
 
-    t = _step(4, f"Release: differentially private flows for crossing month {RELEASE_PERIOD} (rho = 0.5)")
+    t = _step(4, f"Release: differentially private flows for crossing month {RELEASE_PERIOD} "
+                 f"(rho = {flows_rho:g}, from the budget plan)")
     released = release_flows(agreement, lake, RELEASE_PERIOD, purpose="migration-statistics",
-                             requested_by="demo analyst", rho=0.5, by="sex,age_band")
+                             requested_by="demo analyst", rho=flows_rho, by="sex,age_band")
     print(describe_release(released, rows=8) + f"\n    ({time.time() - t:.0f}s)")
 
-    t = _step(5, f"Release: remittance corridors for {RELEASE_PERIOD}, SDG 10.c.1 and 17.3.2 (rho = 1.0)")
+    t = _step(5, f"Release: remittance corridors for {RELEASE_PERIOD}, SDG 10.c.1 and 17.3.2 "
+                 f"(rho = {remittances_rho:g}, from the budget plan)")
     remittances = release_remittances(agreement, lake, RELEASE_PERIOD, purpose="remittance-statistics",
-                                      requested_by="demo analyst", rho=1.0)
+                                      requested_by="demo analyst", rho=remittances_rho)
     print(describe_remittances(remittances, rows=6) + f"\n    ({time.time() - t:.0f}s)")
 
     t = _step(6, "Publishing: SDMX-CSV export, release report and ledger report")
@@ -90,18 +97,28 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
     print(f"  release report: {reports['release']}\n  ledger report:  {reports['ledger']}"
           f"\n    ({time.time() - t:.0f}s)")
 
-    _step(7, "Auditor: the privacy-budget ledger")
-    view = show_ledger(lake, agreement_id=agreement.agreement_id, caps=agreement.budget)
-    for e in view["entries"]:
-        print(f"    #{e['seq']} {e['status']:9s} {e['release_id']} rho={e['rho']:.3g} hash {e['entry_hash'][:16]}")
-    year = view["budget"][agreement.agreement_id]["years"]
-    for y, b in year.items():
-        print(f"    {y}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in b.items()))
-    print("    " + verify_ledger(lake, caps={agreement.agreement_id: agreement.budget}).summary().splitlines()[0])
+    _step(7, "Auditor: the privacy-budget ledger, by data month")
+    ledger = Ledger(lake / "ledger")
+    for e in ledger.read()[0]:
+        months = e.months if e.status == "charged" else []
+        read = f" reads {months[0]}..{months[-1]}" if len(months) > 1 else (f" reads {months[0]}" if months else "")
+        print(f"    #{e.seq} {e.status:9s} {e.release_id or e.population} "
+              f"rho={e.rho:.3g}{read}  hash {e.entry_hash[:16]}")
+    spent = ledger.spent_by(agreement.budget.population)
+    month, most = spent.worst(list(spent.by_month))
+    print(f"    population {spent.population}: lifetime rho {spent.lifetime:.4g} of {agreement.budget.rho_lifetime:g}; "
+          f"most charged data month {month}: rho {most:.4g} of {agreement.budget.rho_per_data_month:g}")
 
     # Last: an erasure rewrites the office tables, so later releases need a fresh residence run.
     t = _step(8, "Data-subject rights (UN HRC General Comment No. 16): one access request and one erasure")
     print("    " + show_rights(agreement, lake, inputs).replace("\n", "\n    ") + f"\n    ({time.time() - t:.0f}s)")
+
+    _step(9, "Auditor: verify the ledger and every release against the witness kept outside the lake")
+    verified = verify_ledger(lake, caps={agreement.agreement_id: agreement.budget}, witness=agreement.ledger_witness)
+    print(f"    witness: {agreement.ledger_witness}")
+    print("    " + verified.summary().replace("\n", "\n    "))
+    if not verified.ok:
+        raise SystemExit("the demo's own ledger does not verify; please report this")
 
     print(f"\nDone in {time.time() - started:.0f}s. What was produced, and where:")
     rows = [
@@ -115,9 +132,11 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
         ("SDMX-CSV export with its structure definition", workdir / "export"),
         ("release report and ledger report (HTML)", workdir / "reports"),
         ("privacy-budget ledger (Delta, hash-chained)", lake / "ledger"),
+        ("ledger witness, outside the lake (auditors keep it)", agreement.ledger_witness),
         ("rights log (keyed subject references, never numbers)", lake / "operator" / "rights_log"),
     ]
     for what, where in rows:
         print(f"  {what:58s} {where}")
-    print("\nNext: `mobility ledger verify --lake " + str(lake) + "` as an auditor would; "
+    print(f"\nNext: `mobility ledger verify --lake {lake} --witness {agreement.ledger_witness}` as an auditor "
+          f"would; `mobility budget plan --agreement {agreement_path}` for the budgets of the monthly schedule; "
           "docs/architecture.md for how the pieces fit.")
