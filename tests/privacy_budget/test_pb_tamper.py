@@ -96,15 +96,20 @@ def test_reordered_rows_are_detected(published_lake):
     assert not report.ok and report.first_bad_seq == 3
 
 
-def test_fully_rechained_rewrite_is_still_caught(published_lake):
-    # a careful attacker recomputes every hash after lowering a charge
-    rows = _records(published_lake)
-    rows[_seq(published_lake, "flows-2024-03") - 1]["rho"] = 0.0001
+def _rechain_and_rewrite(lake, rows: list[dict]) -> None:
+    """What a careful attacker does after editing rows: recompute every hash, then rewrite the table."""
     prev = GENESIS_HASH
     for row in rows:
         row["prev_hash"] = prev
         row["entry_hash"] = prev = hash_record(row)
-    rewrite_ledger(Lake(published_lake).ledger, pd.DataFrame(rows, columns=COLUMNS))
+    rewrite_ledger(Lake(lake).ledger, pd.DataFrame(rows, columns=COLUMNS))
+
+
+def test_fully_rechained_rewrite_is_still_caught(published_lake):
+    # a careful attacker recomputes every hash after lowering a charge
+    rows = _records(published_lake)
+    rows[_seq(published_lake, "flows-2024-03") - 1]["rho"] = 0.0001
+    _rechain_and_rewrite(published_lake, rows)
     report = verify(published_lake)
     assert not report.ok
     reasons = " ".join(str(p) for p in report.problems)
@@ -196,11 +201,7 @@ def test_a_lowered_recorded_cap_names_the_first_charge_over_it(published_lake):
     caps = json.loads(rows[0]["caps"])
     caps.update(rho_per_data_month=0.08, rho_lifetime=0.08)
     rows[0]["caps"] = json.dumps(caps, sort_keys=True, separators=(",", ":"))
-    prev = GENESIS_HASH
-    for row in rows:
-        row["prev_hash"] = prev
-        row["entry_hash"] = prev = hash_record(row)
-    rewrite_ledger(Lake(published_lake).ledger, pd.DataFrame(rows, columns=COLUMNS))
+    _rechain_and_rewrite(published_lake, rows)
     report = verify(published_lake)
     over = [p for p in report.problems if "passes the" in p.reason]
     assert len(over) == 1 and over[0].seq == _seq(published_lake, "flows-2024-04")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -396,7 +396,7 @@ class Ledger:
                                                     entry.seq, exc)
         return entry
 
-    def _appending(self, step: Callable[[list[LedgerEntry], int | None], LedgerEntry]) -> LedgerEntry:
+    def _appending(self, step: Callable[[list[LedgerEntry], int | None], _T]) -> _T:
         """Read the ledger, let ``step`` check it and append; after a conflict read and check again."""
         for _ in range(MAX_CONFLICTS):
             with self._host_lock():
@@ -494,15 +494,7 @@ class Ledger:
                 return None
             return self._append(entries, version, policy.draft(reason.strip()))
 
-        for _ in range(MAX_CONFLICTS):
-            with self._host_lock():
-                entries, version = self._tail()
-                try:
-                    return step(entries, version)
-                except _Conflict:
-                    continue
-        raise LedgerIntegrityError(f"{MAX_CONFLICTS} appends in a row lost to other writers' commits",
-                                   where=str(self.path))
+        return self._appending(step)
 
     def record_publication(self, release_id: str, manifest_digest: str) -> LedgerEntry:
         """Append the ``published`` entry naming the manifest's SHA-256 (idempotent for the same digest)."""
@@ -523,6 +515,9 @@ class Ledger:
             return self._append(entries, version, draft)
 
         return self._appending(step)
+
+
+_T = TypeVar("_T")
 
 
 class _Conflict(Exception):
