@@ -6,7 +6,9 @@ month processes the previous month's operator extract (``INPUT_ROOT/YYYY-MM``, t
 * ``anonymize`` runs on the operator's premises: it is routed to the Airflow queue ``operator``,
   whose workers alone have the key's environment variable. Every other task runs on the office's
   queue and never sees the key.
-* ``residence`` re-derives presence and residence changes from all completed runs up to the month.
+* ``residence`` brings presence and residence changes up to the month incrementally: it recomputes
+  only the months delivered since its last run (found in the anonymization run manifests) and
+  re-runs the 12/16 rule for the pseudonyms whose decision can still change.
 * ``release_flows`` publishes crossing month M - 17 once data month M is in: the 12/16-month rule
   decides a crossing within 487 days (crossing day included), and data through P + 17 decides every
   crossing of any month P. The lag is fixed, so each crossing month is released exactly once, in
@@ -94,7 +96,7 @@ with DAG(
     schedule="0 3 5 * *",  # 03:00 UTC on the 5th: the operator's extract of last month is in
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
-    max_active_runs=1,  # residence overwrites its tables; months run one after another
+    max_active_runs=1,  # each residence run continues the tables the previous one left: months in order
     default_args=default_args,
     user_defined_macros={"data_month": data_month, "flows_period": flows_period,
                          "remittances_period": remittances_period, "shift_month": shift_month},

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mobility.schemas import MONTH as MONTH_COLUMN
 from mobility.schemas import OFFICE, OPERATOR, TableSpec, conform
 
 if TYPE_CHECKING:
@@ -198,10 +199,56 @@ class Lake:
          .whenMatchedUpdate(set={c: f"s.{c}" for c in update})
          .whenNotMatchedInsertAll().execute())
 
+    def replace_months(self, spark: "SparkSession", df: "DataFrame", spec: TableSpec,
+                       months: list[str]) -> None:
+        """Replace exactly the ``month`` partitions listed with ``df`` (its rows must lie in them): a
+        re-delivered month replaces its own partition and nothing else."""
+        if not months:
+            return
+        rows = conform(df, spec.schema)
+        if not self.exists(spec):
+            self._writer(rows, spec, "overwrite", None).save(str(self.table(spec)))
+            return
+        listed = ", ".join("'" + m.replace("'", "") + "'" for m in sorted(months))
+        (self._writer(rows, spec, "overwrite", None).option("replaceWhere", f"{MONTH_COLUMN} IN ({listed})")
+         .save(str(self.table(spec))))
+
+    def months_written(self, spec: TableSpec, txn_app_id: str) -> list[str]:
+        """The ``month`` partitions the commit tagged ``txn_app_id`` added files to, read from the Delta
+        log (no data is scanned); [] when no commit carries that tag."""
+        log = self.table(spec) / "_delta_log"
+        if not log.is_dir():
+            return []
+        for commit in sorted(log.glob("*.json"), reverse=True):
+            actions = [json.loads(line) for line in commit.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if any((a.get("txn") or {}).get("appId") == txn_app_id for a in actions):
+                values = {(a["add"].get("partitionValues") or {}).get(MONTH_COLUMN) for a in actions if "add" in a}
+                return sorted(str(v) for v in values if v is not None)
+        return []
+
+    def history_since(self, spec: TableSpec, version: int) -> list[str]:
+        """Operations of the commits after ``version`` (oldest first), from the Delta log."""
+        log = self.table(spec) / "_delta_log"
+        found = []
+        for commit in sorted(log.glob("*.json")):
+            if int(commit.stem) <= version:
+                continue
+            for line in commit.read_text(encoding="utf-8").splitlines():
+                info = json.loads(line).get("commitInfo") if line.strip() else None
+                if info:
+                    found.append(str(info.get("operation", "")))
+        return found
+
     def versions(self, *specs: TableSpec) -> dict[str, int]:
         """Current Delta version of each table that exists, by name (what manifests record)."""
         found = {spec.name: self.version(spec) for spec in specs}
         return {name: v for name, v in found.items() if v is not None}
+
+
+def anonymize_txn_id(run_id: str) -> str:
+    """The Delta transaction id of an anonymization run's writes: it makes reruns idempotent (ADR 0003)
+    and names the commits whose months a residence run reads (``Lake.months_written``)."""
+    return f"mobility-anonymize:{run_id}"
 
 
 def is_delta(path: Path) -> bool:

@@ -148,6 +148,7 @@ DAILY_PRESENCE = StructType([
     StructField("country", StringType(), False),
     StructField("source", StringType(), False),  # night, day, carried, payment
     StructField("night_events", LongType(), False),
+    StructField(MONTH, StringType(), False),  # yyyy-MM of date: the partition a monthly run replaces
 ])
 RESIDENCE_CHANGES = StructType([
     StructField(PSEUDONYM, StringType(), False),
@@ -207,8 +208,9 @@ EVENTS_TABLE = TableSpec("events", OFFICE, OFFICE_EVENTS, (MONTH,), "event_hour,
 SUBSCRIBERS_TABLE = TableSpec("subscribers", OFFICE, OFFICE_SUBSCRIBERS, (), "sex,birth_year")
 PAYMENTS_TABLE = TableSpec("payments", OFFICE, OFFICE_PAYMENTS, (MONTH,),
                            "txn_hour,sender_country,receiver_country,channel")
-PRESENCE_TABLE = TableSpec("presence", OFFICE, DAILY_PRESENCE)
-HOME_CELLS_TABLE = TableSpec("home_cells", OFFICE, HOME_CELLS)
+# partitioned by month: a monthly residence run replaces only the months its new events touch
+PRESENCE_TABLE = TableSpec("presence", OFFICE, DAILY_PRESENCE, (MONTH,))
+HOME_CELLS_TABLE = TableSpec("home_cells", OFFICE, HOME_CELLS, (MONTH,))
 CHANGES_TABLE = TableSpec("residence_changes", OFFICE, RESIDENCE_CHANGES)
 QUARANTINE_TABLE = TableSpec("quarantine", OPERATOR, QUARANTINE, (), "dataset,reason,source_file,run_id")
 CELLS_TABLE = TableSpec("cells", OPERATOR, CELLS_BINNED)

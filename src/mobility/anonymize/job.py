@@ -47,7 +47,7 @@ from mobility.anonymize.fates import (
 )
 from mobility.anonymize.pseudonymize import load_key
 from mobility.config import Agreement, as_agreement
-from mobility.lake import Lake, write_json_atomic
+from mobility.lake import Lake, anonymize_txn_id, write_json_atomic
 from mobility.reference import load_boundaries
 from mobility.schemas import (
     CELLS_BINNED,
@@ -113,7 +113,7 @@ def _all_at_once(spark: SparkSession, writes: list) -> None:
 def _writes(ctx: RunContext, quarantine: list[DataFrame], new_cells: pd.DataFrame | None,
             kept: dict[str, DataFrame]) -> list:
     """The run's table writes, in the order of architecture.md section 5, each idempotent (ADR 0003)."""
-    lake, spark, txn_app_id = ctx.lake, ctx.spark, f"mobility-anonymize:{ctx.run_id}"
+    lake, spark, txn_app_id = ctx.lake, ctx.spark, anonymize_txn_id(ctx.run_id)
     writes = []
     if quarantine:
         rows = reduce(DataFrame.unionByName, quarantine)
@@ -207,6 +207,10 @@ def _commit(ctx: RunContext, counts: list[dict], new_files: dict[str, list[inp.I
         "skipped_files": skipped,
         "totals": totals(counts),
         "office_versions": lake.versions(EVENTS_TABLE, SUBSCRIBERS_TABLE, PAYMENTS_TABLE),
+        # the month partitions this run added rows to, from its Delta commits: a residence run finds
+        # the months to recompute here instead of scanning the events
+        "months": {spec.name: lake.months_written(spec, anonymize_txn_id(run_id))
+                   for spec in (EVENTS_TABLE, PAYMENTS_TABLE)},
         "h3_resolution": agreement.h3_resolution, "time_resolution": agreement.time_resolution,
         "duration_s": round(time.time() - started, 1),
         "finished": dt.datetime.now(dt.UTC).isoformat(),

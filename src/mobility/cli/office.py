@@ -17,11 +17,17 @@ EXPORT_FORMATS = ("sdmx-csv", "csv", "parquet")
 @options.agreement
 @options.lake
 @click.option("--through", default=None, help="use data up to this month, YYYY-MM (default: all)")
-def residence(agreement, lake, through):
-    """Statistics office: daily presence, home cells, and residence changes by the 12/16-month rule."""
+@click.option("--rebuild", is_flag=True, help="recompute every month from the events (default: only the months "
+                                             "delivered since the last run)")
+def residence(agreement, lake, through, rebuild):
+    """Statistics office: daily presence, home cells, and residence changes by the 12/16-month rule.
+
+    Incremental by month: a run recomputes the months whose events arrived since the last run and
+    re-runs the rule for the pseudonyms whose decision can still change; --rebuild gives the same tables
+    from all the events."""
     from mobility.residence.job import run
 
-    click.echo(run(agreement, lake, through=through).summary())
+    click.echo(run(agreement, lake, through=through, rebuild=rebuild).summary())
 
 
 @click.group("release")

@@ -21,13 +21,15 @@ from pyspark.sql.types import StructType
 from mobility import progress
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
-from mobility.lake import Lake, write_json_atomic
+from mobility.lake import Lake, anonymize_txn_id, read_json, write_json_atomic
+from mobility.privacy_budget.blocks import shift_month
 from mobility.residence.presence import PSEUDONYM, daily_presence, monthly_home_cells, with_payment_days
-from mobility.residence.rules import ResidenceParams, detect_changes
+from mobility.residence.rules import KIND_UNRESOLVED, ResidenceParams, detect_changes
 from mobility.schemas import (
     CHANGES_TABLE,
     EVENTS_TABLE,
     HOME_CELLS_TABLE,
+    MONTH,
     PAYMENTS_TABLE,
     PRESENCE_TABLE,
     RESIDENCE_CHANGES,
@@ -49,7 +51,10 @@ class ResidenceResult:
         or changes (those stay in the office tables; see docs/auditor-guide.md)."""
         m = self.manifest
         versions = ", ".join(f"{name} v{v}" for name, v in sorted(m["office_versions"].items()))
+        months = m.get("recomputed_months") or []
+        span = f"{months[0]}..{months[-1]}" if months else "none"
         return "\n".join([f"residence {self.run_id}: data through {m['data_end']}",
+                          f"  {m.get('mode', 'rebuild')} ({m.get('reason', '')}); presence months recomputed: {span}",
                           f"  office tables: {versions}",
                           f"  manifest: {self.manifest_path}"])
 
@@ -109,39 +114,160 @@ def attach_cells(changes: DataFrame, home_cells: DataFrame) -> DataFrame:
                          [PSEUDONYM, "crossing_date", "direction"], "left"))
 
 
+# Delta operations that leave a residence run's state valid: erasure and retention delete a person's
+# or a month's rows from every table alike, which a rebuild from the (equally deleted) events repeats.
+_KEEPS_STATE = {"DELETE", "OPTIMIZE", "VACUUM START", "VACUUM END"}
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one residence run recomputes, decided from manifests and the Delta log (no events scanned)."""
+
+    mode: str  # "rebuild" or "incremental"
+    reason: str
+    months: tuple[str, ...]  # presence and home-cell months to (re)compute
+    processed: dict[str, list[str]]  # anonymization run -> its months now processed
+    data_end: dt.date
+    previous: dict | None  # the manifest of the run whose tables this one continues
+
+
+def _run_months(lake: Lake, spark: SparkSession, agreement: Agreement, run_id: str, manifest: dict) -> list[str]:
+    """Months an anonymization run delivered: from its manifest, else (runs written before manifests
+    named them) from the Delta log of its commits."""
+    wanted = [EVENTS_TABLE] + ([PAYMENTS_TABLE] if agreement.payments_as_presence else [])
+    named = manifest.get("months")
+    if isinstance(named, dict):
+        return sorted({m for spec in wanted for m in named.get(spec.name, [])})
+    return sorted({m for spec in wanted for m in lake.months_written(spec, anonymize_txn_id(run_id))})
+
+
+def _state(lake: Lake, agreement_id: str) -> dict | None:
+    """The latest residence manifest whose tables are still the current ones, but for deletions."""
+    folder = lake.residence_manifests
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        manifest = read_json(path)
+        if isinstance(manifest, dict) and manifest.get("agreement_id") == agreement_id and "processed" in manifest:
+            found.append(manifest)
+    for manifest in sorted(found, key=lambda m: str(m.get("finished", "")), reverse=True):
+        versions = manifest.get("office_versions") or {}
+        ok = True
+        for spec in (PRESENCE_TABLE, HOME_CELLS_TABLE, CHANGES_TABLE):
+            v = versions.get(spec.name)
+            if v is None or not lake.exists(spec) or any(op not in _KEEPS_STATE
+                                                         for op in lake.history_since(spec, int(v))):
+                ok = False
+        if ok:
+            return manifest
+        return None  # the newest run's tables were rewritten since: only a rebuild is safe
+    return None
+
+
+def plan_work(lake: Lake, spark: SparkSession, agreement: Agreement, params: ResidenceParams,
+              through: str | None, rebuild: bool) -> Work:
+    runs = lake.completed_runs(agreement.agreement_id)
+    if not runs:
+        raise InputContractError("no office-zone events yet", where=str(lake.table(EVENTS_TABLE)),
+                                 hint="run `mobility anonymize` on the operator side first")
+    delivered = {run_id: [m for m in _run_months(lake, spark, agreement, run_id, m) if not through or m <= through]
+                 for run_id, m in runs.items()}
+    months = sorted({m for ms in delivered.values() for m in ms})
+    if not months:
+        raise InputContractError("no events for this agreement" + (f" through {through}" if through else ""),
+                                 where=str(lake.table(EVENTS_TABLE)))
+    data_end = _month_end(through or months[-1])
+    previous = None if rebuild else _state(lake, agreement.agreement_id)
+    why = ("--rebuild" if rebuild else "no earlier run whose tables are current" if previous is None
+           else "residence parameters changed" if previous.get("params") != params.model_dump()
+           else "data end moved back" if dt.date.fromisoformat(previous["data_end"]) > data_end else "")
+    if why or previous is None:
+        # every month; the early morning of a first day is presence of the month before
+        every = sorted({shift_month(m, -1) for m in months} | set(months))
+        return Work("rebuild", why, tuple(every), delivered, data_end, None)
+    done = previous.get("processed") or {}
+    new = sorted({m for run_id, ms in delivered.items() for m in ms if m not in set(done.get(run_id, []))})
+    # events of month E decide presence days of E and of the last day of E - 1 (the night begun then)
+    touched = sorted({shift_month(m, -1) for m in new} | set(new))
+    return Work("incremental", f"{len(new)} newly delivered month(s)" if new else "no new months",
+                tuple(m for m in touched if m <= f"{data_end:%Y-%m}"), delivered, data_end, previous)
+
+
 def run(agreement: str | Agreement, lake_root: str | Path, through: str | None = None,
-        spark: SparkSession | None = None, params: ResidenceParams | None = None) -> ResidenceResult:
+        spark: SparkSession | None = None, params: ResidenceParams | None = None,
+        rebuild: bool = False) -> ResidenceResult:
+    """Bring presence, home cells and residence changes up to date with the completed anonymization runs.
+
+    Incremental by month: only the months whose events arrived since the last run are recomputed
+    (their partitions replaced), and the 12/16 rule runs again only for the pseudonyms whose
+    decision can still change (presence in those months, an unresolved crossing, or a record
+    resolved at the previous data end). ``rebuild`` recomputes everything from the events and gives
+    the same tables (tests/residence/test_incremental.py).
+    """
     started = time.time()
     agreement = as_agreement(agreement)
     params = params or ResidenceParams()
     lake = Lake(lake_root)
     spark = spark or get_spark("mobility-residence")
-    events = office_events(spark, lake, agreement.agreement_id)
-    if through:
-        events = events.where(F.col("month") <= through)
-    last_month = events.agg(F.max("month")).collect()[0][0]
-    if last_month is None:
-        raise InputContractError("no events for this agreement" + (f" through {through}" if through else ""),
-                                 where=str(lake.table(EVENTS_TABLE)))
-    data_end = _month_end(through or last_month)
-    tz, home = agreement.time_zone, agreement.home_country
+    work = plan_work(lake, spark, agreement, params, through, rebuild)
+    tz, home, data_end = agreement.time_zone, agreement.home_country, work.data_end
+    progress.say("residence", f"{work.mode} ({work.reason}): presence months "
+                              f"{work.months[0] + '..' + work.months[-1] if work.months else 'none'}")
 
-    progress.say("residence", "daily presence from night-time events")
-    presence = daily_presence(events, tz, params)
-    if agreement.payments_as_presence and lake.exists(PAYMENTS_TABLE):  # agreement opts in
-        presence = with_payment_days(presence, office_payments(spark, lake, agreement.agreement_id), tz,
-                                     params)
-    presence = lake.replace(spark, presence.where(F.col("date") <= F.lit(data_end)), PRESENCE_TABLE)
+    months = list(work.months)
+    old_presence = None
+    if work.previous is not None and months:  # who had presence there before: their days may be gone now
+        old_presence = lake.read(spark, PRESENCE_TABLE, work.previous["office_versions"][PRESENCE_TABLE.name]) \
+            .where(F.col(MONTH).isin(months)).select(PSEUDONYM).distinct()
+    if months:
+        # the events of each month and of the month after it (whose first morning ends the night)
+        read = sorted(set(months) | {shift_month(m, 1) for m in months})
+        events = office_events(spark, lake, agreement.agreement_id).where(F.col(MONTH).isin(read))
+        if through:
+            events = events.where(F.col(MONTH) <= through)
+        progress.say("residence", "daily presence from night-time events")
+        presence = daily_presence(events, tz, params)
+        if agreement.payments_as_presence and lake.exists(PAYMENTS_TABLE):  # agreement opts in
+            payments = office_payments(spark, lake, agreement.agreement_id).where(F.col(MONTH).isin(read))
+            presence = with_payment_days(presence, payments, tz, params)
+        presence = presence.withColumn(MONTH, F.date_format("date", "yyyy-MM")) \
+            .where(F.col(MONTH).isin(months) & (F.col("date") <= F.lit(data_end)))
+        progress.say("residence", f"monthly home cells (H3 res {params.home_cell_resolution})")
+        home_cells = monthly_home_cells(spark, events, home, tz, params).where(F.col(MONTH).isin(months))
+        if work.mode == "rebuild":
+            lake.overwrite(presence, PRESENCE_TABLE)
+            lake.overwrite(home_cells, HOME_CELLS_TABLE)
+        else:
+            lake.replace_months(spark, presence, PRESENCE_TABLE, months)
+            lake.replace_months(spark, home_cells, HOME_CELLS_TABLE, months)
 
-    progress.say("residence", f"monthly home cells (H3 res {params.home_cell_resolution})")
-    home_cells = lake.replace(spark, monthly_home_cells(spark, events, home, tz, params), HOME_CELLS_TABLE)
-
+    presence_all = lake.read(spark, PRESENCE_TABLE)
+    home_cells_all = lake.read(spark, HOME_CELLS_TABLE)
+    if work.previous is None:
+        rerun = presence_all
+    else:
+        # pseudonyms whose decision can still change; everyone else's records stand as they are
+        before = lake.read(spark, CHANGES_TABLE, work.previous["office_versions"][CHANGES_TABLE.name])
+        previous_end = dt.date.fromisoformat(work.previous["data_end"])
+        open_records = before.where((F.col("kind") == KIND_UNRESOLVED)
+                                    | (F.col("resolved_date") >= F.lit(previous_end))).select(PSEUDONYM)
+        who = open_records
+        if months:
+            who = who.unionByName(presence_all.where(F.col(MONTH).isin(months)).select(PSEUDONYM))
+        if old_presence is not None:
+            who = who.unionByName(old_presence)
+        who = who.distinct()
+        rerun = presence_all.join(who, PSEUDONYM, "left_semi")
     # How many pseudonyms only sizes the rule's batches: it is never logged or written (counts of
     # people and of changes stay in the office tables; docs/auditor-guide.md).
-    subjects = presence.select(PSEUDONYM).distinct().count()
+    subjects = rerun.select(PSEUDONYM).distinct().count()
     progress.say("residence", "12/16-month rule, per pseudonym in batches")
-    lake.replace(spark, attach_cells(detect_in_spark(presence, home, params, data_end, subjects), home_cells),
-                 CHANGES_TABLE)
+    found = attach_cells(detect_in_spark(rerun, home, params, data_end, subjects),
+                         home_cells_all.join(rerun.select(PSEUDONYM).distinct(), PSEUDONYM, "left_semi"))
+    if work.previous is not None:
+        kept = lake.read(spark, CHANGES_TABLE).join(rerun.select(PSEUDONYM).distinct(), PSEUDONYM, "left_anti")
+        found = kept.unionByName(found.select(*kept.columns))
+    # materialized before the overwrite: the rows kept are read from the table being replaced
+    lake.overwrite(found.localCheckpoint(eager=True), CHANGES_TABLE)
 
     run_id = f"residence-{agreement.agreement_id}-{data_end:%Y-%m}"
     # No counts here (pseudonyms, presence days, changes by kind): one manifest per month would give
@@ -149,7 +275,10 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
     manifest = {
         "run_id": run_id, "stage": "residence", "agreement_id": agreement.agreement_id,
         "data_end": data_end.isoformat(), "through": through, "params": params.model_dump(),
+        "mode": work.mode, "reason": work.reason, "recomputed_months": months,
+        "processed": work.processed,
         "duration_s": round(time.time() - started, 1),
+        "finished": dt.datetime.now(dt.UTC).isoformat(),
         "office_versions": lake.versions(EVENTS_TABLE, PRESENCE_TABLE, HOME_CELLS_TABLE, CHANGES_TABLE),
     }
     path = lake.residence_manifests / f"{run_id}.json"
