@@ -164,6 +164,8 @@ RESIDENCE_CHANGES = StructType([
     StructField("in_initial_period", BooleanType(), True),
     StructField("h3_cell", StringType(), True),  # origin (departure) or destination (arrival), res 5
 ])
+# What the 12/16 rule returns per pseudonym: the stored table less the cell attached afterwards.
+RULE_CHANGES = StructType([f for f in RESIDENCE_CHANGES.fields if f.name != "h3_cell"])
 
 
 HOME_CELLS = StructType([

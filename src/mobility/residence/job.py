@@ -1,9 +1,11 @@
 """Office side: daily presence, monthly home cells and residence changes (12/16-month rule).
 
 Reads office-zone events of completed anonymization runs and writes three Delta tables:
-``office/presence``, ``office/home_cells`` and ``office/residence_changes``. The rule itself is
-``detect_changes``, applied per pseudonym with ``applyInPandas``: one implementation for tests
-and cluster.
+``office/presence``, ``office/home_cells`` and ``office/residence_changes``. Presence and home
+cells come from one pass over the events (``presence.presence_and_home_cells``). The rule runs over
+spells, a history whose size grows with country changes rather than days
+(``spells.detect_in_spark_fast``); the pure ``detect_changes`` is its reference, which
+``detect_in_spark`` below runs in Spark for the tests that hold the two equal.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from mobility import progress
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake, anonymize_txn_id, read_json, write_json_atomic
 from mobility.privacy_budget.blocks import shift_month
-from mobility.residence.presence import PSEUDONYM, daily_presence, monthly_home_cells, with_payment_days
+from mobility.residence.presence import PSEUDONYM, presence_and_home_cells, with_payment_days
 from mobility.residence.rules import KIND_UNRESOLVED, ResidenceParams, detect_changes
+from mobility.residence.spells import detect_in_spark_fast
 from mobility.schemas import (
     CHANGES_TABLE,
     EVENTS_TABLE,
@@ -32,12 +34,11 @@ from mobility.schemas import (
     MONTH,
     PAYMENTS_TABLE,
     PRESENCE_TABLE,
-    RESIDENCE_CHANGES,
+    RULE_CHANGES,
 )
 from mobility.spark import get_spark
 
-# What the rule returns per pseudonym: the stored table less the cell attached afterwards.
-CHANGES_SCHEMA = StructType([f for f in RESIDENCE_CHANGES.fields if f.name != "h3_cell"])
+CHANGES_SCHEMA = RULE_CHANGES  # what the rule returns per pseudonym (the stored table less its cell)
 
 
 @dataclass
@@ -224,15 +225,15 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
         events = office_events(spark, lake, agreement.agreement_id).where(F.col(MONTH).isin(read))
         if through:
             events = events.where(F.col(MONTH) <= through)
-        progress.say("residence", "daily presence from night-time events")
-        presence = daily_presence(events, tz, params)
+        progress.say("residence", f"daily presence and monthly home cells (H3 res {params.home_cell_resolution}) "
+                                  "in one pass over the events")
+        presence, home_cells = presence_and_home_cells(spark, events, home, tz, params)
         if agreement.payments_as_presence and lake.exists(PAYMENTS_TABLE):  # agreement opts in
             payments = office_payments(spark, lake, agreement.agreement_id).where(F.col(MONTH).isin(read))
             presence = with_payment_days(presence, payments, tz, params)
         presence = presence.withColumn(MONTH, F.date_format("date", "yyyy-MM")) \
             .where(F.col(MONTH).isin(months) & (F.col("date") <= F.lit(data_end)))
-        progress.say("residence", f"monthly home cells (H3 res {params.home_cell_resolution})")
-        home_cells = monthly_home_cells(spark, events, home, tz, params).where(F.col(MONTH).isin(months))
+        home_cells = home_cells.where(F.col(MONTH).isin(months))
         if work.mode == "rebuild":
             lake.overwrite(presence, PRESENCE_TABLE)
             lake.overwrite(home_cells, HOME_CELLS_TABLE)
@@ -260,8 +261,8 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
     # How many pseudonyms only sizes the rule's batches: it is never logged or written (counts of
     # people and of changes stay in the office tables; docs/auditor-guide.md).
     subjects = rerun.select(PSEUDONYM).distinct().count()
-    progress.say("residence", "12/16-month rule, per pseudonym in batches")
-    found = attach_cells(detect_in_spark(rerun, home, params, data_end, subjects),
+    progress.say("residence", "12/16-month rule over presence spells, in batches of pseudonyms")
+    found = attach_cells(detect_in_spark_fast(rerun, home, params, data_end, subjects),
                          home_cells_all.join(rerun.select(PSEUDONYM).distinct(), PSEUDONYM, "left_semi"))
     if work.previous is not None:
         kept = lake.read(spark, CHANGES_TABLE).join(rerun.select(PSEUDONYM).distinct(), PSEUDONYM, "left_anti")

@@ -45,7 +45,7 @@ from mobility.residence.rules import (
     KIND_UNRESOLVED,
     _end_day,
 )
-from mobility.schemas import PSEUDONYM
+from mobility.schemas import PSEUDONYM, RULE_CHANGES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -577,10 +577,8 @@ SPELL_SUBJECTS_PER_BATCH = 20_000  # ~5 spells each: one pandas call per 100k ro
 def detect_spells_in_spark(spells: DataFrame, home_country: str, params: ResidenceParams, data_end: dt.date,
                            subjects: int | None = None) -> DataFrame:
     """``detect_from_spells`` over batches of pseudonyms: spells (``pseudonym, country,
-    first_date, last_date``) -> changes with ``job.CHANGES_SCHEMA``."""
+    first_date, last_date``) -> changes with ``schemas.RULE_CHANGES``."""
     from pyspark.sql import functions as F
-
-    from mobility.residence.job import CHANGES_SCHEMA
 
     subjects = subjects if subjects is not None else spells.select(PSEUDONYM).distinct().count()
     batches = max(1, -(-subjects // SPELL_SUBJECTS_PER_BATCH))
@@ -594,12 +592,12 @@ def detect_spells_in_spark(spells: DataFrame, home_country: str, params: Residen
     return (spells.select(PSEUDONYM, "country", F.unix_date("first_date").alias("first_day"),
                           F.unix_date("last_date").alias("last_day"))
             .withColumn("_batch", F.pmod(F.xxhash64(PSEUDONYM), F.lit(batches)))
-            .groupBy("_batch").applyInPandas(per_batch, CHANGES_SCHEMA))
+            .groupBy("_batch").applyInPandas(per_batch, RULE_CHANGES))
 
 
 def detect_in_spark_fast(presence: DataFrame, home_country: str, params: ResidenceParams, data_end: dt.date,
                          subjects: int | None = None) -> DataFrame:
-    """``job.detect_in_spark`` with the same arguments and result (rows and ``CHANGES_SCHEMA``),
+    """``job.detect_in_spark`` with the same arguments and result (rows and ``schemas.RULE_CHANGES``),
     through spells: ``spells_in_spark`` and then ``detect_spells_in_spark``."""
     subjects = subjects if subjects is not None else presence.select(PSEUDONYM).distinct().count()
     return detect_spells_in_spark(spells_in_spark(presence, params), home_country, params, data_end, subjects)
