@@ -189,6 +189,7 @@ def child_residence(out: Path, history: int, agreement: Path, tag: str, rebuild:
 def measure(out: Path, extract: dict, history: int, agreement: Path, env: dict, repeats: int) -> dict:
     from bench.monitor import run_child
 
+    began = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     prepared = prepare(out, extract, history, agreement, env)
     incremental, rebuild = [], []
     for i in range(1, repeats + 1):
@@ -212,6 +213,7 @@ def measure(out: Path, extract: dict, history: int, agreement: Path, env: dict, 
     best_r = min(rebuild, key=lambda r: r["job_cpu_s"])
     return {
         "history_months": history, "months": [prepared["months"][0], prepared["months"][-1]],
+        "started": began, "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cdr_rows_history": prepared["cdr_rows_history"], "cdr_rows_new_month": prepared["cdr_rows_new_month"],
         "prepare": prepared["steps"], "incremental": incremental, "rebuild": rebuild, "compare": same,
         "cpu_incremental": best_i["job_cpu_s"], "cpu_rebuild": best_r["job_cpu_s"],
@@ -431,6 +433,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--subscribers", type=int, default=2400, help="default 2400: ~10M CDR rows in 24 months")
     ap.add_argument("--events-per-day", type=float, default=6.0)
     ap.add_argument("--repeats", type=int, default=2, help="measured runs of each kind per history (default 2)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the histories already measured in OUT/latest.json; measure only the others")
     args = ap.parse_args(argv)
     if args.child == "residence":
         return child_residence_main(args)
@@ -456,8 +460,16 @@ def main(argv: list[str] | None = None) -> None:
     # by an earlier run keeps its own pseudonyms (only residence runs are measured on it)
     env = {KEY_ENV: os.environ.get(KEY_ENV) or secrets.token_hex(32)}
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    if args.resume and (out / "latest.json").is_file():
+        earlier = json.loads((out / "latest.json").read_text())
+        results["histories"] = [h for h in earlier.get("histories", []) if h["history_months"] in histories]
+        results["resumed_from"] = earlier.get("started")
     for h in histories:
+        if any(r["history_months"] == h for r in results["histories"]):
+            print(f"[bench] H={h}: kept from the earlier run (--resume)", flush=True)
+            continue
         results["histories"].append(measure(out, extract, h, agreement, env, args.repeats))
+        results["histories"].sort(key=lambda r: r["history_months"])
         results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         results["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
         for name in (f"results-{stamp}.json", "latest.json"):  # kept after every history

@@ -9,7 +9,10 @@ whose wall time, CPU seconds and peak memory are measured:
    same office-zone events (compared row for row with the job's presence table);
 3. release: a flows release through ``publish`` from the job's residence changes;
 4. peer: the flows query's accuracy against Tumult Analytics (``bench.peer_accuracy``);
-and, on request (``--rule-scale``), the 12/16 rule on a synthetic presence table of 200,000 subjects.
+and, on request (``--rule-scale``), the 12/16 rule on a synthetic presence table of 200,000 subjects,
+and (``--presence``) the presence phase alone (daily presence and home cells, issue #20) for each
+implementation named in ``--presence-impls``, each followed by the DuckDB floor of both tables on the
+same events, compared row for row with what that implementation wrote.
 
 The scaling exponent of each stage between the smallest and largest size; the machine and load
 with every run. ``OUT/latest.json`` keeps the latest run of each stage, so one stage can be re-run
@@ -170,6 +173,48 @@ def residence_size(out: Path, size: str, agreement: Path, keep: bool) -> dict:
                                    if presence["cpu_s"] is not None else None)}
 
 
+def presence_size(out: Path, size: str, agreement: Path, impls: list[str], before: Path | None, repeat: int,
+                  keep: bool) -> dict:
+    """The presence phase alone (``bench.spark_stages --stage presence``) per implementation, each followed by
+    the DuckDB floor of presence and home cells, compared with the tables that implementation wrote."""
+    info = data.ensure(out, size)
+    lake = _lake_ready(out, size)
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for impl in impls:
+        args = ["--stage", "presence", "--agreement", str(agreement), "--lake", str(lake), "--repeat", str(repeat)]
+        if impl == "before":
+            if before is None:
+                raise SystemExit("--presence-impls before needs --presence-before FILE (presence.py of that version)")
+            args += ["--impl", "separate", "--module", str(before)]
+        else:
+            args += ["--impl", impl]
+        print(f"[bench] {size}: Spark presence phase ({impl}, {repeat} runs in one session)", flush=True)
+        spark = run_child("bench.spark_stages", args, out / "work" / f"presence-{impl}-{size}.json",
+                          logs / f"presence-{impl}-{size}.log")
+        duck_file = out / "work" / f"duckdb-presence-home-{size}.parquet"
+        print(f"[bench] {size}: {impl}: first run {spark['first']['cpu_s']} CPU-s; DuckDB floor", flush=True)
+        duck = run_child("bench.duckdb_presence", ["--agreement", str(agreement), "--lake", str(lake),
+                                                   "--out", str(duck_file), "--home-cells"],
+                         out / "work" / f"duckdb-presence-home-{impl}-{size}.json",
+                         logs / f"duckdb-presence-home-{impl}-{size}.log")
+        if not keep:
+            duck_file.unlink(missing_ok=True)
+            duck_file.with_name(duck_file.stem + "-home-cells.parquet").unlink(missing_ok=True)
+        floor = max(duck["job_cpu_s"], 0.1)
+        runs.append({"impl": impl, "spark": spark, "duckdb": duck,
+                     "ratio_first_cpu": round(spark["first"]["cpu_s"] / floor, 2),
+                     "ratio_steady_cpu": (round(spark["steady_cpu_s"] / floor, 2)
+                                          if spark.get("steady_cpu_s") is not None else None),
+                     "ratio_first_cpu_presence_floor": round(spark["first"]["cpu_s"]
+                                                             / max(duck.get("presence_cpu_s") or 0.0, 0.1), 2)})
+    head = runs[-1]  # the last implementation named is the headline (the one the scaling exponents follow)
+    return {"size": size, "cdr_rows": info["cdr_rows"], "runs": runs, "impl": head["impl"],
+            "spark_first_cpu_s": head["spark"]["first"]["cpu_s"], "spark_steady_cpu_s": head["spark"]["steady_cpu_s"],
+            "duckdb_cpu_s": head["duckdb"]["job_cpu_s"]}
+
+
 def release_size(out: Path, size: str, agreement: Path) -> dict:
     """A flows release (through publish) from the residence changes of the same lake."""
     info = data.ensure(out, size)
@@ -237,8 +282,10 @@ SCALING = {
                   "spark_presence": ("", "presence_s"), "spark_presence_cpu": ("", "presence_cpu_s"),
                   "duckdb": ("duckdb", "total_s"), "duckdb_cpu": ("duckdb", "job_cpu_s")},
     "release": {"spark_job": ("spark", "job_s"), "spark_cpu": ("spark", "job_cpu_s")},
+    "presence": {"spark_first_cpu": ("", "spark_first_cpu_s"), "spark_steady_cpu": ("", "spark_steady_cpu_s"),
+                 "duckdb_cpu": ("", "duckdb_cpu_s")},
 }
-STAGES = ("anonymize", "residence", "release", "rule_scale", "peer")
+STAGES = ("anonymize", "residence", "release", "rule_scale", "peer", "presence")
 
 
 def merge(out: Path, results: dict) -> dict:
@@ -278,6 +325,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--residence-budget-s", type=float, default=900,
                     help="rule-scale: run the target size only if the first run projects it under this")
     ap.add_argument("--residence-months", type=int, default=24)
+    ap.add_argument("--presence", action="store_true",
+                    help="also the presence phase alone (daily presence and home cells) against DuckDB")
+    ap.add_argument("--presence-impls", default="one-pass",
+                    help="presence: comma-separated, from one-pass, separate, before (default: one-pass)")
+    ap.add_argument("--presence-before", type=Path, default=None,
+                    help="presence: presence.py of the version to time as 'before' (e.g. from git show)")
+    ap.add_argument("--presence-repeat", type=int, default=2,
+                    help="presence: runs per Spark session; the first is what a job pays, later ones the steady "
+                         "state (default: 2)")
     ap.add_argument("--keep", action="store_true", help="keep the DuckDB outputs under OUT/work")
     ap.add_argument("--write-benchmarks", action="store_true",
                     help="rewrite the generated blocks of BENCHMARKS.md for the stages in OUT/latest.json")
@@ -316,6 +372,11 @@ def main(argv: list[str] | None = None) -> None:
         per_size("residence", lambda size: residence_size(out, size, agreement, args.keep))
     if not args.skip_release:
         per_size("release", lambda size: release_size(out, size, agreement))
+    if args.presence:
+        impls = [i.strip() for i in args.presence_impls.split(",") if i.strip()]
+        before = args.presence_before.resolve() if args.presence_before else None
+        per_size("presence", lambda size: presence_size(out, size, agreement, impls, before, args.presence_repeat,
+                                                        args.keep))
     if args.rule_scale:
         stage("rule_scale", bench_residence(out, args.residence_subjects, args.residence_target,
                                             args.residence_budget_s, args.residence_months))

@@ -1,12 +1,21 @@
 """Child process: one office-side stage in a fresh Spark session, on the lake the anonymization wrote.
 
-``python -m bench.spark_stages --stage residence|release --agreement A --lake DIR --result FILE``
+``python -m bench.spark_stages --stage residence|release|presence --agreement A --lake DIR --result FILE``
 
 * ``residence``: ``mobility.residence.job.run`` unchanged (daily presence, monthly home cells,
   the 12/16-month rule, Delta writes), its phases split by the job's own progress marks.
 * ``release``: ``mobility.release.flows.release_flows`` for the latest crossing month that is final
   with this data, at epsilon = 1, through ``publish`` (ledger charge, OpenDP noise, files). The
   parent clears the lake's releases and ledger first, so every run is a fresh first release.
+* ``presence`` (issue #20): the presence phase alone, as a rebuild of the residence job runs it: daily
+  presence and monthly home cells of every event of the agreement, written with ``Lake.overwrite``
+  to ``office/presence`` (days up to the data's last month end, with their ``month``) and
+  ``office/home_cells``. ``--impl one-pass`` is ``presence_and_home_cells``; ``--impl separate`` is
+  ``daily_presence`` then ``monthly_home_cells``; ``--module FILE`` takes the functions from another
+  version of ``presence.py`` (``git show 5351e94:src/mobility/residence/presence.py`` is the code
+  before issue #20, which has only ``separate``). The phase runs ``--repeat`` times in the same
+  session: the first run is what a job pays (the JVM still compiles its hot code), later runs are
+  the steady state. The data end comes from the events table's Delta log, outside the timed part.
 
 Session start is timed apart from the stage, as in ``bench.spark_ingest``.
 """
@@ -16,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import time
 from pathlib import Path
 
@@ -91,12 +101,78 @@ def release(spark, agreement: Path, lake: Path) -> dict:
             "cells": {name: info["rows"] for name, info in result.manifest["tables"].items()}}
 
 
+def _presence_module(path: Path | None):
+    if path is None:
+        from mobility.residence import presence as module
+
+        return module
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_presence_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _log_months(table: Path) -> list[str]:
+    """``month`` partitions of the table's current files, from its Delta log (no data read)."""
+    from deltalake import DeltaTable
+
+    return sorted({part[len("month="):] for f in DeltaTable(str(table)).file_uris() for part in f.split("/")
+                   if part.startswith("month=")})
+
+
+def presence(spark, agreement: Path, lake: Path, impl: str, module_path: Path | None, repeat: int) -> dict:
+    from pyspark.sql import functions as F
+
+    from bench.monitor import tree_cpu_s
+    from mobility.config import load_agreement
+    from mobility.lake import Lake
+    from mobility.residence.rules import ResidenceParams
+    from mobility.schemas import EVENTS_TABLE, HOME_CELLS_TABLE, PRESENCE_TABLE
+
+    module = _presence_module(module_path)
+    ag, lk, params = load_agreement(agreement), Lake(lake), ResidenceParams()
+    last = _log_months(lk.table(EVENTS_TABLE))[-1]
+    data_end = (dt.date.fromisoformat(last + "-01") + dt.timedelta(days=31)).replace(day=1) - dt.timedelta(days=1)
+    tz, home = ag.time_zone, ag.home_country
+    runs = []
+    for i in range(repeat):
+        t0, c0 = time.perf_counter(), tree_cpu_s()
+        events = lk.committed(spark, EVENTS_TABLE, ag.agreement_id)
+        if impl == "one-pass":
+            daily, cells = module.presence_and_home_cells(spark, events, home, tz, params)
+        else:
+            daily = module.daily_presence(events, tz, params)
+        daily = daily.withColumn("month", F.date_format("date", "yyyy-MM")).where(F.col("date") <= F.lit(data_end))
+        c1 = tree_cpu_s()
+        lk.overwrite(daily, PRESENCE_TABLE)
+        c2 = tree_cpu_s()
+        if impl != "one-pass":
+            cells = module.monthly_home_cells(spark, events, home, tz, params)
+        lk.overwrite(cells, HOME_CELLS_TABLE)
+        t3, c3 = time.perf_counter(), tree_cpu_s()
+        runs.append({"run": i + 1, "seconds": round(t3 - t0, 2), "cpu_s": round(c3 - c0, 1),
+                     "build_cpu_s": round(c1 - c0, 1), "presence_write_cpu_s": round(c2 - c1, 1),
+                     "home_cells_cpu_s": round(c3 - c2, 1), "load": round(os.getloadavg()[0], 2)})
+        print(f"[presence] run {i + 1}: {runs[-1]}", flush=True)
+    read = lambda spec: lk.read(spark, spec)  # noqa: E731
+    return {"impl": impl, "module": str(module_path) if module_path else "mobility.residence.presence",
+            "data_end": data_end.isoformat(), "runs": runs, "first": runs[0],
+            "steady_cpu_s": min(r["cpu_s"] for r in runs[1:]) if len(runs) > 1 else None,
+            "presence_rows": read(PRESENCE_TABLE).count(), "home_cells_rows": read(HOME_CELLS_TABLE).count()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--stage", choices=("residence", "release"), required=True)
+    ap.add_argument("--stage", choices=("residence", "release", "presence"), required=True)
     ap.add_argument("--agreement", type=Path, required=True)
     ap.add_argument("--lake", type=Path, required=True)
     ap.add_argument("--result", type=Path, required=True)
+    ap.add_argument("--impl", choices=("one-pass", "separate"), default="one-pass", help="presence stage only")
+    ap.add_argument("--module", type=Path, default=None, help="presence stage: presence.py of another version")
+    ap.add_argument("--repeat", type=int, default=2, help="presence stage: runs in the same session")
     args = ap.parse_args()
 
     from mobility.spark import get_spark
@@ -108,7 +184,10 @@ def main() -> None:
     start = [time.perf_counter()]
     _mark_phases(marks, start)
     cpu0 = tree_cpu_s()
-    detail = (residence if args.stage == "residence" else release)(spark, args.agreement, args.lake)
+    if args.stage == "presence":
+        detail = presence(spark, args.agreement, args.lake, args.impl, args.module, args.repeat)
+    else:
+        detail = (residence if args.stage == "residence" else release)(spark, args.agreement, args.lake)
     job_s, cpu_end = time.perf_counter() - start[0], tree_cpu_s()
     job_cpu = cpu_end - cpu0
     if args.stage == "residence":
