@@ -20,7 +20,11 @@ differs between them. Per H, in a lake of its own under ``OUT/work/lake-H``:
    **incremental residence run** is measured in a fresh child process;
 4. then a **rebuild** (``rebuild=True``) on the same lake, ``--repeats`` times, each in a fresh
    child process;
-5. a last child compares the rebuild's tables with the last incremental run's versions row for
+5. the steady state: one child with one Spark session runs an unmeasured rebuild on a copy of the
+   lake (it compiles the JVM's hot code), then an incremental run and a rebuild, each on a fresh
+   copy at a path of its own. A fresh process pays 40-60 CPU-s of JIT compilation and planning
+   whatever the data size; the steady state is the part that grows with the data;
+6. a last child compares the rebuild's tables with the last incremental run's versions row for
    row (``EXCEPT ALL`` both ways), outside any timed part.
 
 Steps 1-2 are cached (``OUT/work/lake-H.prepared.json``): a rerun measures again without
@@ -204,6 +208,14 @@ def measure(out: Path, extract: dict, history: int, agreement: Path, env: dict, 
         rebuild.append(child_residence(out, history, agreement, f"rebuild-{i}", rebuild=True))
         print(f"[bench] H={history}: rebuild {rebuild[-1]['job_s']} s, {rebuild[-1]['job_cpu_s']} CPU-s",
               flush=True)
+    print(f"[bench] H={history}: steady state (one session: warm-up rebuild, incremental, rebuild)", flush=True)
+    snap = out / "work" / f"lake-{history}.before-incremental"
+    warm = run_child("bench.residence_incremental",
+                     ["--child", "warm", "--agreement", str(agreement), "--lake", str(out / "work" / f"lake-{history}"),
+                      "--snapshot", str(snap)],
+                     out / "work" / f"residence-{history}-warm.json", out / "logs" / f"residence-{history}-warm.log")
+    print(f"[bench] H={history}: warm incremental {warm['incremental']['job_cpu_s']} CPU-s, "
+          f"warm rebuild {warm['rebuild']['job_cpu_s']} CPU-s", flush=True)
     print(f"[bench] H={history}: comparing the rebuild's tables with the incremental run's", flush=True)
     same = run_child("bench.residence_incremental",
                      ["--child", "compare", "--lake", str(out / "work" / f"lake-{history}"),
@@ -222,6 +234,9 @@ def measure(out: Path, extract: dict, history: int, agreement: Path, env: dict, 
         "ratio_cpu": round(best_i["job_cpu_s"] / best_r["job_cpu_s"], 3),
         "ratio_cpu_process": round(best_i["cpu_s"] / best_r["cpu_s"], 3),
         "recomputed_months": best_i["recomputed_months"],
+        "warm": {k: warm[k] for k in ("incremental", "rebuild")},
+        "cpu_incremental_warm": warm["incremental"]["job_cpu_s"], "cpu_rebuild_warm": warm["rebuild"]["job_cpu_s"],
+        "ratio_cpu_warm": round(warm["incremental"]["job_cpu_s"] / max(warm["rebuild"]["job_cpu_s"], 0.1), 3),
     }
 
 
@@ -265,6 +280,16 @@ def markdown(results: dict) -> str:
             lines.append(f"| {h['history_months']} | {kind} | {_fmt_parts(r)} | "
                          f"{rule.get('driver', 0):.1f} / {rule.get('jvm', 0):.1f} / {rule.get('workers', 0):.1f} | "
                          f"{c['rerun_pseudonyms']:,} | {c['rerun_presence_rows']:,} | {c['events_read']:,} |")
+    lines += ["", "Steady state (one Spark session per history: an unmeasured rebuild first, then each run on a "
+              "fresh copy of the same lake); job CPU s and phases (" + " / ".join(PARTS) + "):", "",
+              "| H | incremental CPU s | incremental phases | rebuild CPU s | rebuild phases | **ratio** |",
+              "|---:|---:|---|---:|---|---:|"]
+    for h in results["histories"]:
+        if "warm" not in h:
+            continue
+        wi, wr = h["warm"]["incremental"], h["warm"]["rebuild"]
+        lines.append(f"| {h['history_months']} | {wi['job_cpu_s']} | {_fmt_parts(wi)} | {wr['job_cpu_s']} | "
+                     f"{_fmt_parts(wr)} | **{h['ratio_cpu_warm']:.3f}** (1/{1 / h['ratio_cpu_warm']:.1f}) |")
     lines += ["", "Rebuild = incremental, row for row (rows only in the rebuild / only in the incremental run):", ""]
     for h in results["histories"]:
         cmp_ = h["compare"]["tables"]
@@ -337,8 +362,27 @@ def _counts(spark, lake_root: Path, manifest: dict) -> dict:
             "changes_rows": lake.read(spark, CHANGES_TABLE).count()}
 
 
-def child_residence_main(args) -> None:
+def _timed_run(spark, job, agreement: Path, lake: Path, rebuild: bool, marks: list, start: list[float]) -> dict:
+    """One ``job.run`` with its job CPU and phases (``_instrument`` already applied)."""
     from bench.monitor import tree_cpu_s
+
+    marks.clear()
+    cpu0, parts0 = tree_cpu_s(), _cpu_parts()
+    start[0] = time.perf_counter()
+    marks.append((0.0, parts0, "start"))
+    result = job.run(agreement, lake, spark=spark, rebuild=rebuild)
+    job_s, cpu_end, parts_end = time.perf_counter() - start[0], tree_cpu_s(), _cpu_parts()
+    m = result.manifest
+    return {"stage": "residence", "rebuild_flag": rebuild, "mode": m["mode"], "reason": m["reason"],
+            "recomputed_months": m["recomputed_months"], "data_end": m["data_end"],
+            "office_versions": m["office_versions"], "job_s": round(job_s, 2), "job_cpu_s": round(cpu_end - cpu0, 1),
+            "job_cpu_by_process": {k: round(parts_end[k] - parts0[k], 1) for k in parts0},
+            "marks": [{"s": round(s, 2), "cpu_s": round(sum(c.values()) - sum(parts0.values()), 1), "label": lb}
+                      for s, c, lb in marks],
+            "parts": _parts_from(marks, job_s, parts_end)}
+
+
+def child_residence_main(args) -> None:
     from mobility.spark import get_spark
 
     sources = {s: hashlib.sha256((ROOT / s).read_bytes()).hexdigest()[:12] for s in SOURCES}
@@ -350,25 +394,38 @@ def child_residence_main(args) -> None:
     marks: list = []
     start = [time.perf_counter()]
     _instrument(marks, start)
-    cpu0, parts0 = tree_cpu_s(), _cpu_parts()
-    start[0] = time.perf_counter()
-    marks.append((0.0, parts0, "start"))
-    result = job.run(args.agreement, args.lake, spark=spark, rebuild=args.rebuild)
-    job_s, cpu_end, parts_end = time.perf_counter() - start[0], tree_cpu_s(), _cpu_parts()
-    m = result.manifest
-    out = {"stage": "residence", "rebuild_flag": args.rebuild, "mode": m["mode"], "reason": m["reason"],
-           "recomputed_months": m["recomputed_months"], "data_end": m["data_end"],
-           "office_versions": m["office_versions"], "spark_version": spark.version,
-           "session_start_s": round(session_s, 2), "job_s": round(job_s, 2), "job_cpu_s": round(cpu_end - cpu0, 1),
-           "job_cpu_by_process": {k: round(parts_end[k] - parts0[k], 1) for k in parts0},
-           "marks": [{"s": round(s, 2), "cpu_s": round(sum(c.values()) - sum(parts0.values()), 1), "label": lb}
-                     for s, c, lb in marks],
-           "parts": _parts_from(marks, job_s, parts_end),
-           "sources": sources,
-           "shuffle_partitions": spark.conf.get("spark.sql.shuffle.partitions"),
-           "cores": spark.sparkContext.defaultParallelism}
-    out["counts"] = _counts(spark, args.lake, m)
+    out = _timed_run(spark, job, args.agreement, args.lake, args.rebuild, marks, start)
+    out.update({"spark_version": spark.version, "session_start_s": round(session_s, 2), "sources": sources,
+                "shuffle_partitions": spark.conf.get("spark.sql.shuffle.partitions"),
+                "cores": spark.sparkContext.defaultParallelism})
+    out["counts"] = _counts(spark, args.lake, out)
     spark.stop()
+    args.result.write_text(json.dumps(out, indent=2))
+
+
+def child_warm_main(args) -> None:
+    """Steady state: in one Spark session, a rebuild on a copy of the snapshot (unmeasured: it
+    compiles the JVM's hot code), then the incremental run and a rebuild, each on a fresh copy at a
+    path of its own (so no cached Delta snapshot is reused). What is left is the cost that grows
+    with the data: what a long-lived cluster session, or a national volume, pays per run."""
+    from mobility.spark import get_spark
+
+    spark = get_spark("bench-residence-incremental-warm")
+    from mobility.residence import job
+
+    marks: list = []
+    start = [time.perf_counter()]
+    _instrument(marks, start)
+    work = args.lake.parent / (args.lake.name + ".warm")
+    shutil.rmtree(work, ignore_errors=True)
+    out: dict = {}
+    for name, rebuild in (("warmup", True), ("incremental", False), ("rebuild", True)):
+        lake = work / name
+        shutil.copytree(args.snapshot, lake, symlinks=True)
+        out[name] = _timed_run(spark, job, args.agreement, lake, rebuild, marks, start)
+        print(f"[warm] {name}: {out[name]['job_s']} s, {out[name]['job_cpu_s']} CPU-s", flush=True)
+    spark.stop()
+    shutil.rmtree(work, ignore_errors=True)
     args.result.write_text(json.dumps(out, indent=2))
 
 
@@ -422,7 +479,8 @@ def child_compare_main(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.residence_incremental", description=__doc__.splitlines()[0])
-    ap.add_argument("--child", choices=("residence", "compare"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("residence", "compare", "warm"), help=argparse.SUPPRESS)
+    ap.add_argument("--snapshot", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--agreement", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--rebuild", action="store_true", help=argparse.SUPPRESS)
@@ -440,6 +498,8 @@ def main(argv: list[str] | None = None) -> None:
         return child_residence_main(args)
     if args.child == "compare":
         return child_compare_main(args)
+    if args.child == "warm":
+        return child_warm_main(args)
 
     from bench import machine
     from bench.run import KEY_ENV, write_agreement
