@@ -202,3 +202,14 @@ def test_spark_spells_refuse_what_the_reference_refuses(spark, second, error):
                                      "pseudonym string, date date, country string")
     with pytest.raises(Exception, match=error):
         spells_in_spark(presence, ResidenceParams()).collect()
+
+
+def test_numba_cache_goes_to_a_private_temporary_folder_when_the_package_is_read_only(tmp_path, monkeypatch):
+    from mobility.residence import spells
+
+    assert spells._cache_dir(tmp_path, {}) is None  # writable: numba's own __pycache__ next to the code
+    assert spells._cache_dir(tmp_path, {"NUMBA_CACHE_DIR": "/elsewhere"}) is None  # the operator's choice
+    monkeypatch.setattr(spells.os, "access", lambda path, mode: False)  # as a non-root user of the image
+    folder = spells._cache_dir(tmp_path, {})
+    assert folder is not None and folder.startswith(spells.tempfile.gettempdir())
+    assert str(spells.os.getuid()) in folder

@@ -21,17 +21,24 @@ Three pieces:
 * ``detect_in_spark_fast``: the two above in Spark, with the contract of ``job.detect_in_spark``.
 
 The compiled loop is cached on disk (``cache=True``, in ``__pycache__`` next to this file, or in
-``NUMBA_CACHE_DIR``): every Spark Python worker loads it instead of compiling it again.
+``NUMBA_CACHE_DIR``): every Spark Python worker loads it instead of compiling it again. Where
+neither is writable (a package installed by root and run as another user, as in the job image)
+numba would refuse to import this module, so a private folder under the temporary directory is
+used instead (``_cache_dir``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from numba import njit
+from numba.core import config as numba_config
 
 from mobility.errors import InputContractError
 from mobility.residence.params import ResidenceParams
@@ -49,6 +56,22 @@ from mobility.schemas import PSEUDONYM, RULE_CHANGES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+
+def _cache_dir(package_dir: Path, environ: os._Environ | dict) -> str | None:
+    """The folder to give numba for its cache, or None when its own choices work: the
+    ``__pycache__`` next to this file, or an explicit ``NUMBA_CACHE_DIR``. (numba's per-user
+    cache under the home directory is not tried: service accounts often have no writable home.)"""
+    if environ.get("NUMBA_CACHE_DIR"):
+        return None
+    cache = package_dir / "__pycache__"
+    if os.access(cache if cache.exists() else package_dir, os.W_OK):
+        return None
+    return str(Path(tempfile.gettempdir()) / f"mobility-numba-{os.getuid()}")
+
+
+if (_folder := _cache_dir(Path(__file__).resolve().parent, os.environ)) is not None:
+    os.environ["NUMBA_CACHE_DIR"] = _folder
+    numba_config.reload_config()
 
 SPELL_COLUMNS = (SUBJECT, "country", "first_date", "last_date")
 WHERE = "presence spells"
