@@ -258,14 +258,18 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
             who = who.unionByName(old_presence)
         who = who.distinct()
         rerun = presence_all.join(who, PSEUDONYM, "left_semi")
-    # How many pseudonyms only sizes the rule's batches: it is never logged or written (counts of
-    # people and of changes stay in the office tables; docs/auditor-guide.md).
-    subjects = rerun.select(PSEUDONYM).distinct().count()
+    # The re-run pseudonyms, computed once and kept (the rule's input, its cells and the records
+    # kept all join on them). How many only sizes the rule's batches: it is never logged or written
+    # (counts of people and of changes stay in the office tables; docs/auditor-guide.md).
+    ids = rerun.select(PSEUDONYM).distinct().localCheckpoint(eager=True)
+    subjects = ids.count()
+    if work.previous is not None:
+        rerun = presence_all.join(ids, PSEUDONYM, "left_semi")
     progress.say("residence", "12/16-month rule over presence spells, in batches of pseudonyms")
     found = attach_cells(detect_in_spark_fast(rerun, home, params, data_end, subjects),
-                         home_cells_all.join(rerun.select(PSEUDONYM).distinct(), PSEUDONYM, "left_semi"))
+                         home_cells_all.join(ids, PSEUDONYM, "left_semi"))
     if work.previous is not None:
-        kept = lake.read(spark, CHANGES_TABLE).join(rerun.select(PSEUDONYM).distinct(), PSEUDONYM, "left_anti")
+        kept = lake.read(spark, CHANGES_TABLE).join(ids, PSEUDONYM, "left_anti")
         found = kept.unionByName(found.select(*kept.columns))
     # materialized before the overwrite: the rows kept are read from the table being replaced
     lake.overwrite(found.localCheckpoint(eager=True), CHANGES_TABLE)
