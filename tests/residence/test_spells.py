@@ -176,15 +176,16 @@ def test_spark_spells_equal_the_reference_spells(spark):
 
 @pytest.mark.spark
 def test_spark_fast_path_equals_detect_in_spark(spark):
-    from mobility.residence.job import CHANGES_SCHEMA, detect_in_spark
+    from mobility.residence.job import detect_in_spark
     from mobility.residence.spells import detect_in_spark_fast
+    from mobility.schemas import RULE_CHANGES
 
     frame = _seeded_presence(80, seed=21)
     presence = spark.createDataFrame(frame, "pseudonym string, date date, country string")
     data_end = max(frame["date"]) + dt.timedelta(days=40)
     for params in SPARK_PARAMS[:1]:
         fast = detect_in_spark_fast(presence, HOME, params, data_end)
-        assert fast.schema == CHANGES_SCHEMA
+        assert fast.schema == RULE_CHANGES
         key = ["pseudonym", "crossing_date"]
         expected = detect_in_spark(presence, HOME, params, data_end).toPandas().sort_values(key, ignore_index=True)
         got = fast.toPandas().sort_values(key, ignore_index=True)

@@ -26,7 +26,7 @@ from mobility.lake import Lake, anonymize_txn_id, read_json, write_json_atomic
 from mobility.privacy_budget.blocks import shift_month
 from mobility.residence.presence import PSEUDONYM, presence_and_home_cells, with_payment_days
 from mobility.residence.rules import KIND_UNRESOLVED, ResidenceParams, detect_changes
-from mobility.residence.spells import detect_in_spark_fast
+from mobility.residence.spells import detect_in_spark_fast, rule_in_batches
 from mobility.schemas import (
     CHANGES_TABLE,
     EVENTS_TABLE,
@@ -34,11 +34,8 @@ from mobility.schemas import (
     MONTH,
     PAYMENTS_TABLE,
     PRESENCE_TABLE,
-    RULE_CHANGES,
 )
 from mobility.spark import get_spark
-
-CHANGES_SCHEMA = RULE_CHANGES  # what the rule returns per pseudonym (the stored table less its cell)
 
 
 @dataclass
@@ -83,19 +80,15 @@ SUBJECTS_PER_BATCH = 2000  # pandas frames of ~1.5M presence rows at most: one c
 
 def detect_in_spark(presence: DataFrame, home_country: str, params: ResidenceParams, data_end: dt.date,
                     subjects: int | None = None) -> DataFrame:
-    """The pure rule over batches of pseudonyms (``detect_changes`` groups by subject itself), so
-    Spark's per-call cost is paid once per batch instead of once per person."""
-    subjects = subjects if subjects is not None else presence.select(PSEUDONYM).distinct().count()
-    batches = max(1, -(-subjects // SUBJECTS_PER_BATCH))
+    """The pure rule over batches of pseudonyms (``detect_changes`` groups by subject itself): the
+    reference the job's path over spells is tested against."""
 
     def per_batch(frame: pd.DataFrame) -> pd.DataFrame:
         found = detect_changes(frame.drop(columns="_batch").rename(columns={PSEUDONYM: "subject_id"}),
                                home_country, params, data_end=data_end)
         return found.rename(columns={"subject_id": PSEUDONYM})
 
-    return (presence.select(PSEUDONYM, "date", "country")
-            .withColumn("_batch", F.pmod(F.xxhash64(PSEUDONYM), F.lit(batches)))
-            .groupBy("_batch").applyInPandas(per_batch, CHANGES_SCHEMA))
+    return rule_in_batches(presence.select(PSEUDONYM, "date", "country"), per_batch, SUBJECTS_PER_BATCH, subjects)
 
 
 def attach_cells(changes: DataFrame, home_cells: DataFrame) -> DataFrame:
@@ -132,7 +125,7 @@ class Work:
     previous: dict | None  # the manifest of the run whose tables this one continues
 
 
-def _run_months(lake: Lake, spark: SparkSession, agreement: Agreement, run_id: str, manifest: dict) -> list[str]:
+def _run_months(lake: Lake, agreement: Agreement, run_id: str, manifest: dict) -> list[str]:
     """Months an anonymization run delivered: from its manifest, else (runs written before manifests
     named them) from the Delta log of its commits."""
     wanted = [EVENTS_TABLE] + ([PAYMENTS_TABLE] if agreement.payments_as_presence else [])
@@ -150,27 +143,26 @@ def _state(lake: Lake, agreement_id: str) -> dict | None:
         manifest = read_json(path)
         if isinstance(manifest, dict) and manifest.get("agreement_id") == agreement_id and "processed" in manifest:
             found.append(manifest)
-    for manifest in sorted(found, key=lambda m: str(m.get("finished", "")), reverse=True):
-        versions = manifest.get("office_versions") or {}
-        ok = True
-        for spec in (PRESENCE_TABLE, HOME_CELLS_TABLE, CHANGES_TABLE):
-            v = versions.get(spec.name)
-            if v is None or not lake.exists(spec) or any(op not in _KEEPS_STATE
-                                                         for op in lake.history_since(spec, int(v))):
-                ok = False
-        if ok:
-            return manifest
-        return None  # the newest run's tables were rewritten since: only a rebuild is safe
-    return None
+    if not found:
+        return None
+    # only the newest run's tables can be current; if they were rewritten since, only a rebuild is safe
+    newest = max(found, key=lambda m: str(m.get("finished", "")))
+    versions = newest.get("office_versions") or {}
+    for spec in (PRESENCE_TABLE, HOME_CELLS_TABLE, CHANGES_TABLE):
+        v = versions.get(spec.name)
+        ops = lake.history_since(spec, int(v)) if v is not None and lake.exists(spec) else None
+        if ops is None or any(op not in _KEEPS_STATE for op in ops):
+            return None
+    return newest
 
 
-def plan_work(lake: Lake, spark: SparkSession, agreement: Agreement, params: ResidenceParams,
+def plan_work(lake: Lake, agreement: Agreement, params: ResidenceParams,
               through: str | None, rebuild: bool) -> Work:
     runs = lake.completed_runs(agreement.agreement_id)
     if not runs:
         raise InputContractError("no office-zone events yet", where=str(lake.table(EVENTS_TABLE)),
                                  hint="run `mobility anonymize` on the operator side first")
-    delivered = {run_id: [m for m in _run_months(lake, spark, agreement, run_id, m) if not through or m <= through]
+    delivered = {run_id: [m for m in _run_months(lake, agreement, run_id, m) if not through or m <= through]
                  for run_id, m in runs.items()}
     months = sorted({m for ms in delivered.values() for m in ms})
     if not months:
@@ -209,7 +201,7 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
     params = params or ResidenceParams()
     lake = Lake(lake_root)
     spark = spark or get_spark("mobility-residence")
-    work = plan_work(lake, spark, agreement, params, through, rebuild)
+    work = plan_work(lake, agreement, params, through, rebuild)
     tz, home, data_end = agreement.time_zone, agreement.home_country, work.data_end
     progress.say("residence", f"{work.mode} ({work.reason}): presence months "
                               f"{work.months[0] + '..' + work.months[-1] if work.months else 'none'}")
@@ -243,28 +235,24 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
 
     presence_all = lake.read(spark, PRESENCE_TABLE)
     home_cells_all = lake.read(spark, HOME_CELLS_TABLE)
-    if work.previous is None:
-        rerun = presence_all
-    else:
+    ids = presence_all.select(PSEUDONYM)
+    if work.previous is not None:
         # pseudonyms whose decision can still change; everyone else's records stand as they are
         before = lake.read(spark, CHANGES_TABLE, work.previous["office_versions"][CHANGES_TABLE.name])
         previous_end = dt.date.fromisoformat(work.previous["data_end"])
-        open_records = before.where((F.col("kind") == KIND_UNRESOLVED)
-                                    | (F.col("resolved_date") >= F.lit(previous_end))).select(PSEUDONYM)
-        who = open_records
+        who = before.where((F.col("kind") == KIND_UNRESOLVED)
+                           | (F.col("resolved_date") >= F.lit(previous_end))).select(PSEUDONYM)
         if months:
             who = who.unionByName(presence_all.where(F.col(MONTH).isin(months)).select(PSEUDONYM))
         if old_presence is not None:
             who = who.unionByName(old_presence)
-        who = who.distinct()
-        rerun = presence_all.join(who, PSEUDONYM, "left_semi")
+        ids = ids.join(who, PSEUDONYM, "left_semi")
     # The re-run pseudonyms, computed once and kept (the rule's input, its cells and the records
     # kept all join on them). How many only sizes the rule's batches: it is never logged or written
     # (counts of people and of changes stay in the office tables; docs/auditor-guide.md).
-    ids = rerun.select(PSEUDONYM).distinct().localCheckpoint(eager=True)
+    ids = ids.distinct().localCheckpoint(eager=True)
     subjects = ids.count()
-    if work.previous is not None:
-        rerun = presence_all.join(ids, PSEUDONYM, "left_semi")
+    rerun = presence_all if work.previous is None else presence_all.join(ids, PSEUDONYM, "left_semi")
     progress.say("residence", "12/16-month rule over presence spells, in batches of pseudonyms")
     found = attach_cells(detect_in_spark_fast(rerun, home, params, data_end, subjects),
                          home_cells_all.join(ids, PSEUDONYM, "left_semi"))

@@ -141,15 +141,6 @@ def _parent_mapping(spark: SparkSession, cells: list[str], resolution: int) -> D
     return spark.createDataFrame(rows, "h3_cell STRING, home_cell STRING")
 
 
-def parent_cells(spark: SparkSession, events: DataFrame, resolution: int) -> DataFrame:
-    """Map each storage-resolution H3 cell seen in events to its parent at ``resolution``.
-
-    Distinct cells number at most the operator's cell sites, so they are mapped on the driver.
-    """
-    cells = [r[0] for r in events.select("h3_cell").where(F.col("h3_cell").isNotNull()).distinct().collect()]
-    return _parent_mapping(spark, cells, resolution)
-
-
 def _home_night(home_country: str) -> Column:
     """The event's cell when it is a night in the home country, else null."""
     return F.when(F.col("is_night") & (F.col("country") == home_country), F.col("h3_cell"))

@@ -218,6 +218,13 @@ def _next_after(values, n, position):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _counted_and_gap(first, last, code, lo, hi, home, side, crossing, until):  # pragma: no cover - compiled
+    """Known days on ``side`` from the crossing through ``until``, and the unknown days in that span."""
+    known = _count(first, last, code, lo, hi, home, -1, crossing, until)
+    return _count(first, last, code, lo, hi, home, side, crossing, until), (until - crossing + 1) - known
+
+
+@njit(cache=True, nogil=True)
 def _rule_kernel(bounds, first, last, code, n_codes, home, has_end, end_day,
                  window_days, migration_days, non_migration_days, initial_days,
                  initial_resident_nights, temporary_min_days, min_nights):  # pragma: no cover - compiled
@@ -313,24 +320,19 @@ def _rule_kernel(bounds, first, last, code, n_codes, home, has_end, end_day,
         status_known = s0 + min(initial_days, n) - 1
         while True:
             departing = status == home
+            # leaving home, the crossing is a start of a run abroad and the return a start of one at
+            # home; arriving, the other way round
             if departing:
-                j = _next_after(outs, n_out, position)
-                if j == n_out:
-                    break
-                crossing = outs[j]
-                side = _ABROAD
-                j = _next_after(ins, n_in, crossing)
-                back = ins[j] if j < n_in else -1
-                has_back = j < n_in
+                leave, n_leave, come, n_come, side = outs, n_out, ins, n_in, _ABROAD
             else:
-                j = _next_after(ins, n_in, position)
-                if j == n_in:
-                    break
-                crossing = ins[j]
-                side = _HOME
-                j = _next_after(outs, n_out, crossing)
-                back = outs[j] if j < n_out else -1
-                has_back = j < n_out
+                leave, n_leave, come, n_come, side = ins, n_in, outs, n_out, _HOME
+            j = _next_after(leave, n_leave, position)
+            if j == n_leave:
+                break
+            crossing = leave[j]
+            j = _next_after(come, n_come, crossing)
+            has_back = j < n_come
+            back = come[j] if has_back else -1
             window_end = crossing + window_days - 1
             horizon = min(window_end, end)
             reached = _first_reaching(first, last, code, lo, hi, home, side, crossing, migration_days, end)
@@ -351,8 +353,7 @@ def _rule_kernel(bounds, first, last, code, n_codes, home, has_end, end_day,
                 o_resolved[k] = reached
                 o_has_resolved[k] = True
                 o_kind[k] = _LONG_TERM
-                o_counted[k] = _count(first, last, code, lo, hi, home, side, crossing, until)
-                o_gap[k] = (until - crossing + 1) - _count(first, last, code, lo, hi, home, -1, crossing, until)
+                o_counted[k], o_gap[k] = _counted_and_gap(first, last, code, lo, hi, home, side, crossing, until)
                 k += 1
                 status = destination
                 position = crossing
@@ -366,8 +367,7 @@ def _rule_kernel(bounds, first, last, code, n_codes, home, has_end, end_day,
                 o_resolved[k] = -1
                 o_has_resolved[k] = False
                 o_kind[k] = _UNRESOLVED
-                o_counted[k] = _count(first, last, code, lo, hi, home, side, crossing, until)
-                o_gap[k] = (until - crossing + 1) - _count(first, last, code, lo, hi, home, -1, crossing, until)
+                o_counted[k], o_gap[k] = _counted_and_gap(first, last, code, lo, hi, home, side, crossing, until)
                 k += 1
                 break
             if has_back and back <= window_end and stay >= temporary_min_days:
@@ -377,8 +377,7 @@ def _rule_kernel(bounds, first, last, code, n_codes, home, has_end, end_day,
                 o_resolved[k] = until
                 o_has_resolved[k] = True
                 o_kind[k] = _TEMPORARY
-                o_counted[k] = _count(first, last, code, lo, hi, home, side, crossing, until)
-                o_gap[k] = (until - crossing + 1) - _count(first, last, code, lo, hi, home, -1, crossing, until)
+                o_counted[k], o_gap[k] = _counted_and_gap(first, last, code, lo, hi, home, side, crossing, until)
                 k += 1
             if not has_back:
                 break
@@ -597,14 +596,24 @@ def spells_in_spark(presence: DataFrame, params: ResidenceParams | None = None) 
 SPELL_SUBJECTS_PER_BATCH = 20_000  # ~5 spells each: one pandas call per 100k rows or so
 
 
+def rule_in_batches(rows: DataFrame, per_batch, batch_size: int, subjects: int | None = None) -> DataFrame:
+    """``per_batch`` (a pandas frame of whole pseudonyms -> their changes, ``schemas.RULE_CHANGES``)
+    over batches of about ``batch_size`` pseudonyms, by a hash of the pseudonym: Spark's per-call cost
+    is paid once per batch, not once per person. ``subjects`` (how many pseudonyms) only sizes the
+    batches; it is counted when not given."""
+    from pyspark.sql import functions as F
+
+    subjects = subjects if subjects is not None else rows.select(PSEUDONYM).distinct().count()
+    batches = max(1, -(-subjects // batch_size))
+    return (rows.withColumn("_batch", F.pmod(F.xxhash64(PSEUDONYM), F.lit(batches)))
+            .groupBy("_batch").applyInPandas(per_batch, RULE_CHANGES))
+
+
 def detect_spells_in_spark(spells: DataFrame, home_country: str, params: ResidenceParams, data_end: dt.date,
                            subjects: int | None = None) -> DataFrame:
     """``detect_from_spells`` over batches of pseudonyms: spells (``pseudonym, country,
     first_date, last_date``) -> changes with ``schemas.RULE_CHANGES``."""
     from pyspark.sql import functions as F
-
-    subjects = subjects if subjects is not None else spells.select(PSEUDONYM).distinct().count()
-    batches = max(1, -(-subjects // SPELL_SUBJECTS_PER_BATCH))
 
     def per_batch(frame: pd.DataFrame) -> pd.DataFrame:
         found = detect_arrays(frame[PSEUDONYM].to_numpy(), frame["country"].to_numpy(),
@@ -612,15 +621,13 @@ def detect_spells_in_spark(spells: DataFrame, home_country: str, params: Residen
                               data_end=data_end, subject_dtype=frame[PSEUDONYM].dtype)
         return found.rename(columns={SUBJECT: PSEUDONYM})
 
-    return (spells.select(PSEUDONYM, "country", F.unix_date("first_date").alias("first_day"),
-                          F.unix_date("last_date").alias("last_day"))
-            .withColumn("_batch", F.pmod(F.xxhash64(PSEUDONYM), F.lit(batches)))
-            .groupBy("_batch").applyInPandas(per_batch, RULE_CHANGES))
+    days = spells.select(PSEUDONYM, "country", F.unix_date("first_date").alias("first_day"),
+                         F.unix_date("last_date").alias("last_day"))
+    return rule_in_batches(days, per_batch, SPELL_SUBJECTS_PER_BATCH, subjects)
 
 
 def detect_in_spark_fast(presence: DataFrame, home_country: str, params: ResidenceParams, data_end: dt.date,
                          subjects: int | None = None) -> DataFrame:
     """``job.detect_in_spark`` with the same arguments and result (rows and ``schemas.RULE_CHANGES``),
     through spells: ``spells_in_spark`` and then ``detect_spells_in_spark``."""
-    subjects = subjects if subjects is not None else presence.select(PSEUDONYM).distinct().count()
     return detect_spells_in_spark(spells_in_spark(presence, params), home_country, params, data_end, subjects)
