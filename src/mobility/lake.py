@@ -226,14 +226,18 @@ class Lake:
                 return sorted(str(v) for v in values if v is not None)
         return []
 
-    def history_since(self, spec: TableSpec, version: int) -> list[str]:
-        """Operations of the commits after ``version`` (oldest first), from the Delta log."""
+    def history_since(self, spec: TableSpec, version: int) -> list[str] | None:
+        """Operations of the commits after ``version`` (oldest first), from the Delta log; None when
+        the log no longer holds every one of them (Delta's log cleanup removes old commit files), so
+        that what happened since cannot be told."""
         log = self.table(spec) / "_delta_log"
+        commits = {int(c.stem): c for c in log.glob("*.json") if c.stem.isdigit()}
+        later = sorted(v for v in commits if v > version)
+        if later and later != list(range(version + 1, later[-1] + 1)):
+            return None
         found = []
-        for commit in sorted(log.glob("*.json")):
-            if int(commit.stem) <= version:
-                continue
-            for line in commit.read_text(encoding="utf-8").splitlines():
+        for v in later:
+            for line in commits[v].read_text(encoding="utf-8").splitlines():
                 info = json.loads(line).get("commitInfo") if line.strip() else None
                 if info:
                     found.append(str(info.get("operation", "")))
