@@ -83,3 +83,56 @@ def test_error_bound_covers_about_95_percent(budget):
 def test_error_bound_is_one_below_opendp_accuracy():
     bound, accuracy = error_bound_95(DISCRETE_GAUSSIAN, 3.0)
     assert bound < accuracy <= bound + 1
+
+
+@pytest.mark.parametrize("budget", [{"rho": 0.5}, {"rho": 0.02}, {"epsilon": 1.0}])
+def test_joint_measurement_privacy_map_equals_the_charge(budget):
+    """The flows plan: international alone, the two subnational tables as ONE OpenDP measurement over
+    their concatenation at d_in 1. OpenDP's own map of each measurement, added, is what is charged."""
+    from mobility.aggregate.flows import GROUPS, SHARES
+
+    plan = plan_noise(shares=SHARES, sensitivity=1, delta=1e-7, groups=GROUPS, **budget)
+    units = plan.measurements()
+    assert sorted(units) == ["international", "subnational"]
+    joint = units["subnational"]
+    assert joint.group_tables == ("emigrants_by_origin", "immigrants_by_destination")
+    # both subnational tables share one measurement, scale and share: charged once, not twice
+    assert plan.tables["emigrants_by_origin"].measurement is plan.tables["immigrants_by_destination"].measurement
+    # rebuilt independently: the measurement over the concatenated vector, asked at d_in = 1
+    losses = []
+    for unit in units.values():
+        m = count_measurement(plan.mechanism, unit.scale)
+        if plan.mechanism == DISCRETE_LAPLACE:
+            import opendp.prelude as dp
+
+            m = dp.c.make_pureDP_to_zCDP(m)
+        losses.append(m.map(1))
+    assert sum(losses) == pytest.approx(plan.rho, rel=1e-6) and sum(losses) <= plan.rho * (1 + 1e-9)
+    assert plan.opendp_loss() == pytest.approx(plan.rho, rel=1e-6)
+    # the same charge split three ways (the former plan) gives every subnational cell more noise
+    three = plan_noise(shares={t: 1 / 3 for t in plan.tables}, sensitivity=1, delta=1e-7, **budget)
+    assert joint.scale < three.tables["emigrants_by_origin"].scale / 1.2
+    if "rho" in budget:
+        assert three.rho == pytest.approx(plan.rho, rel=1e-9)
+    else:  # pure DP: the same epsilon (the zCDP equivalent of a split depends on the split)
+        assert three.epsilon == plan.epsilon
+
+
+def test_joint_draw_is_one_invocation_split_back_in_order():
+    plan = plan_noise(shares={"a": 0.5, "g": 0.5}, sensitivity=1, delta=1e-7, rho=200.0,
+                      groups={"g": ("b", "c")})  # a large rho: noise is almost always 0
+    drawn = plan.draw({"a": [5, 6], "b": [1, 2, 3], "c": [40]})
+    assert [len(drawn[t]) for t in "abc"] == [2, 3, 1]
+    assert abs(drawn["c"][0] - 40) <= 2 and abs(drawn["b"][2] - 3) <= 2
+    with pytest.raises(RuntimeError, match="jointly"):
+        plan.tables["b"].draw([1])
+    with pytest.raises(ValueError):
+        plan.draw({"a": [1]})
+
+
+@pytest.mark.parametrize("groups,shares", [({"g": ("b",)}, {"g": 1.0}),  # a group of one table
+                                           ({"g": ("a", "b")}, {"g": 0.5, "a": 0.5}),  # a table twice
+                                           ({"h": ("a", "b")}, {"g": 1.0})])  # a group without a share
+def test_malformed_groups_are_refused(groups, shares):
+    with pytest.raises(ValueError):
+        plan_noise(shares=shares, sensitivity=1, delta=1e-7, rho=0.1, groups=groups)

@@ -19,6 +19,13 @@ composition for zCDP), which OpenDP's ``make_composition`` computes from the mea
 An equal split is the same mechanism as noising the concatenated vector with joint
 sensitivity L1 = k*c or L2 = sqrt(k)*c.
 
+Tables measured jointly. When no subject can contribute to more than one table of a group (the
+emigrants and immigrants tables of a flows release: a subject's one change is a departure or an
+arrival), the concatenated vector of the group moves by at most c in L1 and L2, the same as one
+table. ``groups`` names such a group: one OpenDP measurement over the concatenation, d_in = c, one
+share of the budget for all its tables, instead of a share per table. What is charged is the sum
+over measurements of OpenDP's own privacy map at each measurement's d_in.
+
 Scales come from ``dp.binary_search_param`` and 95% error bounds from ``opendp.accuracy``.
 """
 
@@ -129,18 +136,32 @@ class TableNoise:
     error_bound_95: int
     accuracy_95: float
     measurement: dp.Measurement = field(repr=False, compare=False)
+    group: str | None = None  # the joint measurement this table is part of (None: measured alone)
+    group_tables: tuple[str, ...] = ()  # the tables of that measurement, in the order concatenated
 
     def draw(self, counts: Sequence[int]) -> list[int]:
-        """Noisy counts: one OpenDP invocation over the whole vector."""
+        """Noisy counts of a table measured alone: one OpenDP invocation over the whole vector."""
+        if self.group is not None:
+            raise RuntimeError(f"table {self.table!r} is measured jointly ({self.group}); use NoisePlan.draw")
         values = [int(c) for c in counts]
         return [int(v) for v in self.measurement(values)] if values else []
 
+    @property
+    def measurement_name(self) -> str:
+        return self.group or self.table
+
     def describe(self) -> dict:
         metric = "L1" if self.mechanism == DISCRETE_LAPLACE else "L2"
-        return {"budget_share": self.share, "noise_scale": self.scale,
-                "sensitivity": {"metric": metric, "d_in": self.sensitivity},
-                "epsilon": self.epsilon, "rho": self.rho,
-                "error_bound_95": self.error_bound_95, "opendp_accuracy_95": self.accuracy_95}
+        out = {"budget_share": self.share, "noise_scale": self.scale,
+               "sensitivity": {"metric": metric, "d_in": self.sensitivity},
+               "epsilon": self.epsilon, "rho": self.rho,
+               "error_bound_95": self.error_bound_95, "opendp_accuracy_95": self.accuracy_95}
+        if self.group is not None:
+            out["joint_measurement"] = {"name": self.group, "tables": list(self.group_tables),
+                                        "meaning": "one OpenDP measurement over these tables' cells concatenated; "
+                                                   "budget_share, rho and epsilon are the measurement's, shared "
+                                                   "by its tables, and charged once"}
+        return out
 
 
 @dataclass(frozen=True)
@@ -153,6 +174,40 @@ class NoisePlan:
     epsilon: float  # the (epsilon, delta) equivalent of the whole release
     delta: float  # 0 for pure epsilon-DP
     rho: float  # charged to the ledger
+
+    def measurements(self) -> dict[str, TableNoise]:
+        """One entry per OpenDP measurement (a table measured alone, or the first table of a group)."""
+        out: dict[str, TableNoise] = {}
+        for table in self.tables.values():
+            out.setdefault(table.measurement_name, table)
+        return out
+
+    def draw(self, counts: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
+        """Noisy counts of every table: one OpenDP invocation per measurement (a group's tables
+        concatenated in its order, then split back)."""
+        if sorted(counts) != sorted(self.tables):
+            raise ValueError(f"counts name tables {sorted(counts)} but the plan has {sorted(self.tables)}")
+        out: dict[str, list[int]] = {}
+        for unit in self.measurements().values():
+            members = unit.group_tables or (unit.table,)
+            values = [int(c) for t in members for c in counts[t]]
+            drawn = [int(v) for v in unit.measurement(values)] if values else []
+            start = 0
+            for t in members:
+                out[t] = drawn[start:start + len(counts[t])]
+                start += len(counts[t])
+        return out
+
+    def opendp_loss(self) -> float:
+        """The release's loss by OpenDP's own maps: each measurement's map at its d_in, composed
+        (rho for zCDP; for discrete Laplace the zCDP conversion of each pure-DP map), added."""
+        losses = []
+        for unit in self.measurements().values():
+            m = unit.measurement
+            if self.mechanism == DISCRETE_LAPLACE:
+                m = dp.c.make_pureDP_to_zCDP(m)
+            losses.append(float(m.map(unit.sensitivity)))
+        return math.fsum(losses)
 
 
 def _check_shares(shares: Mapping[str, float]) -> dict[str, float]:
@@ -168,11 +223,15 @@ def _check_shares(shares: Mapping[str, float]) -> dict[str, float]:
 
 def plan_noise(*, shares: Mapping[str, float], sensitivity: int, delta: float,
                epsilon: float | None = None, rho: float | None = None,
-               sensitivities: Mapping[str, int] | None = None) -> NoisePlan:
-    """Build one measurement per table from exactly one budget (epsilon -> Laplace, rho -> Gaussian).
+               sensitivities: Mapping[str, int] | None = None,
+               groups: Mapping[str, Sequence[str]] | None = None) -> NoisePlan:
+    """Build one measurement per table, or per group of tables, from exactly one budget
+    (epsilon -> Laplace, rho -> Gaussian).
 
-    ``sensitivities`` overrides d_in for named tables (a sum of bounded amounts moves by more than
-    a count); tables not named use ``sensitivity``.
+    ``shares`` and ``sensitivities`` are keyed by measurement: a table measured alone, or a name
+    of ``groups`` (name -> the tables measured jointly, which must not share a contributor).
+    ``sensitivities`` overrides d_in for named measurements (a sum of bounded amounts moves by more
+    than a count); measurements not named use ``sensitivity``.
 
     The OpenDP privacy maps are checked against the requested budget: each table's loss equals
     its share (to ``LOSS_RTOL``) and never exceeds it, and the composed loss never exceeds the total.
@@ -185,6 +244,7 @@ def plan_noise(*, shares: Mapping[str, float], sensitivity: int, delta: float,
     shares = _check_shares(shares)
     mechanism = requested.mechanism
     d_ins = _table_sensitivities(shares, sensitivity, sensitivities)
+    members = _group_members(shares, groups)
 
     tables: dict[str, TableNoise] = {}
     for name, share in shares.items():
@@ -200,18 +260,22 @@ def plan_noise(*, shares: Mapping[str, float], sensitivity: int, delta: float,
             table_eps: float | None = target
         else:
             table_rho, table_eps = target, None
-        tables[name] = TableNoise(name, mechanism, share, d_ins[name], scale, table_eps, table_rho,
-                                  bound, accuracy, meas)
+        grouped = name in (groups or {})
+        for table in members[name]:
+            tables[table] = TableNoise(table, mechanism, share, d_ins[name], scale, table_eps, table_rho,
+                                       bound, accuracy, meas, group=name if grouped else None,
+                                       group_tables=members[name] if grouped else ())
 
+    units = {t.measurement_name: t for t in tables.values()}
     if len(set(d_ins.values())) > 1:
-        return _plan_of_unequal(mechanism, sensitivity, tables, budget, delta)
-    measurements = [t.measurement for t in tables.values()]
+        return _plan_of_unequal(mechanism, sensitivity, tables, units, budget, delta)
+    measurements = [t.measurement for t in units.values()]
     if mechanism == DISCRETE_LAPLACE:
-        total_eps = math.fsum(budget * t.share for t in tables.values())  # each table's epsilon: budget * share
+        total_eps = math.fsum(budget * t.share for t in units.values())  # each measurement's epsilon
         composed_eps = float(dp.c.make_composition(measurements).map(sensitivity))
         composed_rho = float(dp.c.make_composition(
             [dp.c.make_pureDP_to_zCDP(m) for m in measurements]).map(sensitivity))
-        charged_rho = accountant.compose(t.rho for t in tables.values())
+        charged_rho = accountant.compose(t.rho for t in units.values())
         if composed_eps > total_eps * (1 + 1e-12) or composed_rho > charged_rho * (1 + 1e-12):
             raise RuntimeError("OpenDP composition exceeds the charged budget")
         return NoisePlan(mechanism, sensitivity, tables, epsilon=budget, delta=0.0, rho=charged_rho)
@@ -237,19 +301,39 @@ def _table_sensitivities(shares: Mapping[str, float], sensitivity: int,
     return {name: int(d_in) for name, d_in in out.items()}
 
 
-def _plan_of_unequal(mechanism: str, sensitivity: int, tables: dict[str, TableNoise], budget: float,
-                     delta: float) -> NoisePlan:
-    """Totals when tables have different d_in: OpenDP's composition takes one d_in, so each table's own
-    privacy map is evaluated at its own d_in and the losses are added (basic / zCDP composition)."""
+def _group_members(shares: Mapping[str, float], groups: Mapping[str, Sequence[str]] | None
+                   ) -> dict[str, tuple[str, ...]]:
+    """Measurement name -> its tables; each table in exactly one measurement."""
+    out: dict[str, tuple[str, ...]] = {}
+    seen: set[str] = set()
+    stray = sorted(set(groups or {}) - set(shares))
+    if stray:
+        raise ValueError(f"groups {stray} have no budget share")
+    for name in shares:
+        members = tuple(str(t) for t in (groups or {}).get(name, (name,)))
+        if not members or len(set(members)) != len(members) or seen & set(members):
+            raise ValueError(f"measurement {name!r}: its tables {list(members)} must be distinct and in no other "
+                             "measurement")
+        if name in (groups or {}) and (len(members) < 2 or set(members) & set(shares)):
+            raise ValueError(f"group {name!r} must name at least two tables, none with its own share")
+        seen.update(members)
+        out[name] = members
+    return out
+
+
+def _plan_of_unequal(mechanism: str, sensitivity: int, tables: dict[str, TableNoise],
+                     units: dict[str, TableNoise], budget: float, delta: float) -> NoisePlan:
+    """Totals when measurements have different d_in: OpenDP's composition takes one d_in, so each
+    measurement's own privacy map is evaluated at its own d_in and the losses are added."""
     if mechanism == DISCRETE_LAPLACE:
-        composed_eps = math.fsum(float(t.measurement.map(t.sensitivity)) for t in tables.values())
+        composed_eps = math.fsum(float(t.measurement.map(t.sensitivity)) for t in units.values())
         composed_rho = math.fsum(float(dp.c.make_pureDP_to_zCDP(t.measurement).map(t.sensitivity))
-                                 for t in tables.values())
-        charged_rho = accountant.compose(t.rho for t in tables.values())
+                                 for t in units.values())
+        charged_rho = accountant.compose(t.rho for t in units.values())
         if composed_eps > budget * (1 + 1e-9) or composed_rho > charged_rho * (1 + 1e-9):
             raise RuntimeError("OpenDP losses of the tables exceed the charged budget")
         return NoisePlan(mechanism, sensitivity, tables, epsilon=budget, delta=0.0, rho=charged_rho)
-    composed_rho = math.fsum(float(t.measurement.map(t.sensitivity)) for t in tables.values())
+    composed_rho = math.fsum(float(t.measurement.map(t.sensitivity)) for t in units.values())
     if composed_rho > budget * (1 + 1e-9) or composed_rho < budget * (1 - LOSS_RTOL):
         raise RuntimeError(f"OpenDP rho of the tables {composed_rho} does not match the budget {budget}")
     return NoisePlan(mechanism, sensitivity, tables, epsilon=accountant.rho_to_epsilon(budget, delta),
