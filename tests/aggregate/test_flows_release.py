@@ -58,12 +58,22 @@ def test_release_holds_every_domain_cell_and_no_pseudonym(published):
     foreign = len(agreement.countries)  # the other listed countries plus OTHER
     expected_rows = {"international": 2 * foreign * len(D.SEX_VALUES) * len(D.AGE_BAND_VALUES),
                      "emigrants_by_origin": len(cells), "immigrants_by_destination": len(cells)}
-    assert {n: t["rows"] for n, t in manifest["tables"].items()} == expected_rows
+    published = {**expected_rows, **{f"{n}_noisy": rows for n, rows in expected_rows.items()}, "totals": 2}
+    assert {n: t["rows"] for n, t in manifest["tables"].items()} == published
     assert MANILA in cells and len(cells) > 1000  # the real res-5 cover of the Philippines
     for name in TABLES:
         frame = pd.read_csv(result.path / f"{name}.csv", dtype={"count": "int64"}, keep_default_na=False)
         assert len(frame) == expected_rows[name] and (frame["count"] >= 0).all()
-        assert not frame.drop(columns="count").duplicated().any()
+        assert not frame.drop(columns=["count", "low_95", "high_95"]).duplicated().any()
+    # consistent: subnational cells and the international table's sides add up to the national totals
+    totals = pd.read_csv(result.path / "totals.csv").set_index("total")["count"]
+    international = pd.read_csv(result.path / "international.csv", keep_default_na=False)
+    assert international.loc[international["from_country"] == "PHL", "count"].sum() == totals["emigration"]
+    assert emigrants_total(result.path) == totals["emigration"]
+    # the two subnational tables are one OpenDP measurement, charged once
+    joint = manifest["privacy"]["measurements"]["subnational"]
+    assert joint["tables"] == ["emigrants_by_origin", "immigrants_by_destination"]
+    assert manifest["privacy"]["opendp_rho"] == pytest.approx(manifest["privacy"]["rho"], rel=1e-6)
     emigrants = pd.read_csv(result.path / "emigrants_by_origin.csv", keep_default_na=False)
     assert set(emigrants["origin_h3_cell"]) == set(cells)
     for path in result.path.iterdir():  # neither a pseudonym nor a person-level column anywhere
@@ -75,6 +85,10 @@ def test_release_holds_every_domain_cell_and_no_pseudonym(published):
     assert set(manifest["input_versions"]) == {"office/residence_changes", "office/subscribers"}
     assert manifest["query"]["by"] == ["sex", "age_band"]
     assert verify(root).ok
+
+
+def emigrants_total(folder) -> int:
+    return int(pd.read_csv(folder / "emigrants_by_origin.csv", keep_default_na=False)["count"].sum())
 
 
 def test_rerun_returns_the_stored_release(published, spark):

@@ -36,11 +36,16 @@ def test_release_has_every_cell_integer_counts_and_a_complete_manifest(tmp_path)
         assert len(frame) == 9 and not frame.duplicated(["origin", "destination"]).any()
         assert pd.api.types.is_integer_dtype(frame["count"]) and (frame["count"] >= 0).all()
     manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["format"] == "mobility-release-manifest/2"
     assert manifest["mechanism"] == "discrete_gaussian" and "OpenDP" in manifest["noise_source"]
     assert manifest["privacy"]["rho"] == 0.05 and manifest["privacy"]["delta"] == CAPS.delta
-    table = manifest["tables"]["flows"]
+    assert manifest["privacy"]["opendp_rho"] == pytest.approx(0.05, rel=1e-6)
+    table = manifest["tables"]["flows_noisy"]
+    assert table["role"] == "noisy_measurement" and table["measures"] == "flows"
     assert table["rows"] == 9 and table["error_bound_95"] >= 1 and table["noise_scale"] > 0
-    assert set(table["files"]) == {"flows.csv", "flows.parquet"}
+    assert set(table["files"]) == {"flows_noisy.csv", "flows_noisy.parquet"}
+    assert manifest["tables"]["flows"]["role"] == "consistent"
+    assert set(manifest["tables"]) == {"flows", "flows_noisy", "totals"}
     head = {"seq": result.charge.seq, "entry_hash": result.charge.entry_hash}
     assert manifest["ledger"] == {**head, "table": "ledger", "head": head, "witnessed": False}
     assert result.charge.seq == 2  # the first charge under the agreement follows its policy entry
@@ -49,7 +54,7 @@ def test_release_has_every_cell_integer_counts_and_a_complete_manifest(tmp_path)
     assert claims["data_months"] == ["2024-05"] and claims["this_release"]["rho"] == 0.05
     assert claims["cumulative_lifetime"]["rho"] == 0.05 and claims["cumulative_lifetime"]["cap_rho"] == 2.0
     assert claims["cumulative_per_data_month"]["most_charged_month"] == "2024-05"
-    assert "set to 0" in manifest["post_processing"]
+    assert "nothing clamped" in manifest["post_processing"]
     assert manifest["input_versions"] == {"office/moves": 4}
     assert result.publication.release_digest == hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
     assert verify(tmp_path, caps={"PHL-DEMO": CAPS}).ok
@@ -121,8 +126,11 @@ def test_identifier_values_in_key_columns_are_refused(tmp_path, value):
 def test_released_files_hold_only_public_keys_and_counts(tmp_path):
     result = publish(tmp_path, request(), {"flows": flows()}, POLICY)
     csv = pd.read_csv(result.path / "flows.csv")
-    assert list(csv.columns) == ["origin", "destination", "count"]
+    assert list(csv.columns) == ["origin", "destination", "count", "low_95", "high_95"]
     assert set(csv["origin"]) | set(csv["destination"]) == {"ARE", "PHL", "SAU"}
+    noisy = pd.read_csv(result.path / "flows_noisy.csv")
+    assert list(noisy.columns) == ["origin", "destination", "noisy_count", "low_95", "high_95"]
+    assert list(pd.read_csv(result.path / "totals.csv").columns) == ["total", "count", "low_95", "high_95"]
 
 
 @pytest.mark.parametrize("damage", ["missing_cell", "duplicate", "negative", "float", "no_count"])
@@ -193,8 +201,8 @@ def test_unequal_table_shares(tmp_path):
     result = publish(tmp_path, request(table_shares={"flows": 0.8, "stocks": 0.2}),
                      {"flows": flows(), "stocks": stocks}, POLICY)
     tables = result.manifest["tables"]
-    assert tables["flows"]["rho"] == pytest.approx(0.04) and tables["stocks"]["rho"] == pytest.approx(0.01)
-    assert tables["stocks"]["noise_scale"] > tables["flows"]["noise_scale"]
+    assert tables["flows_noisy"]["rho"] == pytest.approx(0.04) and tables["stocks_noisy"]["rho"] == pytest.approx(0.01)
+    assert tables["stocks_noisy"]["noise_scale"] > tables["flows_noisy"]["noise_scale"]
     with pytest.raises(ReleaseRefusedError, match="table_shares"):
         publish(tmp_path, request("other", table_shares={"flows": 1.0}), {"flows": flows(), "stocks": stocks}, POLICY)
 
@@ -224,3 +232,46 @@ def test_on_a_shared_lake_a_release_charged_meanwhile_by_another_host_is_not_noi
     assert list(Ledger.of_lake(tmp_path).entries()["status"]) == ["policy", "charged"]  # charged once, by the other
     with pytest.raises(ReleaseRefusedError, match="another host may be publishing it now"):
         publish(tmp_path, request(), {"flows": flows()}, POLICY)
+
+
+def _zeros(n=400):
+    frame = pd.DataFrame({"cell": [f"c{i:03d}" for i in range(n)]})
+    frame["count"] = pd.Series([0] * n, dtype="int64")
+    return frame
+
+
+def test_measurements_are_kept_as_drawn_and_the_consistent_table_adds_up(tmp_path):
+    """400 true zeros at sigma ~4.5: the measurement keeps negative draws (its sum is unbiased); the
+    consistent table is non-negative, integer and adds up to its total exactly."""
+    result = publish(tmp_path, request(), {"cells": _zeros()}, POLICY)
+    noisy = pd.read_parquet(result.path / "cells_noisy.parquet")
+    assert (noisy["noisy_count"] < 0).sum() > 100  # about half the draws are negative: nothing clamped
+    consistent = pd.read_parquet(result.path / "cells.parquet")
+    totals = pd.read_parquet(result.path / "totals.parquet").set_index("total")
+    assert (consistent["count"] >= 0).all() and pd.api.types.is_integer_dtype(consistent["count"])
+    assert consistent["count"].sum() == totals.loc["cells", "count"]
+    assert totals.loc["cells", "count"] == max(round(noisy["noisy_count"].sum()), 0)
+    # every figure carries its interval, and the interval holds the figure
+    for frame in (noisy, consistent):
+        assert (frame["low_95"] <= frame["high_95"]).all() and (frame["low_95"] >= 0).all()
+    assert ((consistent["low_95"] <= consistent["count"]) & (consistent["count"] <= consistent["high_95"])).all()
+    bound = result.manifest["tables"]["cells_noisy"]["error_bound_95"]
+    assert (noisy["high_95"] == (noisy["noisy_count"] + bound).clip(lower=0)).all()
+    # the total's interval covers the exact total (0) unless a 5% event happened; it is at least as wide
+    # as the exact interval of the sum of 400 draws would allow
+    assert totals.loc["cells", "low_95"] == 0
+
+
+def test_cells_that_share_a_total_are_reconciled_across_tables(tmp_path):
+    """Two tables measuring the same people (a breakdown and its margin): the published tables add up."""
+    from mobility.privacy_budget.consistency import Part, Total
+
+    flows_ = flows()
+    by_origin = flows_.groupby("origin", as_index=False)["count"].sum()
+    totals = (Total("all", (Part("flows", {}, (("origin",),)), Part("stocks"))),)
+    result = publish(tmp_path, request(totals=totals), {"flows": flows_, "stocks": by_origin}, POLICY)
+    consistent, margin = result.tables["flows"], result.tables["stocks"]
+    assert consistent["count"].sum() == margin["count"].sum() == int(result.tables["totals"]["count"].iloc[0])
+    weights = result.manifest["consistency"]["totals"][0]["weights"]
+    assert set(weights) == {"flows", "stocks"}
+    assert sum(w["weight"] for w in weights.values()) == pytest.approx(1.0)

@@ -153,8 +153,8 @@ def test_altered_release_files_are_detected(published_lake, edit):
     folder = Lake(published_lake).releases / "flows-2024-04"
     if edit == "csv":
         text = (folder / "flows.csv").read_text().splitlines()
-        origin, destination, count = text[1].split(",")
-        text[1] = f"{origin},{destination},{int(count) + 1}"
+        origin, destination, count, *interval = text[1].split(",")
+        text[1] = ",".join([origin, destination, str(int(count) + 1), *interval])
         (folder / "flows.csv").write_text("\n".join(text) + "\n")
     elif edit == "parquet":
         data = bytearray((folder / "flows.parquet").read_bytes())

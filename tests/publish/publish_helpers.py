@@ -11,6 +11,7 @@ import pandas as pd
 
 from agreement_helpers import make_agreement
 from mobility.aggregate import domains as D
+from mobility.aggregate.flows import GROUPS, SHARES, FlowSpec, flow_totals
 from mobility.config import load_agreement
 from mobility.privacy_budget.blocks import flow_data_months
 from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
@@ -41,8 +42,11 @@ def exact_tables(period: str, by: tuple[str, ...] = (), seed: int = 0) -> dict[s
 
 
 def publish_month(lake: Path, agreement, period: str, by: tuple[str, ...] = (), rho: float | None = 0.02,
-                  epsilon: float | None = None, release_id: str | None = None) -> ReleaseResult:
-    """One monthly flows release shaped like release_job's (same tables, keys and query fields)."""
+                  epsilon: float | None = None, release_id: str | None = None,
+                  national_totals: bool = True) -> ReleaseResult:
+    """One monthly flows release shaped like release_job's (same tables, keys and query fields);
+    ``national_totals``: also its joint measurement of the cell tables, its shares and its totals
+    (emigration, immigration), otherwise each table is measured alone and is its own total."""
     tables = exact_tables(period, by)
     query = {"statistic": "long-term residence changes (12/16-month rule) by crossing month",
              "period": period, "home_country": HOME, "countries": COUNTRIES, "by": list(by),
@@ -53,7 +57,10 @@ def publish_month(lake: Path, agreement, period: str, by: tuple[str, ...] = (), 
         period=period, purpose="migration-statistics", requested_by="publishing tests", query=query,
         privacy_unit="subscriber (pseudonym): at most one long-term residence change per crossing month",
         rho=None if epsilon is not None else rho, epsilon=epsilon, max_contributions=1,
-        data_months=tuple(flow_data_months(period)))
+        data_months=tuple(flow_data_months(period)),
+        **({"table_groups": GROUPS, "table_shares": SHARES,
+            "totals": flow_totals(FlowSpec(HOME, tuple(COUNTRIES), period, by, tuple(CELLS)))}
+           if national_totals else {}))
     return publish(lake, request, tables, agreement)
 
 

@@ -14,8 +14,8 @@ from mobility.cli import main
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.privacy_budget import verify
 from mobility.privacy_budget.intervals import sum_error_bound_95
-from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE, count_measurement
-from mobility.publish.annual import build_annual, noise_variance
+from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
+from mobility.publish.annual import build_annual
 from publish_helpers import agreement, months, publish_month
 
 
@@ -30,26 +30,43 @@ def monthly_csv(lake: Path, period: str, table: str) -> pd.DataFrame:
     return pd.read_csv(release / f"{table}.csv", keep_default_na=False)
 
 
-def test_annual_tables_are_the_sums_of_the_twelve_monthly_releases(year_lake):
+def test_annual_measurements_are_the_sums_of_the_twelve_monthly_measurements(year_lake):
+    """Sums of the noisy measurements as drawn (negatives included), never of clamped or consistent cells."""
     lake, agr, _ = year_lake
     result = build_annual(lake, 2025, agr)
     for table, keys in (("international", ["from_country", "to_country"]),
                         ("emigrants_by_origin", ["origin_h3_cell"]),
                         ("immigrants_by_destination", ["destination_h3_cell"])):
         # January-June are by sex: their rows for one pair are summed before the months are added
-        expected = pd.concat([monthly_csv(lake, p, table) for p in months(2025)]) \
-            .groupby(keys, as_index=False)["count"].sum().sort_values(keys).reset_index(drop=True)
-        got = result.tables[table].sort_values(keys).reset_index(drop=True)
-        assert list(got.columns) == keys + ["count"]
+        monthly = pd.concat([monthly_csv(lake, p, f"{table}_noisy") for p in months(2025)])
+        expected = monthly.groupby(keys, as_index=False)["noisy_count"].sum().sort_values(keys).reset_index(drop=True)
+        got = result.tables[f"{table}_noisy"].sort_values(keys).reset_index(drop=True)
+        assert list(got.columns) == keys + ["noisy_count", "low_95", "high_95"]
         assert got[keys].astype(str).equals(expected[keys].astype(str))
-        assert got["count"].tolist() == expected["count"].tolist()
-        stored = pd.read_csv(result.path / f"{table}.csv", keep_default_na=False)
-        assert stored["count"].sum() == expected["count"].sum()
+        assert got["noisy_count"].tolist() == expected["noisy_count"].tolist()
+        stored = pd.read_csv(result.path / f"{table}_noisy.csv", keep_default_na=False)
+        assert stored["noisy_count"].sum() == expected["noisy_count"].sum()
+        # the consistent annual table: non-negative integers on the same cells
+        consistent = pd.read_csv(result.path / f"{table}.csv", keep_default_na=False)
+        assert len(consistent) == len(got) and (consistent["count"] >= 0).all()
+        assert ((consistent["low_95"] <= consistent["count"]) & (consistent["count"] <= consistent["high_95"])).all()
     sources = result.manifest["derived_from"]
     assert [s["period"] for s in sources] == months(2025)
     for source in sources:
         manifest = lake / "releases" / source["release_id"] / "manifest.json"
         assert hashlib.sha256(manifest.read_bytes()).hexdigest() == source["manifest_sha256"]
+
+
+def test_annual_consistent_tables_add_up_to_the_national_totals(year_lake):
+    lake, agr, _ = year_lake
+    result = build_annual(lake, 2025, agr)
+    totals = result.tables["totals"].set_index("total")["count"]
+    international = result.tables["international"]
+    assert international.loc[international["from_country"] == "PHL", "count"].sum() == totals["emigration"]
+    assert international.loc[international["to_country"] == "PHL", "count"].sum() == totals["immigration"]
+    assert result.tables["emigrants_by_origin"]["count"].sum() == totals["emigration"]
+    assert result.tables["immigrants_by_destination"]["count"].sum() == totals["immigration"]
+    assert result.manifest["consistency"]["totals"][0]["name"] == "emigration"
 
 
 def test_annual_charges_nothing_and_keeps_the_ledger_and_releases_byte_for_byte(year_lake):
@@ -101,14 +118,11 @@ def test_error_bound_grows_with_the_months_and_cells_summed(year_lake):
     lake, agr, _ = year_lake
     result = build_annual(lake, 2025, agr)
     monthly = [json_tables(lake, p) for p in months(2025)]
-    for table in ("international", "emigrants_by_origin"):
+    for table in ("international_noisy", "emigrants_by_origin_noisy"):
         annual_bound = result.manifest["tables"][table]["error_bound_95"]
         # twelve independent noises: wider than any one month, narrower than twelve bounds added up
         assert annual_bound > max(m[table]["error_bound_95"] for m in monthly)
         assert annual_bound < sum(m[table]["error_bound_95"] for m in monthly)
-    # the by-sex months put 4 noisy cells into each annual pair, so international is the wider one
-    assert result.manifest["tables"]["international"]["noise_variance"] > \
-        result.manifest["tables"]["emigrants_by_origin"]["noise_variance"]
 
 
 def test_error_bound_is_the_exact_bound_of_each_months_cells_under_its_own_noise(year_lake):
@@ -122,12 +136,12 @@ def test_error_bound_is_the_exact_bound_of_each_months_cells_under_its_own_noise
             release = next(p for p in (lake / "releases").iterdir() if p.name.endswith(period))
             manifest = json.loads((release / "manifest.json").read_text())
             cells = len(monthly_csv(lake, period, table)) // len(result.tables[table])
-            terms.append((manifest["mechanism"], manifest["tables"][table]["noise_scale"], cells))
+            terms.append((manifest["mechanism"], manifest["tables"][f"{table}_noisy"]["noise_scale"], cells))
         assert {n for _, _, n in terms} == ({1, 4} if table == "international" else {1})
         assert DISCRETE_LAPLACE in {m for m, _, _ in terms}
-        assert result.manifest["tables"][table]["error_bound_95"] == sum_error_bound_95(terms)
-    # one month alone would be the per-cell bound OpenDP states in that month's manifest
-    january = json_tables(lake, "2025-01")["emigrants_by_origin"]
+        assert result.manifest["tables"][f"{table}_noisy"]["error_bound_95"] == sum_error_bound_95(terms)
+    # one month alone would be the per-cell bound stated in that month's manifest
+    january = json_tables(lake, "2025-01")["emigrants_by_origin_noisy"]
     assert sum_error_bound_95([(DISCRETE_GAUSSIAN, january["noise_scale"], 1)]) == january["error_bound_95"]
 
 
@@ -136,11 +150,19 @@ def json_tables(lake: Path, period: str) -> dict:
     return json.loads((release / "manifest.json").read_text())["tables"]
 
 
-@pytest.mark.parametrize("mechanism,scale", [(DISCRETE_LAPLACE, 2.0), (DISCRETE_GAUSSIAN, 3.0)])
-def test_noise_variance_matches_opendp_samples(mechanism, scale):
-    draws = pd.Series(count_measurement(mechanism, scale)([0] * 20000), dtype="float64")
-    # sample variance of 20,000 draws is within ~3% of the truth (4 standard errors at these scales)
-    assert draws.var() == pytest.approx(noise_variance(mechanism, scale), rel=0.06)
+def test_months_published_before_measurements_were_kept_are_refused(tmp_path, monkeypatch):
+    """A format-1 month (counts clamped at 0) cannot be summed honestly: the refusal names it."""
+    from mobility.privacy_budget import boundary
+
+    agr, _ = agreement(tmp_path)
+    lake = tmp_path / "lake"
+    for period in months(2025):
+        with monkeypatch.context() as patched:
+            if period == "2025-03":
+                patched.setattr(boundary, "MANIFEST_FORMAT", "mobility-release-manifest/1")
+            publish_month(lake, agr, period)
+    with pytest.raises(ReleaseRefusedError, match=r"2025-03 .*set to 0"):
+        build_annual(lake, 2025, agr)
 
 
 def test_cli_annual_prints_the_table_and_cost(year_lake):

@@ -59,14 +59,18 @@ def published(spark, template, tmp_path_factory):
 def test_every_corridor_and_channel_is_released_with_integer_counts(published):
     root, agreement, result = published
     manifest = json.loads((result.path / "manifest.json").read_text())
-    assert set(manifest["tables"]) == {*R.MEASURES, R.COST_PCT}
+    assert set(manifest["tables"]) == {*R.MEASURES, *(f"{m}_noisy" for m in R.MEASURES), "totals", R.COST_PCT}
     corridors = {(c.sender_country, c.receiver_country) for c in agreement.corridors}
+    totals = pd.read_csv(result.path / "totals.csv").set_index("total")["count"]
     for name in R.MEASURES:
         frame = pd.read_csv(result.path / f"{name}.csv", keep_default_na=False)
         assert len(frame) == CELLS and manifest["tables"][name]["rows"] == CELLS
         assert set(zip(frame["sender_country"], frame["receiver_country"])) == corridors
         assert set(frame["channel"]) == {"mobile_money", "card", "agent", "bank"}
         assert frame["count"].dtype == "int64" and (frame["count"] >= 0).all()
+        assert frame["count"].sum() == totals[name]  # the corridors add up to the measure's total
+        noisy = pd.read_csv(result.path / f"{name}_noisy.csv", keep_default_na=False)
+        assert len(noisy) == CELLS and noisy["noisy_count"].dtype == "int64"
     for path in result.path.iterdir():  # no pseudonym anywhere in the release
         assert not any(p["sender_pseudonym"].encode() in path.read_bytes() for p in PAYMENTS), path.name
     assert verify(root).ok
@@ -77,9 +81,10 @@ def test_sensitivities_and_budget_split_are_stated_and_add_up(published):
     manifest = result.manifest
     bounds = R.Bounds.of(agreement.remittance_bounds)
     for name, d_in in bounds.sensitivities().items():
-        assert manifest["tables"][name]["sensitivity"]["d_in"] == d_in
-        assert manifest["tables"][name]["budget_share"] == R.SHARES[name]
-    assert sum(manifest["tables"][n]["rho"] for n in R.MEASURES) == pytest.approx(0.5)
+        assert manifest["tables"][f"{name}_noisy"]["sensitivity"]["d_in"] == d_in
+        assert manifest["tables"][f"{name}_noisy"]["budget_share"] == R.SHARES[name]
+    assert sum(manifest["tables"][f"{n}_noisy"]["rho"] for n in R.MEASURES) == pytest.approx(0.5)
+    assert manifest["privacy"]["opendp_rho"] == pytest.approx(0.5, rel=1e-6)
     assert manifest["query"]["bounding"]["max_transfers_per_sender_month"] == bounds.max_transfers
     assert manifest["privacy"]["rho"] == pytest.approx(0.5)
 
@@ -95,7 +100,13 @@ def test_cost_ratios_carry_an_interval_around_the_estimate(published):
             & (given["mean_cost_pct"] <= given["cost_pct_high"])).all()
     info = result.manifest["tables"][R.COST_PCT]["derived"]
     assert info["confidence"] == pytest.approx(0.9)
-    assert info["error_bounds_95_used"][R.TRANSFERS] == result.manifest["tables"][R.TRANSFERS]["error_bound_95"]
+    assert info["error_bounds_95_used"][R.TRANSFERS] == \
+        result.manifest["tables"][f"{R.TRANSFERS}_noisy"]["error_bound_95"]
+    # ratios of the measurements as drawn: the denominator column is the noisy measurement itself
+    noisy = result.tables[f"{R.TRANSFERS}_noisy"]
+    keys = list(R.CORRIDOR_KEYS)
+    overall = cost[cost["amount_band"] == R.ALL_BAND].merge(noisy, on=keys)
+    assert (overall["noisy_transfers"] == overall["noisy_count"]).all()
 
 
 def test_ledger_holds_one_charge_and_one_publication_and_a_rerun_adds_nothing(published, spark):

@@ -23,6 +23,14 @@ EMIGRANTS = "emigrants_by_origin"
 IMMIGRANTS = "immigrants_by_destination"
 TABLES = (INTERNATIONAL, EMIGRANTS, IMMIGRANTS)
 MAX_CONTRIBUTIONS = 1  # bounded_changes keeps one change per pseudonym, so each table moves by at most 1
+# A pseudonym's one change is a departure (one origin cell) or an arrival (one destination cell), never
+# both: the two subnational tables concatenated move by at most MAX_CONTRIBUTIONS in L1 and L2, and are
+# measured jointly with one share of the budget (mechanisms.plan_noise ``groups``).
+SUBNATIONAL = "subnational"
+GROUPS = {SUBNATIONAL: (EMIGRANTS, IMMIGRANTS)}
+# Budget per measurement. Chosen on the benchmark's month (bench/release_quality.py): the subnational
+# cells gain most from a larger share, the national totals are estimated from both measurements.
+SHARES = {INTERNATIONAL: 0.5, SUBNATIONAL: 0.5}
 
 
 def last_day_of(period: str) -> dt.date:
@@ -151,6 +159,17 @@ def tables_from_counts(counts: pd.DataFrame, spec: FlowSpec) -> dict[str, pd.Dat
 def exact_tables(changes: DataFrame, profile: DataFrame | None, spec: FlowSpec) -> dict[str, pd.DataFrame]:
     """The three exact tables of ``spec.period``, every domain cell present (zeros included)."""
     return tables_from_counts(grouped_counts(changes, profile, spec), spec)
+
+
+def flow_totals(spec: FlowSpec):
+    """What the consistent tables add up to: national emigration is the departures of the international
+    table and every origin cell; immigration the arrivals and every destination cell."""
+    from mobility.privacy_budget.consistency import Part, Total
+
+    dep_levels = ((D.TO,),) if spec.by else ()
+    arr_levels = ((D.FROM,),) if spec.by else ()
+    return (Total("emigration", (Part(INTERNATIONAL, {D.FROM: spec.home}, dep_levels), Part(EMIGRANTS))),
+            Total("immigration", (Part(INTERNATIONAL, {D.TO: spec.home}, arr_levels), Part(IMMIGRANTS))))
 
 
 def domain_sizes(spec: FlowSpec) -> dict[str, int]:

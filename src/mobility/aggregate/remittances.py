@@ -303,14 +303,15 @@ def ratio_interval(numerator: float, denominator: float, num_bound: float, den_b
 
 
 def cost_ratios(noisy: Mapping[str, pd.DataFrame], spec: RemittanceSpec,
-                error_bounds: Mapping[str, int]) -> pd.DataFrame:
-    """Mean total cost in % of the amount sent, per cell and amount band, from noisy tables only."""
+                error_bounds: Mapping[str, int], value: str = "noisy_count") -> pd.DataFrame:
+    """Mean total cost in % of the amount sent, per cell and amount band, from the noisy measurements
+    (column ``value``: as drawn, negatives included) only."""
     assert spec.bounds is not None, "cost ratios are those of a bounded (release) spec"
     cap_pct = spec.bounds.cost_cap_bp / BP_PER_PCT
     rows = []
     for band, (num_name, den_name) in ((ALL_BAND, (COST, TRANSFERS)), (NEAR_BAND, (COST_NEAR, TRANSFERS_NEAR))):
-        num = noisy[num_name].set_index(spec.keys)[D.COUNT]
-        den = noisy[den_name].set_index(spec.keys)[D.COUNT]
+        num = noisy[num_name].set_index(spec.keys)[value]
+        den = noisy[den_name].set_index(spec.keys)[value]
         for key in spec.domain().itertuples(index=False, name=None):
             estimate, low, high = ratio_interval(num.loc[key] / BP_PER_PCT, den.loc[key],
                                                  error_bounds[num_name] / BP_PER_PCT, error_bounds[den_name],

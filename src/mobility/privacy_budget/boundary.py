@@ -2,9 +2,17 @@
 
 Order of operations (each step only after the previous one succeeded):
 validate -> reuse a stored release if present -> charge the ledger (atomic; refusal writes
-nothing) -> draw OpenDP noise for every cell -> clamp negatives to 0 -> write CSV + Parquet +
-manifest.json into a temporary directory -> rename it to ``releases/RELEASE_ID`` -> append the
-``published`` ledger entry with the manifest's SHA-256. Exact counts are never written.
+nothing) -> draw OpenDP noise for every cell, one invocation per measurement -> keep the noisy
+measurements as drawn (``TABLE_noisy``: integers, negatives included) -> post-process them into
+consistent tables (``TABLE``: non-negative integers that add up, ``privacy_budget.consistency``)
+and the national ``totals`` -> write CSV + Parquet + manifest.json into a temporary directory ->
+rename it to ``releases/RELEASE_ID`` -> append the ``published`` ledger entry with the manifest's
+SHA-256. Exact counts are never written.
+
+Every published figure carries its 95% interval (``low_95``, ``high_95``): for a measurement, the
+exact interval of its noise law (``privacy_budget.intervals``); for a consistent cell, the same
+interval of the cell's measurement widened to include the consistent value; for a total, the
+exact interval of its weighted least-squares estimate from the measurements, likewise widened.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from mobility.config import Agreement
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
 from mobility.privacy_budget import accountant, accounts, blocks
+from mobility.privacy_budget.consistency import Part, Total, make_consistent, part_label
+from mobility.privacy_budget.intervals import Term, half_width_95, interval_95, noise_variance
 from mobility.privacy_budget.ledger import (
     MANIFEST,
     NOT_PUBLISHED,
@@ -53,10 +63,23 @@ from mobility.privacy_budget.mechanisms import (
 from mobility.privacy_budget.stored import open_release, refuse_problems
 
 COUNT = "count"
-MANIFEST_FORMAT = "mobility-release-manifest/1"
-POST_PROCESSING = ("negative noisy counts are set to 0; nothing else is changed (no rounding, "
-                   "suppression or rescaling). Post-processing costs no privacy, and because exact counts "
-                   "are never negative, clamping can only move a value towards its exact count.")
+NOISY = "noisy_count"  # the value column of a noisy measurement table
+LOW, HIGH = "low_95", "high_95"  # every published figure's 95% interval
+MEASUREMENT_SUFFIX = "_noisy"
+TOTALS = "totals"  # the consistent totals of a release, with their intervals
+MANIFEST_FORMAT = "mobility-release-manifest/2"
+MEASUREMENT, CONSISTENT, DERIVED_ROLE = "noisy_measurement", "consistent", "derived"
+POST_PROCESSING = ("TABLE_noisy holds the noisy measurements exactly as OpenDP drew them (integers, negative "
+                   "values included; nothing clamped, rounded or suppressed): sums of them are unbiased and their "
+                   "intervals exact. TABLE is post-processing of the measurements and public domains only: "
+                   "weighted least squares onto the constraints that hold for exact counts (subtables add up to "
+                   "the totals they share), then a non-negative integer allocation from each total down to the "
+                   "cells that keeps every sum exact. Post-processing costs no privacy.")
+
+
+def measurement_table(table: str) -> str:
+    """The name of a table's noisy measurement in a release (format 2)."""
+    return table + MEASUREMENT_SUFFIX
 
 _RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -85,6 +108,11 @@ class ReleaseRequest:
     table_shares: Mapping[str, float] | None = None  # None: equal split across tables
     table_sensitivities: Mapping[str, int] | None = None  # None: every table moves by max_contributions
     data_months: tuple[str, ...] = ()  # the months of data read: the blocks the ledger charges
+    # measurement name -> tables measured jointly (no contributor in two of them); shares and
+    # sensitivities are then keyed by measurement name
+    table_groups: Mapping[str, tuple[str, ...]] | None = None
+    # what the consistent tables add up to (None: each table on its own total)
+    totals: tuple[Total, ...] | None = None
 
     def __post_init__(self):
         def refuse(msg: str, hint: str | None = None):
@@ -204,12 +232,25 @@ def _validate_table(name: str, frame: pd.DataFrame, request: ReleaseRequest) -> 
     return keys, ordered
 
 
+def _measurement_names(request: ReleaseRequest, names: list[str]) -> list[str]:
+    """One name per OpenDP measurement: each group, then each table measured alone."""
+    groups = {str(g): tuple(t) for g, t in (request.table_groups or {}).items()}
+    grouped = {t for tables in groups.values() for t in tables}
+    unknown = sorted(grouped - set(names))
+    if unknown or any(g in names for g in groups):
+        named = unknown or sorted(groups)
+        raise ReleaseRefusedError(f"release {request.release_id!r}: table_groups name tables {named} that are not "
+                                  "(only) tables of the release; nothing was charged")
+    return [*groups, *(n for n in names if n not in grouped)]
+
+
 def _shares(request: ReleaseRequest, names: list[str]) -> dict[str, float]:
+    measured = _measurement_names(request, names)
     if request.table_shares is None:
-        return {n: 1.0 / len(names) for n in names}
+        return {n: 1.0 / len(measured) for n in measured}
     shares = {str(k): float(v) for k, v in request.table_shares.items()}
-    if sorted(shares) != sorted(names):
-        raise ReleaseRefusedError(f"table_shares names {sorted(shares)} but the tables are {sorted(names)}; "
+    if sorted(shares) != sorted(measured):
+        raise ReleaseRefusedError(f"table_shares names {sorted(shares)} but the measurements are {sorted(measured)}; "
                                   "nothing was charged")
     return shares
 
@@ -217,9 +258,86 @@ def _shares(request: ReleaseRequest, names: list[str]) -> dict[str, float]:
 def _plan(request: ReleaseRequest, shares: dict[str, float], delta: float) -> NoisePlan:
     try:
         return plan_noise(shares=shares, sensitivity=request.max_contributions, delta=delta,
-                          epsilon=request.epsilon, rho=request.rho, sensitivities=request.table_sensitivities)
+                          epsilon=request.epsilon, rho=request.rho, sensitivities=request.table_sensitivities,
+                          groups=request.table_groups)
     except ValueError as exc:
         raise ReleaseRefusedError(f"release {request.release_id!r}: {exc}; nothing was charged") from None
+
+
+def _totals(request: ReleaseRequest, names: list[str]) -> tuple[Total, ...]:
+    totals = tuple(request.totals) if request.totals else tuple(Total(n, (Part(n),)) for n in names)
+    clash = sorted({measurement_table(n) for n in names} & set(names) | ({TOTALS} & set(names)))
+    if clash:
+        raise ReleaseRefusedError(f"release {request.release_id!r}: table names {clash} are reserved for noisy "
+                                  f"measurements (*{MEASUREMENT_SUFFIX}) and the totals; nothing was charged")
+    return totals
+
+
+def cell_terms(plan: NoisePlan, table: str) -> list[Term]:
+    """The noise of one cell of ``table``: one draw of its measurement."""
+    t = plan.tables[table]
+    return [Term(1, t.mechanism, t.scale, 1)]
+
+
+def cell_half_width(plan: NoisePlan, table: str) -> int:
+    """Exact 95% half-width of one cell's noise (an integer: the noise is integer-valued)."""
+    return int(half_width_95(cell_terms(plan, table)))
+
+
+def with_intervals(measured: pd.DataFrame, terms: list[Term]) -> pd.DataFrame:
+    """A measurement table (keys + ``noisy_count``) with each cell's exact 95% interval, ``terms`` being
+    the noise of one cell (the same for every cell of the table)."""
+    a = int(half_width_95(terms))
+    out = measured.copy()
+    out[LOW] = (out[NOISY] - a).clip(lower=0).astype("int64")
+    out[HIGH] = (out[NOISY] + a).clip(lower=0).astype("int64")
+    return out
+
+
+def _measured(checked: dict[str, tuple[list[str], pd.DataFrame]], plan: NoisePlan) -> dict[str, pd.DataFrame]:
+    """The noisy measurements as drawn (one OpenDP call per measurement) with each cell's exact 95% interval."""
+    drawn = plan.draw({name: frame[COUNT].tolist() for name, (_, frame) in checked.items()})
+    out = {}
+    for name, (key_columns, frame) in checked.items():
+        table = frame[key_columns].copy()
+        table[NOISY] = pd.Series(drawn[name], dtype="int64")
+        out[name] = with_intervals(table, cell_terms(plan, name))
+    return out
+
+
+def reconcile(measured: Mapping[str, pd.DataFrame], terms: Mapping[str, list[Term]], totals: tuple[Total, ...]
+              ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, list[dict]]:
+    """Consistent tables with intervals, the totals table and how each total was estimated.
+
+    ``measured``: measurement tables with their intervals (``with_intervals``); ``terms``: the noise
+    of one cell of each table. Reads nothing else: post-processing of measurements and public domains.
+    """
+    def variance(ts: list[Term]) -> float:
+        return math.fsum(t.cells * t.weight ** 2 * noise_variance(t.mechanism, t.scale) for t in ts)
+
+    result = make_consistent({n: f.drop(columns=[LOW, HIGH]) for n, f in measured.items()},
+                             {n: variance(terms[n]) for n in measured}, totals, value=NOISY)
+    tables = {}
+    for name, frame in result.tables.items():
+        out = frame.copy()
+        out[COUNT] = out[COUNT].astype("int64")
+        out[LOW] = pd.concat([out[COUNT], measured[name][LOW]], axis=1).min(axis=1).astype("int64")
+        out[HIGH] = pd.concat([out[COUNT], measured[name][HIGH]], axis=1).max(axis=1).astype("int64")
+        tables[name] = out
+    rows, described = [], []
+    by_label = {part_label(p): p.table for total in totals for p in total.parts}
+    for est in result.totals:
+        combination = [Term(w * t.weight, t.mechanism, t.scale, t.cells * est.cells[label])
+                       for label, w in est.weights.items() if w != 0 for t in terms[by_label[label]]]
+        low, high = interval_95(est.wls, combination)
+        low, high = min(low, est.value), max(high, est.value)
+        rows.append((est.name, est.value, low, high))
+        described.append({"total": est.name, "parts": {label: {"cells": est.cells[label], "weight": est.weights[label]}
+                                                      for label in est.weights}})
+    frame = pd.DataFrame(rows, columns=["total", COUNT, LOW, HIGH])
+    for column in (COUNT, LOW, HIGH):
+        frame[column] = frame[column].astype("int64")
+    return tables, frame, described
 
 
 def privacy_claims(charge: LedgerEntry, entries: list[LedgerEntry], policy: Policy) -> dict:
@@ -249,16 +367,72 @@ def privacy_claims(charge: LedgerEntry, entries: list[LedgerEntry], policy: Poli
     }
 
 
-def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, noisy: dict[str, pd.DataFrame],
-                   keys: dict[str, list[str]], charge: LedgerEntry, ledger_query: dict,
-                   derived: Mapping[str, tuple[pd.DataFrame, dict]] | None = None,
-                   claims: dict | None = None, witnessed: bool = False) -> dict:
+def _describe_tables(request: ReleaseRequest, plan: NoisePlan, keys: dict[str, list[str]],
+                     totals: tuple[Total, ...]) -> dict[str, dict]:
+    """The manifest entry of every measurement, consistent table and the totals table (files added later)."""
+    out: dict[str, dict] = {}
+    intervals = {"interval_columns": [LOW, HIGH], "confidence": 1 - ALPHA}
+    for name in keys:
+        out[measurement_table(name)] = {
+            "role": MEASUREMENT, "measures": name, "key_columns": keys[name], "value_column": NOISY,
+            **plan.tables[name].describe(), "error_bound_95": cell_half_width(plan, name), **intervals,
+            "interval": "noisy_count -/+ error_bound_95, the exact 95% half-width of one cell's noise, lower end "
+                        "at least 0 (exact counts are never negative)"}
+    for name in keys:
+        parts = [p for total in totals for p in total.parts if p.table == name]
+        with_it = sorted({measurement_table(p.table) for total in totals if any(q.table == name for q in total.parts)
+                          for p in total.parts})
+        out[name] = {
+            "role": CONSISTENT, "key_columns": keys[name], "count_column": COUNT, **intervals,
+            "from_measurements": with_it, "totals": [t.name for t in totals if any(p.table == name for p in t.parts)],
+            "levels": [list(level) for p in parts for level in p.levels],
+            "measurement": {"table": measurement_table(name), "noise_scale": plan.tables[name].scale,
+                            "error_bound_95": cell_half_width(plan, name)},
+            "interval": "the 95% interval of the cell's own measurement, widened to include the consistent value: "
+                        "it holds the exact count whenever the measurement's interval does (probability >= 95%)"}
+    out[TOTALS] = {"role": CONSISTENT, "key_columns": ["total"], "count_column": COUNT, **intervals,
+                   "from_measurements": sorted(measurement_table(n) for n in keys),
+                   "interval": "the exact 95% interval of the weighted least-squares estimate of the total (a "
+                               "linear combination of measurement sums, privacy_budget.intervals), widened to "
+                               "include the consistent value"}
+    return out
+
+
+def totals_of(manifest: dict, keys: Mapping[str, list[str]] | None = None) -> tuple[Total, ...]:
+    """The totals a format-2 manifest's consistent tables add up to (``consistency.totals``); with
+    ``keys`` (table -> key columns still present), levels on other columns are left out."""
+    out = []
+    for total in (manifest.get("consistency") or {}).get("totals", []):
+        parts = []
+        for p in total["parts"]:
+            kept = [tuple(level) for level in p.get("levels", [])
+                    if keys is None or set(level) <= set(keys.get(p["table"], level))]
+            kept = [level for level in kept if keys is None or set(level) != set(keys.get(p["table"], ()))]
+            parts.append(Part(p["table"], dict(p.get("where") or {}), tuple(kept)))
+        out.append(Total(total["name"], tuple(parts)))
+    return tuple(out)
+
+
+def consistency_description(totals: tuple[Total, ...], estimates: list[dict]) -> dict:
+    return {
+        "method": "weighted least squares onto the constraints (every part of a total adds up to the same total; "
+                  "weights 1 / variance of each part's sum), the total rounded and set to at least 0, then a "
+                  "non-negative allocation down each part's levels to the cells (the least-squares projection onto "
+                  "the non-negative values that add up to the parent, weighted by 1 / cells), rounded to integers "
+                  "by largest remainder so every sum stays exact",
+        "reads": "the noisy measurements and the public domains only",
+        "totals": [{"name": t.name,
+                    "parts": [{"label": part_label(p), "table": p.table, "where": dict(p.where),
+                               "levels": [list(level) for level in p.levels]} for p in t.parts],
+                    "weights": next(e["parts"] for e in estimates if e["total"] == t.name)} for t in totals],
+    }
+
+
+def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, frames: dict[str, pd.DataFrame],
+                   described: dict[str, dict], charge: LedgerEntry, ledger_query: dict,
+                   consistency: dict, claims: dict | None = None, witnessed: bool = False) -> dict:
     """Write CSV + Parquet per table and manifest.json into ``work``; returns the manifest."""
     tables = {}
-    described = {name: {"key_columns": keys[name], "count_column": COUNT, **plan.tables[name].describe()}
-                 for name in noisy}
-    described.update({name: {"derived": dict(info)} for name, (_, info) in (derived or {}).items()})
-    frames = {**noisy, **{name: frame for name, (frame, _) in (derived or {}).items()}}
     for name, frame in frames.items():
         csv_path, parquet_path = work / f"{name}.csv", work / f"{name}.parquet"
         frame.to_csv(csv_path, index=False, lineterminator="\n")
@@ -266,6 +440,10 @@ def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, noisy: 
         tables[name] = {"rows": len(frame), **described[name],
                         "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                                   for p in (csv_path, parquet_path)}}
+    measurements = {name: {"tables": list(unit.group_tables or (unit.table,)), "mechanism": plan.mechanism,
+                           "noise_scale": unit.scale, "sensitivity": unit.describe()["sensitivity"],
+                           "budget_share": unit.share, "rho": unit.rho, "epsilon": unit.epsilon}
+                    for name, unit in plan.measurements().items()}
     manifest = {
         "format": MANIFEST_FORMAT, "release_id": request.release_id, "agreement_id": request.agreement_id,
         "period": request.period, "purpose": request.purpose, "requested_by": request.requested_by,
@@ -273,15 +451,23 @@ def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, noisy: 
         "max_contributions": request.max_contributions, "mechanism": plan.mechanism,
         "noise_source": f"OpenDP {package_version('opendp')} "
                         f"{'make_laplace' if plan.mechanism == DISCRETE_LAPLACE else 'make_gaussian'} "
-                        "on an i64 count vector (contrib features only)",
+                        "on an i64 count vector (contrib features only), one invocation per measurement",
         "privacy": {"epsilon": charge.epsilon, "delta": charge.delta, "rho": charge.rho,
-                    "requested": ledger_query["budget"], "accounting": "zCDP; rho adds across tables and releases",
+                    "requested": ledger_query["budget"], "accounting": "zCDP; rho adds across measurements and "
+                                                                       "releases",
+                    "measurements": measurements,
+                    "opendp_rho": plan.opendp_loss(),
+                    "opendp_rho_meaning": "the sum over measurements of OpenDP's own privacy map at each "
+                                          "measurement's d_in (for discrete Laplace, of its zCDP conversion); the "
+                                          "ledger charges rho",
                     "epsilon_conversion": ("pure epsilon-DP" if plan.mechanism == DISCRETE_LAPLACE else
                                            "OpenDP make_zCDP_to_approxDP at the agreement's delta"),
                     **(claims or {})},
         "error_bound": {"confidence": 1 - ALPHA,
-                        "meaning": "each cell's noisy count before clamping is within +/- error_bound_95 of "
-                                   "its exact count with probability >= 95%"},
+                        "meaning": "every table has low_95 and high_95 columns: the interval holds the exact value "
+                                   "with probability >= 95% (see each table's 'interval'); error_bound_95 of a "
+                                   "noisy measurement is the exact half-width for one cell"},
+        "consistency": consistency,
         "input_versions": dict(request.input_versions),
         # the head of the chain right after the charge: a published release anchors the ledger too
         "ledger": {"seq": charge.seq, "entry_hash": charge.entry_hash, "table": "ledger",
@@ -338,9 +524,10 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
             ) -> ReleaseResult:
     """Charge the ledger, add OpenDP noise to every cell and publish ``releases/RELEASE_ID``.
 
-    ``derive`` (optional) is post-processing: it receives only the noisy tables and returns extra
-    tables (name -> (frame, description for the manifest)), such as ratios of two noisy counts,
-    written and hashed beside them at no privacy cost.
+    ``derive`` (optional) is post-processing: it receives only the noisy measurements (table name ->
+    key columns, ``noisy_count``, ``low_95``, ``high_95``) and returns extra tables (name -> (frame,
+    description for the manifest)), such as ratios of two noisy counts, written and hashed beside
+    them at no privacy cost.
 
     Re-running a published release_id returns the stored files without new noise or charge.
     A release_id charged but never published (a crash after the charge) is refused: its
@@ -353,15 +540,20 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
     checked = {name: _validate_table(name, frame, request) for name, frame in tables.items()}
     keys = {name: k for name, (k, _) in checked.items()}
     shares = _shares(request, list(checked))
+    totals = _totals(request, list(checked))
     plan = _plan(request, shares, policy.caps.delta)  # measurements only: no noise is drawn here
     ledger_query: dict[str, Any] = {
         "query": dict(request.query), "max_contributions": request.max_contributions,
         "budget": request.budget.as_dict(),
-        "tables": {n: {"key_columns": keys[n], "cells": len(checked[n][1]), "budget_share": shares[n]}
-                   for n in checked}}
+        "tables": {n: {"key_columns": keys[n], "cells": len(checked[n][1]),
+                       "budget_share": plan.tables[n].share} for n in checked}}
     if request.table_sensitivities:  # only then, so earlier releases keep matching their charges
         for n in checked:
             ledger_query["tables"][n]["sensitivity"] = plan.tables[n].sensitivity
+    if request.table_groups:
+        for n in checked:
+            if plan.tables[n].group:
+                ledger_query["tables"][n]["joint_measurement"] = plan.tables[n].group
     charge_request = ChargeRequest(
         release_id=request.release_id, agreement_id=request.agreement_id, period=request.period,
         purpose=request.purpose, requested_by=request.requested_by, query=ledger_query,
@@ -396,26 +588,27 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
         # too, so noise is drawn only by the process whose charge this is
         charge = ledger.charge(charge_request, policy, existing_ok=False)
         claims = privacy_claims(charge, ledger.read()[0], policy)
-        noisy = {}
-        for name, (key_columns, frame) in checked.items():
-            drawn = plan.tables[name].draw(frame[COUNT].tolist())
-            out = frame[key_columns].copy()
-            out[COUNT] = pd.Series([max(v, 0) for v in drawn], dtype="int64")
-            noisy[name] = out
-        derived = dict(derive({n: f.copy() for n, f in noisy.items()})) if derive is not None else {}
-        clash = sorted(n for n in derived if n in noisy or not isinstance(n, str) or not _TABLE_NAME.match(n))
+        measured = _measured(checked, plan)
+        consistent, totals_frame, estimates = reconcile(measured, {n: cell_terms(plan, n) for n in measured},
+                                                        totals)
+        frames = {**{measurement_table(n): f for n, f in measured.items()}, **consistent, TOTALS: totals_frame}
+        described = _describe_tables(request, plan, keys, totals)
+        derived = dict(derive({n: f.copy() for n, f in measured.items()})) if derive is not None else {}
+        clash = sorted(n for n in derived if n in frames or not isinstance(n, str) or not _TABLE_NAME.match(n))
         if clash:
             raise LedgerIntegrityError(f"derived table names {clash} clash with noisy tables or are not file names; "
                                        f"release {request.release_id!r} is charged but unpublished",
                                        hint="fix the derive function and publish under a new release_id")
+        frames.update({name: frame for name, (frame, _) in derived.items()})
+        described.update({name: {"role": DERIVED_ROLE, "derived": dict(info)} for name, (_, info) in derived.items()})
         work = Path(tempfile.mkdtemp(prefix=f".tmp-{request.release_id}-", dir=lake.releases))
         try:
-            manifest = _write_release(work, request, plan, noisy, keys, charge, ledger_query, derived, claims,
+            manifest = _write_release(work, request, plan, frames, described, charge, ledger_query,
+                                      consistency_description(totals, estimates), claims,
                                       witnessed=ledger.witness is not None)
             os.rename(work, target)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
         publication = ledger.record_publication(request.release_id, sha256_hex((target / MANIFEST).read_bytes()))
-    return ReleaseResult(request.release_id, target, manifest, charge, publication,
-                         {**noisy, **{n: f for n, (f, _) in derived.items()}}, reused=False)
+    return ReleaseResult(request.release_id, target, manifest, charge, publication, frames, reused=False)

@@ -7,19 +7,17 @@ the cumulative loss per data month and over the lifetime. The result goes to
 ``LAKE/derived/annual/ANNUAL_ID`` with a manifest naming every monthly release it was summed from
 and that release's manifest SHA-256, so anyone can recompute it from the published files.
 
-Error bound: monthly noise is independent across releases and cells. A cell of the annual table
+What is summed: each month's noisy measurements (``TABLE_noisy``, as OpenDP drew them, negatives
+included), never the consistent monthly tables, so an annual sum is unbiased and its interval
+exact. The annual measurement ``TABLE_noisy`` is that sum; ``TABLE`` and ``totals`` are the same
+post-processing as a monthly release (``boundary.reconcile``) applied to the annual sums: the
+weighted least-squares totals, then non-negative integer cells that add up to them exactly.
+
+Intervals: monthly noise is independent across releases and cells. A cell of the annual table
 sums, over the 12 months m, n_m monthly cells (n_m > 1 when a month was broken down by sex or age
-and the annual table is not), each with month m's mechanism and noise scale. ``error_bound_95`` is
-the smallest integer a with P(|sum of that noise| <= a) >= 95%, computed exactly by convolving the
-monthly noise distributions (``privacy_budget.intervals``). The manifest also gives the sum's
-variance, sum_m n_m * v_m with
-
-    v_m = sigma_m^2 (discrete Gaussian, an upper bound), v_m = 2 e^(-1/b) / (1 - e^(-1/b))^2 (discrete Laplace)
-
-(Canonne, Kamath and Steinke 2020, "The Discrete Gaussian for Differential Privacy": the discrete
-Gaussian's variance is at most sigma^2; the discrete Laplace variance is exact.) Monthly values
-were clamped at 0 before publication, which biases sums of near-zero cells upwards; the bound
-describes the noise, not that bias.
+and the annual table is not), each with month m's mechanism and noise scale. Its 95% interval is
+noisy sum -/+ the smallest a with P(|sum of that noise| <= a) >= 95%, computed exactly by
+convolving the monthly noise laws (``privacy_budget.intervals``).
 """
 
 from __future__ import annotations
@@ -42,7 +40,21 @@ import pyarrow.parquet as pq
 from mobility.config import Agreement, as_agreement
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
-from mobility.privacy_budget.intervals import NoiseTerm, sum_error_bound_95
+from mobility.privacy_budget.boundary import (
+    CONSISTENT,
+    HIGH,
+    LOW,
+    MANIFEST_FORMAT,
+    MEASUREMENT,
+    NOISY,
+    TOTALS,
+    consistency_description,
+    measurement_table,
+    reconcile,
+    totals_of,
+    with_intervals,
+)
+from mobility.privacy_budget.intervals import Term, half_width_95
 from mobility.privacy_budget.ledger import (
     MANIFEST,
     PUBLISHED,
@@ -51,7 +63,6 @@ from mobility.privacy_budget.ledger import (
     chain_problems,
     sha256_file,
 )
-from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
 from mobility.publish.sources import DERIVED_FORMAT, Source, locate
 from mobility.publish.tidy import COUNT, MECHANISM_METHOD
 
@@ -66,16 +77,6 @@ class AnnualResult:
     manifest: dict
     tables: dict[str, pd.DataFrame]
     reused: bool  # True when the same sources had already been summed (stored files returned)
-
-
-def noise_variance(mechanism: str, scale: float) -> float:
-    """Variance of one cell's noise (an upper bound for the discrete Gaussian)."""
-    if mechanism == DISCRETE_GAUSSIAN:
-        return float(scale) ** 2
-    if mechanism == DISCRETE_LAPLACE:
-        p = math.exp(-1.0 / float(scale))
-        return 2.0 * p / (1.0 - p) ** 2
-    raise ValueError(f"unknown mechanism {mechanism!r}")
 
 
 def monthly_sources(lake_root: str | os.PathLike, agreement_id: str, year: int) -> dict[str, Source]:
@@ -114,22 +115,52 @@ def _common_keys(sources: dict[str, Source], table: str) -> list[str]:
     return [k for k in per_month[0] if all(k in keys for keys in per_month)]
 
 
-def sum_months(sources: dict[str, Source]) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
-    """Annual tables (key columns + count) and, per table, its noise variance and error bound."""
-    names = [n for n in next(iter(sources.values())).table_names() if all(n in s.table_names()
-                                                                          for s in sources.values())]
-    tables, noise = {}, {}
+def _check_format(sources: dict[str, Source]) -> None:
+    old = [f"{month} ({s.release_id})" for month, s in sources.items() if s.manifest.get("format") != MANIFEST_FORMAT]
+    if old:
+        raise ReleaseRefusedError(
+            f"monthly releases {', '.join(old)} were published before noisy measurements were kept "
+            f"(format {sources[old[0].split(' ')[0]].manifest.get('format')}): their counts were set to 0 where the "
+            "noise made them negative, so their sums are biased upwards and no interval of a sum holds; nothing "
+            "was derived", hint="publish those months again with this version (each spends budget), or sum the "
+                                "stored monthly files yourself knowing the bias")
+
+
+def _measured_names(source: Source) -> list[str]:
+    return [info["measures"] for info in source.manifest["tables"].values() if info.get("role") == MEASUREMENT]
+
+
+@dataclass(frozen=True)
+class AnnualTables:
+    measured: dict[str, pd.DataFrame]  # table -> annual sums of the monthly measurements, with intervals
+    consistent: dict[str, pd.DataFrame]  # table -> consistent annual table, with intervals
+    totals: pd.DataFrame  # the consistent totals, with intervals
+    terms: dict[str, list[Term]]  # table -> the noise of one annual cell
+    consistency: dict  # what the totals are and how they were estimated (manifest)
+
+
+def sum_months(sources: dict[str, Source]) -> AnnualTables:
+    """Annual measurements (sums of the monthly ones, with exact intervals), consistent tables, totals,
+    the noise terms of one annual cell per table, and how the totals were estimated."""
+    _check_format(sources)
+    first = next(iter(sources.values()))
+    names = [n for n in _measured_names(first) if all(n in _measured_names(s) for s in sources.values())]
+    measured, terms = {}, {}
     for name in names:
-        keys = _common_keys(sources, name)
-        terms, parts, domain = [], [], None
+        noisy = measurement_table(name)
+        keys = _common_keys(sources, noisy)
+        cell_terms, parts, domain = [], [], None
         for month, source in sources.items():
-            frame = source.tables[name]
-            marginal = frame.groupby(keys, as_index=False, sort=True, dropna=False)[COUNT].sum() if keys \
-                else pd.DataFrame({COUNT: [frame[COUNT].sum()]})
-            # monthly cells in the widest annual cell (in full cross products, in every annual cell)
-            cells = int(frame.groupby(keys, dropna=False).size().max()) if keys else len(frame)
-            terms.append(NoiseTerm(source.manifest["mechanism"], source.manifest["tables"][name]["noise_scale"],
-                                   cells))
+            frame = source.tables[noisy]
+            info = source.manifest["tables"][noisy]
+            marginal = frame.groupby(keys, as_index=False, sort=True, dropna=False)[NOISY].sum() if keys \
+                else pd.DataFrame({NOISY: [frame[NOISY].sum()]})
+            # monthly cells in each annual cell (full cross products: the same in every annual cell)
+            sizes = frame.groupby(keys, dropna=False).size() if keys else pd.Series([len(frame)])
+            if sizes.nunique() != 1:
+                raise ReleaseRefusedError(f"table {name!r} of {month} is not a full cross product of its keys; "
+                                          "nothing was derived", hint="derive annual tables of full domains")
+            cell_terms.append(Term(1, source.manifest["mechanism"], info["noise_scale"], int(sizes.iloc[0])))
             values = marginal[keys].astype(str).apply(tuple, axis=1).tolist() if keys else [()]
             if domain is None:
                 domain = values
@@ -138,14 +169,15 @@ def sum_months(sources: dict[str, Source]) -> tuple[dict[str, pd.DataFrame], dic
                                           "(the agreement's countries or cells changed within the year); "
                                           "nothing was derived", hint="derive annual tables of a stable domain")
             parts.append(marginal)
-        summed = pd.concat(parts).groupby(keys, as_index=False, sort=True)[COUNT].sum() if keys else \
-            pd.DataFrame({COUNT: [sum(int(p[COUNT].iloc[0]) for p in parts)]})
-        summed[COUNT] = summed[COUNT].astype("int64")
-        tables[name] = summed.reset_index(drop=True)
-        noise[name] = {"key_columns": keys,
-                       "noise_variance": math.fsum(t.cells * noise_variance(t.mechanism, t.scale) for t in terms),
-                       "error_bound_95": sum_error_bound_95(terms)}
-    return tables, noise
+        summed = pd.concat(parts).groupby(keys, as_index=False, sort=True)[NOISY].sum() if keys else \
+            pd.DataFrame({NOISY: [sum(int(p[NOISY].iloc[0]) for p in parts)]})
+        summed[NOISY] = summed[NOISY].astype("int64")
+        measured[name] = with_intervals(summed.reset_index(drop=True), cell_terms)
+        terms[name] = cell_terms
+    keys_of = {n: [c for c in f.columns if c not in (NOISY, LOW, HIGH)] for n, f in measured.items()}
+    totals = totals_of(first.manifest, keys_of)
+    consistent, totals_frame, estimates = reconcile(measured, terms, totals)
+    return AnnualTables(measured, consistent, totals_frame, terms, consistency_description(totals, estimates))
 
 
 def annual_id(agreement_id: str, year: int, sources: dict[str, Source]) -> str:
@@ -170,8 +202,31 @@ def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agree
     if target.is_dir():
         stored = locate(lake_root, identifier)
         return AnnualResult(identifier, target, stored.manifest, stored.tables, reused=True)
-    tables, noise = sum_months(sources)
+    annual = sum_months(sources)
     first = next(iter(sources.values())).manifest
+    tables = {**{measurement_table(n): f for n, f in annual.measured.items()}, **annual.consistent,
+              TOTALS: annual.totals}
+    intervals = {"interval_columns": [LOW, HIGH], "confidence": 0.95}
+    info: dict[str, dict] = {}
+    for name, frame in annual.measured.items():
+        info[measurement_table(name)] = {
+            "role": MEASUREMENT, "measures": name, "value_column": NOISY, **intervals,
+            "key_columns": [c for c in frame.columns if c not in (NOISY, LOW, HIGH)],
+            "error_bound_95": int(half_width_95(annual.terms[name])),
+            "noise_terms": [{"mechanism": t.mechanism, "noise_scale": t.scale, "cells": t.cells}
+                            for t in annual.terms[name]],
+            "interval": "noisy_count -/+ error_bound_95: the exact 95% half-width of the sum of every monthly "
+                        "noise draw in one annual cell (noise_terms), lower end at least 0"}
+    for name, frame in annual.consistent.items():
+        info[name] = {"role": CONSISTENT, "count_column": COUNT, **intervals,
+                      "key_columns": [c for c in frame.columns if c not in (COUNT, LOW, HIGH)],
+                      "measurement": {"table": measurement_table(name),
+                                      "error_bound_95": int(half_width_95(annual.terms[name]))},
+                      "interval": "the 95% interval of the cell's annual measurement, widened to include the "
+                                  "consistent value"}
+    info[TOTALS] = {"role": CONSISTENT, "count_column": COUNT, "key_columns": ["total"], **intervals,
+                    "interval": "the exact 95% interval of the weighted least-squares estimate of the total from "
+                                "the annual measurements, widened to include the consistent value"}
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".tmp-{identifier}-", dir=root))
     try:
@@ -180,7 +235,7 @@ def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agree
             csv_path, parquet_path = work / f"{name}.csv", work / f"{name}.parquet"
             frame.to_csv(csv_path, index=False, lineterminator="\n")
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), parquet_path)
-            described[name] = {**noise[name], "rows": len(frame), "count_column": COUNT, "months": len(sources),
+            described[name] = {**info[name], "rows": len(frame), "months": len(sources),
                                "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                                          for p in (csv_path, parquet_path)}}
         manifest = {
@@ -207,12 +262,13 @@ def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agree
                             "formula": "error_bound_95: smallest integer a with P(|N| <= a) >= 0.95, N the sum over "
                                        "months m of n_m independent draws of month m's noise (its mechanism and "
                                        "noise_scale), computed exactly by convolving their probability mass "
-                                       "functions; noise_variance: sum over months of n_m * v_m, v_m = sigma^2 "
-                                       "(discrete Gaussian, an upper bound) or 2e^(-1/b)/(1-e^(-1/b))^2 (discrete "
-                                       "Laplace); n_m = monthly cells summed into one annual cell",
-                            "meaning": "each annual cell's sum of noisy monthly counts is within +/- error_bound_95 "
-                                       "of the sum of exact counts with probability >= 95%, before monthly "
-                                       "clamping at 0, which can bias near-zero sums upwards"},
+                                       "functions; n_m = monthly cells summed into one annual cell",
+                            "meaning": "every table has low_95 and high_95 columns holding the exact annual value "
+                                       "with probability >= 95% (see each table's 'interval'); sums are of the "
+                                       "monthly noisy measurements as drawn, so they are unbiased"},
+            "consistency": annual.consistency,
+            "post_processing": "TABLE_noisy: sums of the monthly noisy measurements; TABLE and totals: the "
+                               "monthly releases' consistency step applied to those sums",
             "tables": described, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -230,6 +286,8 @@ def describe(result: AnnualResult) -> str:
              f"  from {len(m['derived_from'])} monthly releases: "
              f"{m['derived_from'][0]['release_id']} ... {m['derived_from'][-1]['release_id']}"]
     for name, info in m["tables"].items():
+        if info.get("role") != MEASUREMENT:
+            continue
         lines.append(f"  {name}: {info['rows']} cells by {', '.join(info['key_columns']) or '(total)'}, "
                      f"95% error bound +/- {info['error_bound_95']:.4g}")
     return "\n".join(lines)

@@ -19,12 +19,15 @@ import pandas as pd
 from mobility import progress
 from mobility.aggregate import domains as D
 from mobility.aggregate.flows import (
+    GROUPS,
     INTERNATIONAL,
     MAX_CONTRIBUTIONS,
+    SHARES,
     TABLES,
     FlowSpec,
     domain_sizes,
     exact_tables,
+    flow_totals,
     key_columns,
     last_day_of,
 )
@@ -175,7 +178,8 @@ def release_flows(agreement: str | Agreement, lake_root: str | os.PathLike, peri
         release_id=release_id, agreement_id=agreement.agreement_id, period=period, purpose=purpose,
         requested_by=requested_by, query=flow_query(inputs), privacy_unit=PRIVACY_UNIT,
         epsilon=budget.epsilon, rho=budget.rho, input_versions=inputs.input_versions,
-        max_contributions=MAX_CONTRIBUTIONS, data_months=tuple(flow_data_months(period, inputs.window_days)))
+        max_contributions=MAX_CONTRIBUTIONS, data_months=tuple(flow_data_months(period, inputs.window_days)),
+        table_groups=GROUPS, table_shares=SHARES, totals=flow_totals(inputs.spec))
     progress.say("release", "charging the ledger, adding OpenDP noise, writing the release",
                  rows=sum(len(t) for t in inputs.tables.values()))
     return publish(lake_root, request, inputs.tables, agreement)
@@ -193,8 +197,13 @@ def describe(result: ReleaseResult, rows: int = 10) -> str:
              f"  mechanism: {m['mechanism']}  rho={p['rho']:.6g}  epsilon={p['epsilon']:.6g}  delta={p['delta']:.3g}"]
     for name in (t for t in TABLES if t in m["tables"]):
         info = m["tables"][name]
-        lines.append(f"  {name}: {info['rows']} cells, 95% error bound +/- {info['error_bound_95']:.4g}")
+        noisy = m["tables"].get(f"{name}_noisy") or info  # format 1 kept no measurement
+        lines.append(f"  {name}: {info['rows']} cells (consistent: non-negative, adds up; measurement "
+                     f"{name}_noisy.csv: 95% error bound +/- {noisy['error_bound_95']:.4g} per cell)")
+    if "totals" in result.tables:
+        for row in result.tables["totals"].itertuples(index=False):
+            lines.append(f"  national {row.total}: {row.count:,} (95% interval {row.low_95:,} to {row.high_95:,})")
     head = result.tables[INTERNATIONAL].head(rows)
-    lines.append(f"  {INTERNATIONAL} (first {len(head)} rows):")
+    lines.append(f"  {INTERNATIONAL} (first {len(head)} rows, consistent table with 95% intervals):")
     lines.extend("    " + line for line in head.to_string(index=False).splitlines())
     return "\n".join(lines)

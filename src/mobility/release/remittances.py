@@ -18,7 +18,8 @@ from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake
 from mobility.privacy_budget.blocks import payment_data_months
-from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
+from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, cell_half_width, publish
+from mobility.privacy_budget.consistency import Part, Total
 from mobility.privacy_budget.mechanisms import ALPHA, Budget, plan_noise
 from mobility.release.inputs import breakdown_profile, pin
 from mobility.release.request import check_request, parse_by, refuse, release_id_for
@@ -103,20 +104,27 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
     finally:
         transfers.unpersist()
 
-    error_bounds = {name: t.error_bound_95 for name, t in plan.tables.items()}
+    error_bounds = {name: cell_half_width(plan, name) for name in plan.tables}
     request = ReleaseRequest(
         release_id=release_id_for("remittances", agreement.agreement_id, period, purpose, R.MEASURES, by, budget),
         agreement_id=agreement.agreement_id, period=period, purpose=purpose, requested_by=requested_by,
         query=remittance_query(spec, fx), privacy_unit=privacy_unit(bounds),
         epsilon=budget.epsilon, rho=budget.rho, input_versions=versions, max_contributions=bounds.max_transfers,
         table_shares=R.SHARES, table_sensitivities=bounds.sensitivities(),
-        data_months=tuple(payment_data_months(period)))
+        data_months=tuple(payment_data_months(period)), totals=remittance_totals(spec))
     confidence = 1 - 2 * ALPHA  # union bound over numerator and denominator
 
     def derive(noisy):
         return {R.COST_PCT: (R.cost_ratios(noisy, spec, error_bounds), R.ratio_description(error_bounds, confidence))}
 
     return publish(lake_root, request, tables, agreement, derive=derive)
+
+
+def remittance_totals(spec: R.RemittanceSpec) -> tuple[Total, ...]:
+    """Each measure adds up from its cells to the corridors and to its total over every corridor."""
+    corridor = tuple(R.CORRIDOR_KEYS[:2])
+    levels = (corridor, tuple(R.CORRIDOR_KEYS)) if spec.by else (corridor,)
+    return tuple(Total(m, (Part(m, {}, levels),)) for m in R.MEASURES)
 
 
 def remittance_query(spec: R.RemittanceSpec, fx: R.FxTable) -> dict:

@@ -1,0 +1,70 @@
+"""Sums of published cells with their 95% intervals: the one way a report, an export or a user's
+figure adds cells of a release or an annual table (format 2).
+
+A sum over cells of a consistent table ``TABLE`` is the sum of its consistent cells (non-negative
+integers that add up, so a margin and the sum of its breakdowns agree). Its interval is computed
+from the noisy measurements, never from consistent or clamped values: the same cells of
+``TABLE_noisy`` summed, -/+ the exact 95% half-width of the sum of their noise
+(``intervals.half_width_95``: the noise law and scale of each cell from the manifest), the lower
+end at least 0, then widened to include the consistent sum. It holds the exact sum whenever the
+measurement's interval does, so with probability >= 95%.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from mobility.privacy_budget.intervals import Term, half_width_95
+
+COUNT, NOISY, LOW, HIGH, CELLS = "count", "noisy_count", "low_95", "high_95", "cells"
+MEASUREMENT_SUFFIX = "_noisy"
+
+
+def has_measurements(manifest: dict, table: str) -> bool:
+    """True when ``table`` is a consistent table whose noisy measurement the release keeps (format 2)."""
+    tables = manifest.get("tables") or {}
+    return (tables.get(table) or {}).get("role") == "consistent" and table + MEASUREMENT_SUFFIX in tables
+
+
+def cell_noise(manifest: dict, table: str) -> list[Term]:
+    """The noise of one cell of ``table``'s measurement: its terms (annual tables) or one draw."""
+    info = manifest["tables"][table + MEASUREMENT_SUFFIX]
+    if info.get("noise_terms"):
+        return [Term(1, t["mechanism"], float(t["noise_scale"]), int(t["cells"])) for t in info["noise_terms"]]
+    return [Term(1, manifest["mechanism"], float(info["noise_scale"]), 1)]
+
+
+def sum_cells(manifest: dict, tables: Mapping[str, pd.DataFrame], table: str, by: Sequence[str] = (),
+              where: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """``table``'s cells (those matching ``where``) summed by the key columns ``by``: columns ``by``,
+    ``count`` (consistent sum), ``noisy_count`` (sum of the measurements), ``low_95``, ``high_95`` and
+    ``cells`` (how many cells each sum adds)."""
+    if not has_measurements(manifest, table):
+        raise ValueError(f"table {table!r} has no noisy measurement in this release (format 2 keeps them)")
+    keys = list(manifest["tables"][table]["key_columns"])
+    consistent, noisy = tables[table], tables[table + MEASUREMENT_SUFFIX]
+    merged = consistent[[*keys, COUNT]].merge(noisy[[*keys, NOISY]], on=keys, how="inner", validate="one_to_one")
+    if len(merged) != len(consistent):
+        raise ValueError(f"table {table!r} and its measurement do not have the same cells")
+    for column, value in (where or {}).items():
+        merged = merged[merged[column].astype(str) == str(value)]
+    by = list(by)
+    if by:
+        out = merged.groupby(by, as_index=False, sort=True, dropna=False).agg(
+            count=(COUNT, "sum"), noisy_count=(NOISY, "sum"), cells=(COUNT, "size"))
+    else:
+        out = pd.DataFrame({COUNT: [int(merged[COUNT].sum())], NOISY: [int(merged[NOISY].sum())],
+                            CELLS: [len(merged)]})
+    one = cell_noise(manifest, table)
+    widths = {k: int(half_width_95([t._replace(cells=t.cells * int(k)) for t in one]))
+              for k in out[CELLS].unique() if k > 0}
+    half = out[CELLS].map(lambda k: widths.get(k, 0))
+    low = (out[NOISY] - half).clip(lower=0)
+    high = (out[NOISY] + half).clip(lower=0)
+    out[LOW] = pd.concat([low, out[COUNT]], axis=1).min(axis=1).astype("int64")
+    out[HIGH] = pd.concat([high, out[COUNT]], axis=1).max(axis=1).astype("int64")
+    for column in (COUNT, NOISY, CELLS):
+        out[column] = out[column].astype("int64")
+    return out[[*by, COUNT, NOISY, LOW, HIGH, CELLS]]
