@@ -30,7 +30,11 @@ def test_every_published_ledger_entry_has_one_catalogue_row_and_back(year_lake):
         assert (row["agreement_id"], row["period"], row["purpose"]) == \
             (charge.agreement_id, charge.period, charge.purpose)
         assert row["budget"]["rho"] == charge.rho and row["files_match_ledger"]
-        assert row["tables"] == ["emigrants_by_origin", "immigrants_by_destination", "international"]
+        assert row["tables"] == ["emigrants_by_origin", "emigrants_by_origin_noisy", "immigrants_by_destination",
+                                 "immigrants_by_destination_noisy", "international", "international_noisy", "totals"]
+        assert row["format"] == "mobility-release-manifest/2" and row["keeps_measurements"]
+        assert row["measurements"] == ["emigrants_by_origin_noisy", "immigrants_by_destination_noisy",
+                                       "international_noisy"]
     spent = sum(r["budget"]["rho"] for r in rows)
     assert spent == Ledger(Lake(lake).ledger).spent(agr.agreement_id)
 
@@ -44,6 +48,7 @@ def test_a_charge_without_publication_is_listed_as_such(year_lake):
     Ledger(Lake(lake).ledger).charge(request, Policy.of(agr))
     row = next(r for r in catalogue(lake) if r["release_id"] == "crashed-2025-12")
     assert row["status"] == STATUS_UNPUBLISHED and row["ledger"]["published_seq"] is None
+    assert row["format"] is None and row["keeps_measurements"] is None  # nothing was written to say
     assert row["budget"]["rho"] == 0.01  # its budget stays spent, so an auditor must see it
 
 
@@ -55,6 +60,7 @@ def test_derived_tables_are_listed_apart_with_their_sources_and_no_budget(year_l
     assert [r["release_id"] for r in derived] == [annual.annual_id]
     row = derived[0]
     assert row["ledger"] is None and row["budget"]["rho"] == 0.0 and row["files_match_manifest"]
+    assert row["format"] == "mobility-derived-manifest/1" and row["keeps_measurements"]
     by_id = {r["release_id"]: r for r in rows if r["kind"] == "release"}
     assert len(row["derived_from"]) == 12
     for source in row["derived_from"]:
@@ -68,3 +74,4 @@ def test_cli_lists_releases_as_text_and_json(year_lake):
     assert json.loads(as_json.output) == json.loads(json.dumps(catalogue(lake)))
     text = CliRunner().invoke(main, ["releases", "list", "--lake", str(lake)])
     assert text.exit_code == 0 and text.output.count("flows-test-phl-2025-") == 12
+    assert text.output.count("mobility-release-manifest/2: noisy measurements kept (3 tables)") == 12

@@ -12,9 +12,20 @@ from click.testing import CliRunner
 from mobility.cli import main
 from mobility.errors import InputContractError
 from mobility.privacy_budget import export
+from mobility.privacy_budget.stored import open_release
+from mobility.privacy_budget.sums import sum_cells
 from mobility.report import render_ledger_report, render_release_report, write_release_report
 from mobility.report.page import fmt
-from report_helpers import AMOUNT_CAP_USD, FLOWS_ID, MAX_TRANSFERS, REMIT_ID, legacy_lake, table_cells
+from mobility.report.release_report import FORMAT1
+from report_helpers import (
+    AMOUNT_CAP_USD,
+    FLOWS_ID,
+    MAX_TRANSFERS,
+    REMIT_ID,
+    format1_lake,
+    legacy_lake,
+    table_cells,
+)
 
 HEX_OR_DIGITS = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{20,}(?![0-9A-Fa-f])|\+?\d{9,}")
 # what the release report said before it stated only what holds (a claim larger than the guarantee)
@@ -37,6 +48,26 @@ def remit_html(report_lake, boundaries):
 def old_lake(report_lake, tmp_path_factory):
     """The flows release as written before data-month accounting: old manifest, format-1 ledger."""
     return legacy_lake(report_lake["lake"], FLOWS_ID, tmp_path_factory.mktemp("legacy"))
+
+
+@pytest.fixture(scope="module")
+def format1(report_lake, tmp_path_factory):
+    """Both releases as manifest format 1 would have stored them (clamped counts, no measurements)."""
+    return {rid: format1_lake(report_lake["lake"], rid, tmp_path_factory.mktemp(f"format1-{rid}"))
+            for rid in (FLOWS_ID, REMIT_ID)}
+
+
+INTERVAL = re.compile(r"^\[([\d,.]+) to ([\d,.]+)\]$")
+
+
+def _interval(text: str) -> tuple[float, float]:
+    found = INTERVAL.match(text)
+    assert found, f"not an interval: {text!r}"
+    return float(found[1].replace(",", "")), float(found[2].replace(",", ""))
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", ""))
 
 
 def _manifest(lake, release_id: str) -> dict:
@@ -69,22 +100,112 @@ def test_flows_report_has_a_map_per_cell_table_and_a_flow_chart(flows_html):
     assert "<script" not in flows_html and "<link" not in flows_html
 
 
-def test_flow_error_bars_are_the_bounds_of_summed_cells(flows_html, report_lake):
-    """Each pair sums its two sex cells: its bound lies between one cell's bound and twice it."""
-    lake = report_lake["lake"]
-    manifest = json.loads((lake / "releases" / FLOWS_ID / "manifest.json").read_text())
-    one = manifest["tables"]["international"]["error_bound_95"]
-    rows = re.findall(r"<tr><td>[A-Z]{3} → [A-Z]{3}</td><td class=\"num\">\d+</td><td class=\"num\">(\d+)</td>"
-                      r"<td class=\"num\">±(\d+)</td></tr>", flows_html)
-    assert rows and {int(k) for k, _ in rows} == {2}
-    bounds = {int(b) for _, b in rows}
-    assert bounds and all(one < b <= 2 * one for b in bounds)
+def _figure_rows(html: str, name: str) -> list[dict]:
+    """The rows of the table listed under a figure, as {header: cell}."""
+    header, *rows = table_cells(html)[name]
+    return [dict(zip(header, row)) for row in rows]
 
 
-def test_other_manifests_render_generically(remit_html):
+def _check_sums(rows: list[dict], sums: pd.DataFrame, by: list[str], label, source: str) -> None:
+    """Every row printed: a count, its interval, the cells it adds and the file, all as sum_cells gives them."""
+    expected = {label(r): r for r in sums.to_dict("records")}
+    assert rows
+    for row in rows:
+        want = expected[row[next(iter(row))]]
+        assert _number(row["count"]) == want["count"]
+        assert _interval(row["95% interval"]) == (want["low_95"], want["high_95"])
+        assert int(row["cells summed"]) == want["cells"]
+        assert row["from"] == source
+
+
+def test_flow_chart_figures_have_intervals_from_sum_cells_and_name_their_table(flows_html, report_lake):
+    """(a) Every pair printed under the flow chart: its consistent sum, the 95% interval sum_cells gives
+    (from the noisy measurement), the cells summed and the file it comes from; the largest pairs first."""
+    stored = open_release(report_lake["lake"], FLOWS_ID)
+    sums = sum_cells(stored.manifest, stored.tables, "international", by=["from_country", "to_country"])
+    rows = _figure_rows(flows_html, "flows-international")
+    _check_sums(rows, sums, ["from_country", "to_country"], lambda r: f"{r['from_country']} → {r['to_country']}",
+                "international.csv")
+    assert len(rows) == min(len(sums), 15) and {r["cells summed"] for r in rows} == {"2"}  # F and M of each pair
+    counts = [_number(r["count"]) for r in rows]
+    assert counts == sorted(counts, reverse=True) and sum(counts) == sums["count"].sum()
+    text = _text(flows_html)
+    assert "pairs of international.csv, the consistent table" in text
+    assert "computed from the same cells of the noisy measurement international_noisy.csv" in text
+
+
+def test_national_totals_section_shows_each_total_with_its_interval_and_file(flows_html, report_lake):
+    """(a) The totals section prints totals.csv: each total, its interval, what it is estimated from; the
+    consistent tables add up to it."""
+    stored = open_release(report_lake["lake"], FLOWS_ID)
+    totals = stored.tables["totals"].set_index("total")
+    rows = _figure_rows(flows_html, "totals-section")
+    assert [r["total"] for r in rows] == ["emigration", "immigration"]
+    for row in rows:
+        want = totals.loc[row["total"]]
+        assert _number(row["count"]) == want["count"] and row["from"] == "totals.csv"
+        assert _interval(row["95% interval"]) == (want["low_95"], want["high_95"])
+        assert row["total"] in row["measurements it is estimated from (weight)"] or "international" in \
+            row["measurements it is estimated from (weight)"]
+    intl, emig = stored.tables["international"], stored.tables["emigrants_by_origin"]
+    assert intl.loc[intl["from_country"] == "PHL", "count"].sum() == totals.loc["emigration", "count"] \
+        == emig["count"].sum()
+    assert flows_html.index('id="totals"') < flows_html.index('id="maps"') < flows_html.index('id="flows"')
+
+
+def test_maps_draw_the_consistent_tables_and_list_the_other_cells_with_intervals(flows_html, report_lake):
+    stored = open_release(report_lake["lake"], FLOWS_ID)
+    text = _text(flows_html)
+    for name, key in (("emigrants_by_origin", "origin_h3_cell"), ("immigrants_by_destination", "destination_h3_cell")):
+        assert f"From {name}.csv, the consistent table" in text
+        assert "Each cell's 95% interval is in the columns low_95 and high_95" in text
+        unknown = stored.tables[name].set_index(key).loc["UNKNOWN"]
+        assert (f"Not on the map: UNKNOWN = {unknown['count']:,} [{unknown['low_95']:,} to {unknown['high_95']:,}]"
+                in text)
+
+
+def test_noisy_measurements_are_listed_not_charted(flows_html, remit_html):
+    for html in (flows_html, remit_html):
+        charts = re.findall(r'data-chart="([^"]+)"', html)
+        assert charts and not any("_noisy" in c or c.endswith("-totals") for c in charts)
+        for summary in re.findall(r"<summary>(\w+_noisy) \(\d+ cells; ([^<]*)</summary>", html):
+            assert "noisy measurement" in summary[1] and "unbiased, may be negative" in summary[1]
+        assert "TABLE_noisy</code> tables are the noisy measurements" in html
+
+
+def test_format2_report_says_nothing_was_set_to_zero(flows_html, remit_html):
+    """A statement about clamping must be true for the release: format 2 clamps nothing."""
+    for html in (flows_html, remit_html):
+        text = _text(html)
+        assert "set to 0" not in text and "Bars cannot go below zero" not in text and FORMAT1 not in text
+        assert "95% intervals: every figure on this page comes with its interval" in text
+
+
+def test_other_manifests_render_generically(remit_html, report_lake):
+    """Remittance-like tables: top cells and corridor sums with intervals, and a derived table with its
+    own interval columns, each figure naming its file."""
     assert 'data-chart="top-transfers"' in remit_html and 'data-chart="top-volume_usd"' in remit_html
-    assert 'data-chart="top-corridor_shares"' in remit_html  # a derived table without noise parameters
+    assert 'data-chart="top-mean_amount_usd"' in remit_html  # a derived table without noise parameters
     assert "map-" not in remit_html and "pure differential privacy" in remit_html
+    stored = open_release(report_lake["lake"], REMIT_ID)
+    for name in ("transfers", "volume_usd"):
+        sums = sum_cells(stored.manifest, stored.tables, name, by=["sender_country", "receiver_country"])
+        _check_sums(_figure_rows(remit_html, f"sums-{name}"), sums, ["sender_country", "receiver_country"],
+                    lambda r: f"{r['sender_country']} · {r['receiver_country']}", f"{name}.csv")
+        cells = stored.tables[name].set_index(["sender_country", "receiver_country", "channel"])
+        for row in _figure_rows(remit_html, f"top-{name}"):
+            want = cells.loc[tuple(row["cell"].split(" · "))]
+            assert _number(row["count"]) == want["count"] and row["from"] == f"{name}.csv"
+            assert _interval(row["95% interval"]) == (want["low_95"], want["high_95"])
+    ratios = stored.tables["mean_amount_usd"].set_index(["sender_country", "receiver_country", "channel"])
+    rows = _figure_rows(remit_html, "top-mean_amount_usd")
+    assert rows and all(r["from"] == "mean_amount_usd.csv" for r in rows)
+    for row in rows:
+        want = ratios.loc[tuple(row["cell"].split(" · "))]
+        low, high = _interval(row["95% interval"])
+        assert float(fmt(float(want["mean_usd_low"]))) == low and float(fmt(float(want["mean_usd_high"]))) == high
+    assert "own columns mean_usd_low and mean_usd_high" in _text(remit_html)
+    assert [r["total"] for r in _figure_rows(remit_html, "totals-section")] == ["transfers", "volume_usd"]
 
 
 def test_no_pseudonym_or_phone_number_reaches_a_report(flows_html, remit_html, report_lake):
@@ -264,10 +385,22 @@ def test_flows_report_states_what_holds(flows_html, report_lake):
     text = _states_what_holds(flows_html, manifest)
     # every table's bound with its unit (the flows tables share one)
     for name in ("international", "emigrants_by_origin", "immigrants_by_destination"):
-        d_in = manifest["tables"][name]["sensitivity"]["d_in"]
+        d_in = manifest["tables"][f"{name}_noisy"]["sensitivity"]["d_in"]
         assert re.search(rf"<td>{name}</td><td class=\"num\">\d+</td><td>long-term residence changes \(count\)</td>"
                          rf"<td>at most {d_in} ", flows_html), name
     assert "Every noisy table has the same bound: 1 (long-term residence changes (count))." in text
+    # one row per measured table, naming its OpenDP measurement; the two cell tables share one
+    rows = {r["table"]: r for r in _figure_rows(flows_html, "privacy-bounds")}
+    assert sorted(rows) == ["emigrants_by_origin", "immigrants_by_destination", "international"]
+    joint = "subnational (joint: emigrants_by_origin, immigrants_by_destination)"
+    assert rows["emigrants_by_origin"]["OpenDP measurement"] == rows["immigrants_by_destination"][
+        "OpenDP measurement"] == joint
+    assert rows["international"]["OpenDP measurement"] == "international (alone)"
+    for name, row in rows.items():
+        noisy = manifest["tables"][f"{name}_noisy"]
+        assert row["95% bound (one cell)"] == f"±{fmt(noisy['error_bound_95'])}"
+        assert row["noise scale"] == fmt(noisy["noise_scale"]) and row["budget share"] == fmt(noisy["budget_share"])
+    assert "OpenDP measurements (2):" in text and "measured jointly" in text
     # epsilon 4.3 alone is said to be weak, plainly
     assert manifest["privacy"]["epsilon"] > 3 and "is a weak bound on its own" in text
     assert "data months read: 2023-05 to 2025-09 (29 months)" in text
@@ -278,15 +411,15 @@ def test_remittance_report_states_each_tables_own_bound(remit_html, report_lake)
     manifest = _manifest(lake, REMIT_ID)
     text = _states_what_holds(remit_html, manifest)
     volume = MAX_TRANSFERS * AMOUNT_CAP_USD
-    assert manifest["tables"]["transfers"]["sensitivity"]["d_in"] == MAX_TRANSFERS
-    assert manifest["tables"]["volume_usd"]["sensitivity"]["d_in"] == volume
+    assert manifest["tables"]["transfers_noisy"]["sensitivity"]["d_in"] == MAX_TRANSFERS
+    assert manifest["tables"]["volume_usd_noisy"]["sensitivity"]["d_in"] == volume
     assert (f"The bounds differ between tables: transfers: {MAX_TRANSFERS} (number of transfers); volume_usd: "
             f"{volume:,} (sum of amounts, whole USD).") in text
-    assert re.search(rf"<td>transfers</td><td class=\"num\">3</td><td>number of transfers</td>"
+    assert re.search(rf"<td>transfers</td><td class=\"num\">6</td><td>number of transfers</td>"
                      rf"<td>at most {MAX_TRANSFERS} \(sum over the table&#x27;s cells, L1\)</td>", remit_html)
-    assert re.search(rf"<td>volume_usd</td><td class=\"num\">3</td><td>sum of amounts, whole USD</td>"
+    assert re.search(rf"<td>volume_usd</td><td class=\"num\">6</td><td>sum of amounts, whole USD</td>"
                      rf"<td>at most {volume:,} \(sum over the table&#x27;s cells, L1\)</td>", remit_html)
-    assert "<td>corridor_shares</td><td class=\"num\">3</td><td>—</td><td>none of its own" in remit_html
+    assert "<td>mean_amount_usd</td><td class=\"num\">6</td><td>—</td><td>none of its own" in remit_html
     # one payment month, inside the flows window: its cumulative loss carries both releases
     flows = _manifest(lake, FLOWS_ID)["privacy"]
     month = manifest["privacy"]["cumulative_per_data_month"]
@@ -331,3 +464,59 @@ def test_a_tampered_release_is_reported_with_its_problems(report_lake, boundarie
     html = render_release_report(lake, FLOWS_ID, boundaries=boundaries)
     assert "Integrity problems" in html and "file international.csv of table international was altered" in html
     assert "release files match the ledger" not in html
+
+
+def test_format1_release_still_renders_labelled_with_intervals(format1, boundaries):
+    """(c) A release written before measurements were kept: clamped counts, said so next to every
+    figure and in the privacy section; intervals from the per-cell bound; no totals section."""
+    lake = format1[FLOWS_ID]
+    stored = open_release(lake, FLOWS_ID)
+    assert stored.manifest["format"] == "mobility-release-manifest/1" and "international_noisy" not in stored.tables
+    html = render_release_report(lake, FLOWS_ID, boundaries=boundaries)
+    text = _text(html)
+    assert f"This release is of manifest {FORMAT1}." in text
+    assert "Bars cannot go below zero because negative noisy counts were set to 0" in text
+    assert f"From emigrants_by_origin.csv ({FORMAT1})" in text and f"pairs of international.csv ({FORMAT1})" in text
+    assert f"Error bound ({FORMAT1})" in text and 'id="totals"' not in html
+    intl = stored.tables["international"]
+    bound = stored.manifest["tables"]["international"]["error_bound_95"]
+    rows = _figure_rows(html, "flows-international")
+    assert rows and all(r["from"] == "international.csv" and r["cells summed"] == "2" for r in rows)
+    for row in rows:
+        origin, destination = row["pair"].split(" → ")
+        total = intl.loc[(intl["from_country"] == origin) & (intl["to_country"] == destination), "count"].sum()
+        low, high = _interval(row["95% interval"])
+        assert _number(row["count"]) == total and low <= total <= high and bound < high - total <= 2 * bound
+    for name, frame in _published(lake, FLOWS_ID).items():
+        assert table_cells(html)[name][1:] == frame.values.tolist()
+    remit = _text(render_release_report(format1[REMIT_ID], REMIT_ID, boundaries=boundaries))
+    assert f"largest cells of transfers.csv ({FORMAT1})" in remit
+
+
+def test_format1_release_exports_its_clamped_counts(format1, tmp_path):
+    """(c) The same format-1 release exports as before, its rows named CLAMPED, and reads back."""
+    from mobility.publish import structure as S
+    from mobility.publish.export import export_release, read_export
+    from mobility.publish.validate import validate_sdmx_csv
+
+    lake = format1[FLOWS_ID]
+    export_release(lake, FLOWS_ID, "sdmx-csv", tmp_path)
+    sdmx = tmp_path / f"{FLOWS_ID}.sdmx.csv"
+    assert validate_sdmx_csv(sdmx) == []
+    rows = pd.read_csv(sdmx, dtype=str, keep_default_na=False)
+    assert set(rows["VALUE_KIND"]) == {S.CLAMPED} and (rows["ERROR_BOUND_95"] != "").all()
+    for name, frame in read_export(tmp_path, FLOWS_ID).items():
+        assert list(frame.columns)[-1] == "count"
+        assert frame.astype(str).values.tolist() == _published(lake, FLOWS_ID)[name].values.tolist(), name
+
+
+def test_a_derived_table_is_charted_with_its_own_interval_columns():
+    """The remittance cost table's shape: its value is the column the *_low/*_high pair's stem names."""
+    from mobility.report.release_report import _derived_columns
+
+    keys = ["sender_country", "receiver_country", "channel", "amount_band"]
+    frame = pd.DataFrame({**{k: ["x"] for k in keys}, "noisy_transfers": [3], "mean_cost_pct": [4.1],
+                          "cost_pct_low": [2.0], "cost_pct_high": [6.5]})
+    assert _derived_columns(frame, keys) == ("mean_cost_pct", "cost_pct_low", "cost_pct_high")
+    assert _derived_columns(frame.drop(columns=["cost_pct_low", "cost_pct_high"]), keys) == \
+        ("mean_cost_pct", None, None)

@@ -4,6 +4,10 @@ The ledger is the authority: one row per charged release (published or not), wit
 the data population it was charged to and the data months it read, and its ledger entries; derived
 tables (annual sums) follow with no budget and no ledger entry, and name what they were derived
 from. Nothing here writes.
+
+Each row also names its manifest ``format`` and whether the release keeps its noisy measurements
+(``TABLE_noisy``, format 2: consistent tables, measurements and totals) or only clamped counts
+(format 1: negative noisy counts were set to 0, so sums of them are biased upwards).
 """
 
 from __future__ import annotations
@@ -21,6 +25,26 @@ from mobility.publish.sources import DERIVED, RELEASE, derived_problems
 
 STATUS_PUBLISHED = "published"
 STATUS_UNPUBLISHED = "charged, not published"
+MEASUREMENT_ROLE = "noisy_measurement"
+
+
+def format_of(manifest: dict | None) -> dict:
+    """The manifest format, whether the noisy measurements are kept, and which tables hold them."""
+    if not manifest:
+        return {"format": None, "keeps_measurements": None, "measurements": []}
+    tables = manifest.get("tables") or {}
+    measured = sorted(n for n, info in tables.items() if (info or {}).get("role") == MEASUREMENT_ROLE)
+    return {"format": manifest.get("format"), "keeps_measurements": bool(measured), "measurements": measured}
+
+
+def format_words(row: dict) -> str:
+    """The format of a catalogue row in words (for the text listing)."""
+    if row.get("keeps_measurements") is None:
+        return "format unknown (not published, or its manifest could not be read)"
+    name = row.get("format") or "format not recorded"
+    if row["keeps_measurements"]:
+        return f"{name}: noisy measurements kept ({len(row['measurements'])} tables)"
+    return f"{name}: no noisy measurements (counts were set to 0 where noise made them negative)"
 
 
 def _opened(lake: Lake, release_id: str, entries: list[LedgerEntry]) -> StoredRelease | None:
@@ -66,7 +90,7 @@ def catalogue(lake_root: str | os.PathLike) -> list[dict]:
                        "manifest_sha256": publication.release_digest if publication else None},
             "path": str(lake.release_dir(release_id)) if publication else None,
             "files_match_ledger": (stored is not None and not stored.problems) if publication else None,
-            "derived_from": [],
+            "derived_from": [], **format_of(stored.manifest if stored else None),
         })
     root = lake.derived_annual
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
@@ -83,6 +107,7 @@ def catalogue(lake_root: str | os.PathLike) -> list[dict]:
             "files_match_manifest": not derived_problems(folder),
             "derived_from": [{"release_id": d.get("release_id"), "manifest_sha256": d.get("manifest_sha256")}
                              for d in manifest.get("derived_from", [])],
+            **format_of(manifest),
         })
     return rows
 
@@ -103,8 +128,10 @@ def format_rows(rows: list[dict]) -> str:
             lines.append(f"{'':9s}purpose {r['purpose']}; population {r['budget']['population'] or 'not recorded'}, "
                          f"data months {read or 'none'}; charge {ledger['charge_hash'][:16]}; "
                          f"manifest {str(ledger['manifest_sha256'])[:16]}")
+            if r["status"] == STATUS_PUBLISHED:
+                lines.append(f"{'':9s}{format_words(r)}")
         else:
             lines.append(f"{'':9s}derived from {len(r['derived_from'])} releases: "
                          + ", ".join(d["release_id"] for d in r["derived_from"][:3])
-                         + (" ..." if len(r["derived_from"]) > 3 else ""))
+                         + (" ..." if len(r["derived_from"]) > 3 else "") + f"; {format_words(r)}")
     return "\n".join(lines)

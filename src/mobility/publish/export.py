@@ -4,6 +4,11 @@ Exports are post-processing of published values: they read only ``releases/`` or
 (checked against the ledger or their manifest first), never the office zone, and charge nothing.
 Each export writes ``RELEASE_ID.export.json`` beside its files: what was exported, from which
 manifest (SHA-256), and the files written, so a reader can check and read them back.
+
+A release of format 2 exports every table it publishes, each row named by ``VALUE_KIND``: the
+national totals and the consistent tables (``CONSISTENT``: the values to add up and show) and the
+noisy measurements (``NOISY_MEASUREMENT``: unbiased, may be negative), each with its 95% interval
+(``LOWER_95``, ``UPPER_95``). A format-1 release exports its clamped counts as ``CLAMPED``.
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from mobility.errors import InputContractError
 from mobility.privacy_budget.ledger import sha256_file
 from mobility.publish import structure as S
 from mobility.publish import tidy as T
-from mobility.publish.sources import locate
+from mobility.publish.sources import Source, locate
 
 SDMX_CSV, CSV, PARQUET = "sdmx-csv", "csv", "parquet"
 FORMATS = (SDMX_CSV, CSV, PARQUET)
-EXPORT_FORMAT = "mobility-export/1"
+EXPORT_FORMAT = "mobility-export/2"  # 2: value kinds, intervals and totals (structure 2.0)
 
 
 @dataclass(frozen=True)
@@ -60,24 +65,58 @@ def _check_codes(release_id: str, tidy: dict[str, pd.DataFrame]) -> None:
                          "with `python -m mobility.publish.structure` and raise its version")
 
 
+def _check_series_keys(release_id: str, tidy: dict[str, pd.DataFrame]) -> None:
+    """Refuse before writing anything when two rows would share a series key (SDMX needs them unique)."""
+    combined = pd.concat([frame.assign(_table=name) for name, frame in tidy.items()], ignore_index=True)
+    repeated = combined[combined.duplicated(list(S.DIMENSIONS), keep=False)]
+    if len(repeated):
+        tables = sorted(set(repeated["_table"]))
+        raise InputContractError(
+            f"release {release_id!r}: {len(repeated)} rows of table(s) {tables} share series keys "
+            f"({', '.join(S.DIMENSIONS)}); nothing was exported",
+            hint="a table whose rows cannot be told apart by the dimensions of "
+                 f"{S.STRUCTURE_ID} cannot be exported; use the release's own CSV or Parquet files")
+
+
+def _order(source: Source, name: str) -> tuple[int, bool]:
+    """Totals, then the consistent (or format-1) tables, then the measurements; country tables before
+    the tables by H3 cell within each: readers meet the headline figures first."""
+    kind = T.kind_of(source, name).value_kind
+    rank = 0 if T.is_totals(source, name) else 2 if kind == S.NOISY_MEASUREMENT else 1
+    return rank, any(k.endswith("h3_cell") for k in source.key_columns(name))
+
+
+def _table_info(source: Source, name: str, rows: int, home: str, freq: str, period: str) -> dict:
+    """What the export record says of one table: its release columns and how its rows are found."""
+    kind = T.kind_of(source, name)
+    info = {"key_columns": source.key_columns(name), "value_column": kind.value_column,
+            "interval_columns": list(kind.interval_columns), "value_kind": kind.value_kind,
+            "source_file": f"{name}.csv", "rows": rows}
+    base = {S.FREQ: freq, S.REF_AREA: home, S.MEASURE: S.LONG_TERM_MIGRANTS, S.TIME_PERIOD: period,
+            S.VALUE_KIND: kind.value_kind}
+    if T.is_totals(source, name):
+        placed = T.total_dimensions(source, home)
+        return {**info, "fixed_dimensions": base, "varied_dimensions": [], "total_dimensions": placed}
+    keys = source.key_columns(name)
+    return {**info, "fixed_dimensions": {**T.fixed_dimensions(keys, home, freq, period), **base},
+            "varied_dimensions": T.varied_dimensions(keys)}
+
+
 def export_release(lake_root: str | os.PathLike, release_id: str, fmt: str,
                    out_dir: str | os.PathLike) -> ExportResult:
     """Write release ``release_id`` to ``out_dir`` in ``fmt`` (sdmx-csv, csv or parquet)."""
     if fmt not in FORMATS:
         raise InputContractError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
     source = locate(lake_root, release_id)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # country-by-country tables first, then the tables by H3 cell: readers meet the headline flows first
-    tables = dict(sorted(source.tables.items(), key=lambda item: any(k.endswith("h3_cell") for k in
-                                                                      source.key_columns(item[0]))))
+    tables = dict(sorted(source.tables.items(), key=lambda item: _order(source, item[0])))
     tidy = {name: T.to_tidy(source, name, frame) for name, frame in tables.items()}
     _check_codes(release_id, tidy)
+    _check_series_keys(release_id, tidy)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     home, freq, period = T.describe_source(source)
     files: list[Path] = []
-    info = {name: {"key_columns": source.key_columns(name), "rows": len(frame),
-                   "fixed_dimensions": T.fixed_dimensions(source.key_columns(name), home, freq, period)}
-            for name, frame in tidy.items()}
+    info = {name: _table_info(source, name, len(frame), home, freq, period) for name, frame in tidy.items()}
     if fmt == SDMX_CSV:
         from pysdmx.io import write_sdmx
         from pysdmx.io.format import Format
@@ -105,7 +144,8 @@ def export_release(lake_root: str | os.PathLike, release_id: str, fmt: str,
     record = {"format": EXPORT_FORMAT, "release_id": release_id, "kind": source.kind, "export_format": fmt,
               "source_manifest_sha256": source.manifest_sha256, "agreement_id": source.manifest.get("agreement_id"),
               "period": period, "structure": S.STRUCTURE_ID, "structure_file": S.STRUCTURE_FILE,
-              "tables": info, "files": {p.name: sha256_file(p) for p in files}}
+              "tables": info, "files": {p.name: sha256_file(p) for p in files},
+              "value_kinds": {k: S.VALUE_KINDS[k] for k in sorted({i["value_kind"] for i in info.values()})}}
     record_path = out / f"{release_id}.export.json"
     record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return ExportResult(release_id, fmt, out, [*files, record_path], {n: len(frame) for n, frame in tidy.items()})
@@ -119,6 +159,10 @@ def read_tidy(out_dir: str | os.PathLike, release_id: str) -> tuple[dict, dict[s
         raise InputContractError(f"no export of {release_id!r}", where=str(record_path),
                                  hint="run `mobility export` first")
     record = json.loads(record_path.read_text(encoding="utf-8"))
+    if record.get("format") != EXPORT_FORMAT:
+        raise InputContractError(f"export record is of format {record.get('format')!r}, this version reads "
+                                 f"{EXPORT_FORMAT}", where=str(record_path),
+                                 hint="export the release again with this version")
     for name, digest in record["files"].items():
         if sha256_file(out / name) != digest:
             raise InputContractError(f"exported file {name} differs from its export record", where=str(out / name))
@@ -128,33 +172,51 @@ def read_tidy(out_dir: str | os.PathLike, release_id: str) -> tuple[dict, dict[s
 
         file_name = next(iter(record["tables"].values()))["file"]
         combined = get_datasets(out / file_name, out / record["structure_file"])[0].data
-        combined = pd.DataFrame({c: combined[c].astype(str) if c not in (S.OBS_VALUE, S.ERROR_BOUND_95)
-                                 else combined[c] for c in S.COLUMNS})
+        combined = _typed(pd.DataFrame({c: combined[c] for c in S.COLUMNS}))
         tables, taken = {}, pd.Series(0, index=combined.index)
         for name, info in record["tables"].items():
-            mask = T.select(combined, info["fixed_dimensions"])
+            one_of = list(info["total_dimensions"].values()) if "total_dimensions" in info else None
+            mask = T.select(combined, info["fixed_dimensions"], info["varied_dimensions"], one_of)
             taken += mask.astype(int)
             tables[name] = combined[mask].reset_index(drop=True)
         if (taken != 1).any():
             raise InputContractError(f"{int((taken != 1).sum())} SDMX-CSV rows do not belong to exactly one table",
                                      where=str(out / file_name))
         return record, tables
-    readers = {CSV: lambda p: pd.read_csv(p, dtype={c: str for c in S.DIMENSIONS + S.ATTRIBUTES
-                                                    if c != S.ERROR_BOUND_95}, keep_default_na=False),
+    text = {c: str for c in S.COLUMNS if c not in S.NUMERIC}
+    readers = {CSV: lambda p: pd.read_csv(p, dtype=text, keep_default_na=False,
+                                          na_values={S.ERROR_BOUND_95: [""]}),
                PARQUET: lambda p: pq.ParquetFile(p).read().to_pandas()}
-    return record, {name: readers[fmt](out / info["file"]) for name, info in record["tables"].items()}
+    return record, {name: _typed(readers[fmt](out / info["file"])) for name, info in record["tables"].items()}
+
+
+def _typed(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Text components as str, counts and interval ends as int64, ERROR_BOUND_95 as float (NaN when empty)."""
+    out = tidy.copy()
+    for column in out.columns:
+        if column == S.ERROR_BOUND_95:
+            out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
+        elif column in S.NUMERIC:
+            out[column] = out[column].astype("int64")
+        else:
+            out[column] = out[column].astype(str)
+    return out
 
 
 def read_export(out_dir: str | os.PathLike, release_id: str) -> dict[str, pd.DataFrame]:
-    """An export read back into the release's own columns (key columns, then count)."""
+    """An export read back into the release's own columns: key columns, the value column (``count`` or
+    ``noisy_count``), then ``low_95`` and ``high_95`` (tables of format-1 releases have neither)."""
     record, tables = read_tidy(out_dir, release_id)
-    return {name: T.from_tidy(tables[name], info["key_columns"]) for name, info in record["tables"].items()}
+    return {name: T.from_tidy(tables[name], info["key_columns"], info["value_column"], info["interval_columns"],
+                              info.get("total_dimensions"))
+            for name, info in record["tables"].items()}
 
 
 def describe(result: ExportResult, rows: int = 3) -> str:
     """Files written, rows per table and, for SDMX-CSV, the validation verdict and the first rows."""
+    kinds = json.loads(result.record.read_text(encoding="utf-8"))["tables"]
     lines = [f"export of {result.release_id} as {result.fmt}: "
-             + ", ".join(f"{n} {r} rows" for n, r in result.rows.items())]
+             + ", ".join(f"{n} {r} rows ({kinds[n]['value_kind']})" for n, r in result.rows.items())]
     lines += [f"  {path}" for path in result.files]
     if result.fmt == SDMX_CSV:
         from mobility.publish.validate import validate_sdmx_csv

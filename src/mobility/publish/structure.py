@@ -3,6 +3,14 @@
 Built with pysdmx (the BIS-maintained SDMX library) and shipped as SDMX-ML 2.1 in
 ``mobility/data/sdmx/``; ``mobility.publish.structure`` regenerates the file
 (``python -m mobility.publish.structure``) and a test keeps the two identical.
+
+Version 2.0 (releases of format ``mobility-release-manifest/2``): a release publishes, for each
+table, its noisy measurement (as OpenDP drew it, negatives included) and a consistent table
+(non-negative integers that add up), plus national totals. The dimension ``VALUE_KIND`` says
+which a row is (a consistent value and its measurement share every other dimension, so it has
+to be a dimension for series keys to stay unique); ``LOWER_95``/``UPPER_95`` give every row's
+95% interval. Totals use the generic total code ``_T``: national emigration is ``ORIGIN`` = the
+home country, ``DESTINATION`` = ``_T``; immigration the other way round.
 """
 
 from __future__ import annotations
@@ -22,31 +30,45 @@ from pysdmx.model.message import Header
 from mobility.publish import codes as C
 
 AGENCY = "MOBILITY"
-VERSION = "1.0"
+VERSION = "2.0"  # 2.0: VALUE_KIND, LOWER_95 and UPPER_95; OBS_VALUE of a noisy measurement may be negative
 DSD_ID = "DSD_MIGR_FLOWS"
 DATAFLOW_ID = "DF_MIGR_FLOWS"
 CONCEPTS_ID = "CS_MIGR_FLOWS"
-STRUCTURE_FILE = "MOBILITY_MIGR_FLOWS-1.0.xml"
+STRUCTURE_FILE = f"MOBILITY_MIGR_FLOWS-{VERSION}.xml"
 STRUCTURE_ID = f"{AGENCY}:{DATAFLOW_ID}({VERSION})"  # the SDMX-CSV STRUCTURE_ID of every export
 
 # component ids, in the data structure's order
 FREQ, REF_AREA, ORIGIN, DESTINATION = "FREQ", "REF_AREA", "ORIGIN", "DESTINATION"
-ORIGIN_H3, DESTINATION_H3, SEX, AGE, MEASURE, TIME_PERIOD = (
-    "ORIGIN_H3", "DESTINATION_H3", "SEX", "AGE", "MEASURE", "TIME_PERIOD")
+ORIGIN_H3, DESTINATION_H3, SEX, AGE, MEASURE, VALUE_KIND, TIME_PERIOD = (
+    "ORIGIN_H3", "DESTINATION_H3", "SEX", "AGE", "MEASURE", "VALUE_KIND", "TIME_PERIOD")
 OBS_VALUE = "OBS_VALUE"
-UNIT_MEASURE, ERROR_BOUND_95, CONF_STATUS, DP_METHOD, RELEASE_ID = (
-    "UNIT_MEASURE", "ERROR_BOUND_95", "CONF_STATUS", "DP_METHOD", "RELEASE_ID")
-DIMENSIONS = (FREQ, REF_AREA, ORIGIN, DESTINATION, ORIGIN_H3, DESTINATION_H3, SEX, AGE, MEASURE, TIME_PERIOD)
-ATTRIBUTES = (UNIT_MEASURE, ERROR_BOUND_95, CONF_STATUS, DP_METHOD, RELEASE_ID)
+UNIT_MEASURE, LOWER_95, UPPER_95, ERROR_BOUND_95, CONF_STATUS, DP_METHOD, RELEASE_ID = (
+    "UNIT_MEASURE", "LOWER_95", "UPPER_95", "ERROR_BOUND_95", "CONF_STATUS", "DP_METHOD", "RELEASE_ID")
+DIMENSIONS = (FREQ, REF_AREA, ORIGIN, DESTINATION, ORIGIN_H3, DESTINATION_H3, SEX, AGE, MEASURE, VALUE_KIND,
+              TIME_PERIOD)
+ATTRIBUTES = (UNIT_MEASURE, LOWER_95, UPPER_95, ERROR_BOUND_95, CONF_STATUS, DP_METHOD, RELEASE_ID)
 COLUMNS = DIMENSIONS + (OBS_VALUE,) + ATTRIBUTES
+NUMERIC = (OBS_VALUE, LOWER_95, UPPER_95, ERROR_BOUND_95)  # every other component is text
 
 MONTHLY, ANNUAL = "M", "A"
 LONG_TERM_MIGRANTS = "LT_MIGR"
 PERSONS = "PS"
 FREE = "F"
+# what a row's value is (VALUE_KIND)
+CONSISTENT, NOISY_MEASUREMENT, CLAMPED = "CONSISTENT", "NOISY_MEASUREMENT", "CLAMPED"
+VALUE_KINDS = {
+    CONSISTENT: "Consistent value: post-processing of the noisy measurements into non-negative integers that add "
+                "up (breakdowns to their margins, subnational cells to the national totals); the one to add up "
+                "and to show. Its 95% interval (LOWER_95, UPPER_95) comes from the noisy measurements",
+    NOISY_MEASUREMENT: "Noisy measurement as OpenDP drew it (or a sum of such measurements): unbiased, may be "
+                       "negative; LOWER_95 and UPPER_95 are OBS_VALUE -/+ ERROR_BOUND_95, the lower end at least 0",
+    CLAMPED: "Noisy value with negative values set to 0 (releases published before measurements were kept, "
+             "manifest format 1, and annual sums of them): each value's interval holds, but sums of such values "
+             "are biased upwards and their intervals ignore that",
+}
 DP_METHODS = {
-    "DGAUSS": "Discrete Gaussian noise (OpenDP), rho-zCDP; negative values set to 0",
-    "DLAPLACE": "Discrete Laplace noise (OpenDP), pure epsilon-DP; negative values set to 0",
+    "DGAUSS": "Discrete Gaussian noise (OpenDP), rho-zCDP; VALUE_KIND says what was done after the noise",
+    "DLAPLACE": "Discrete Laplace noise (OpenDP), pure epsilon-DP; VALUE_KIND says what was done after the noise",
     "DGAUSS_SUM": "Sum of published discrete-Gaussian-noised values (post-processing, no new privacy loss)",
     "DLAPLACE_SUM": "Sum of published discrete-Laplace-noised values (post-processing, no new privacy loss)",
     "MIXED_SUM": "Sum of published values noised by both mechanisms (post-processing, no new privacy loss)",
@@ -55,6 +77,9 @@ DP_METHODS = {
 H3_PATTERN = "8[0-9a-f]{14}|_T|_U"
 # fixed so the shipped file is byte-for-byte reproducible
 _PREPARED = datetime(2026, 11, 1, tzinfo=timezone.utc)
+_TOTALS = ("National totals (the release's totals table) are rows whose other side is _T: emigration has ORIGIN "
+           "= the reporting country and DESTINATION = _T, immigration ORIGIN = _T and DESTINATION = the "
+           "reporting country, every other breakdown _T")
 
 
 def _codelist(cl_id: str, name: str, items: dict[str, str], description: str | None = None) -> Codelist:
@@ -67,7 +92,8 @@ def codelists() -> dict[str, Codelist]:
     countries = {c.alpha_3: c.name for c in sorted(pycountry.countries, key=lambda c: c.alpha_3)}
     area = _codelist("CL_AREA", "Areas (ISO 3166-1 alpha-3)", {
         **countries, C.OTHER_CODE: "Other countries (outside the agreement's public country list)",
-        C.TOTAL: "All countries"}, description="ISO 3166-1 alpha-3 country codes (from pycountry), plus _O and _T")
+        C.TOTAL: "All countries"}, description="ISO 3166-1 alpha-3 country codes (from pycountry), plus _O and _T. "
+                                              + _TOTALS)
     return {
         FREQ: _codelist("CL_FREQ", "Frequency", {ANNUAL: "Annual", MONTHLY: "Monthly"}),
         REF_AREA: area, ORIGIN: area, DESTINATION: area,
@@ -81,6 +107,10 @@ def codelists() -> dict[str, Codelist]:
         CONF_STATUS: _codelist("CL_CONF_STATUS", "Confidentiality status", {
             FREE: "Free (differentially private; no further disclosure control needed)"}),
         DP_METHOD: _codelist("CL_DP_METHOD", "Differential-privacy method", DP_METHODS),
+        VALUE_KIND: _codelist("CL_VALUE_KIND", "Kind of published value", VALUE_KINDS,
+                              description="Every consistent value has a noisy measurement with the same other "
+                                          "dimensions; add up CONSISTENT rows, or NOISY_MEASUREMENT rows for an "
+                                          "unbiased sum, never both"),
     }
 
 
@@ -89,11 +119,32 @@ _CONCEPTS = {
     ORIGIN: "Country of previous usual residence", DESTINATION: "Country of next usual residence",
     ORIGIN_H3: "H3 cell of previous residence in the reporting country",
     DESTINATION_H3: "H3 cell of next residence in the reporting country", SEX: "Sex", AGE: "Age group at crossing",
-    MEASURE: "Measure", TIME_PERIOD: "Time period of the crossing (YYYY-MM monthly, YYYY annual)",
+    MEASURE: "Measure", VALUE_KIND: "Kind of published value (consistent, noisy measurement, clamped)",
+    TIME_PERIOD: "Time period of the crossing (YYYY-MM monthly, YYYY annual)",
     OBS_VALUE: "Observation value (differentially private count)", UNIT_MEASURE: "Unit of measure",
+    LOWER_95: "Lower end of the 95% interval of the exact value", UPPER_95: "Upper end of the 95% interval of the "
+                                                                            "exact value",
     ERROR_BOUND_95: "Half-width of the 95% error bound of the noise in OBS_VALUE",
     CONF_STATUS: "Confidentiality status", DP_METHOD: "Differential-privacy method",
     RELEASE_ID: "Release (or derived table) the value comes from",
+}
+_DESCRIPTIONS = {
+    ORIGIN: "_T: every country of origin (with DESTINATION = the reporting country: national immigration). "
+            + _TOTALS,
+    DESTINATION: "_T: every country of destination (with ORIGIN = the reporting country: national emigration). "
+                 + _TOTALS,
+    VALUE_KIND: "A consistent value and its noisy measurement have the same other dimensions; VALUE_KIND keeps "
+                "their series keys apart (CL_VALUE_KIND)",
+    OBS_VALUE: "An integer; negative only in NOISY_MEASUREMENT rows (the noise as drawn, nothing clamped)",
+    LOWER_95: "The interval [LOWER_95, UPPER_95] holds the exact value with probability at least 95%: for a noisy "
+              "measurement, OBS_VALUE -/+ the exact 95% half-width of its noise (lower end at least 0); for a "
+              "consistent cell, its measurement's interval widened to include OBS_VALUE; for a national total, the "
+              "exact interval of its weighted least-squares estimate from the measurements, widened likewise; for "
+              "CLAMPED rows, OBS_VALUE -/+ ERROR_BOUND_95, lower end at least 0",
+    UPPER_95: "See LOWER_95",
+    ERROR_BOUND_95: "Exact 95% half-width of the noise of one measurement of this row (NOISY_MEASUREMENT and "
+                    "CLAMPED rows; for an annual sum, of the sum of the monthly noise); empty for CONSISTENT rows, "
+                    "whose interval is LOWER_95..UPPER_95",
 }
 
 
@@ -103,7 +154,8 @@ def _concept_urn(concept_id: str) -> str:
 
 def concept_scheme() -> ConceptScheme:
     return ConceptScheme(id=CONCEPTS_ID, agency=AGENCY, version=VERSION, name="Concepts of migration flows",
-                         items=[Concept(id=k, name=v, urn=_concept_urn(k)) for k, v in _CONCEPTS.items()])
+                         items=[Concept(id=k, name=v, urn=_concept_urn(k), description=_DESCRIPTIONS.get(k))
+                                for k, v in _CONCEPTS.items()])
 
 
 def components() -> Components:
@@ -115,18 +167,20 @@ def components() -> Components:
         return Component(id=cid, required=True, role=Role.DIMENSION, concept=concepts[cid],
                          local_dtype=dtype, local_codes=lists.get(cid), local_facets=facets)
 
-    def attr(cid, dtype=text, facets=None):
-        return Component(id=cid, required=True, role=Role.ATTRIBUTE, concept=concepts[cid], local_dtype=dtype,
+    def attr(cid, dtype=text, facets=None, required=True):
+        return Component(id=cid, required=required, role=Role.ATTRIBUTE, concept=concepts[cid], local_dtype=dtype,
                          local_codes=lists.get(cid), local_facets=facets, attachment_level="O")
 
     h3 = Facets(pattern=H3_PATTERN, max_length=15)
+    at_least_0 = Facets(min_value=0)
     return Components([
         dim(FREQ), dim(REF_AREA), dim(ORIGIN), dim(DESTINATION), dim(ORIGIN_H3, facets=h3),
-        dim(DESTINATION_H3, facets=h3), dim(SEX), dim(AGE), dim(MEASURE),
+        dim(DESTINATION_H3, facets=h3), dim(SEX), dim(AGE), dim(MEASURE), dim(VALUE_KIND),
         dim(TIME_PERIOD, DataType.GREGORIAN_TIME_PERIOD),
         Component(id=OBS_VALUE, required=True, role=Role.MEASURE, concept=concepts[OBS_VALUE],
-                  local_dtype=DataType.INTEGER, local_facets=Facets(min_value=0)),
-        attr(UNIT_MEASURE), attr(ERROR_BOUND_95, DataType.DOUBLE, Facets(min_value=0)), attr(CONF_STATUS),
+                  local_dtype=DataType.INTEGER),
+        attr(UNIT_MEASURE), attr(LOWER_95, DataType.INTEGER, at_least_0), attr(UPPER_95, DataType.INTEGER, at_least_0),
+        attr(ERROR_BOUND_95, DataType.DOUBLE, at_least_0, required=False), attr(CONF_STATUS),
         attr(DP_METHOD), attr(RELEASE_ID, facets=Facets(max_length=128)),
     ])
 
@@ -141,7 +195,8 @@ def artefacts() -> list:
 
 
 def structure_xml() -> str:
-    header = Header(id="MOBILITY_MIGR_FLOWS_1_0", prepared=_PREPARED, sender=Organisation(id=AGENCY))
+    header = Header(id=f"MOBILITY_MIGR_FLOWS_{VERSION.replace('.', '_')}", prepared=_PREPARED,
+                    sender=Organisation(id=AGENCY))
     text = write_sdmx(artefacts(), Format.STRUCTURE_SDMX_ML_2_1, header=header)
     assert text is not None  # without an output path, write_sdmx returns the message
     return text

@@ -3,7 +3,9 @@
 pysdmx parses the structure (SDMX-ML, XSD-validated) and the data into a dataset with that
 structure; the checks pysdmx leaves to the user are done here from the parsed structure: every
 component present and nothing else, codes in their code lists, text facets (H3 pattern), required
-values, non-negative integer counts, time periods of the stated frequency, unique series keys.
+values, integer counts (non-negative except in noisy measurements), 95% intervals that are ordered
+and hold consistent values, error bounds where a row's kind has one, time periods of the stated
+frequency, unique series keys.
 """
 
 from __future__ import annotations
@@ -26,6 +28,30 @@ def _codes(component) -> frozenset[str] | None:
     if codes is None and component.concept is not None and getattr(component.concept, "codes", None):
         codes = component.concept.codes
     return frozenset(c.id for c in codes.items) if codes is not None else None
+
+
+def _value_problems(raw: pd.DataFrame) -> list[str]:
+    """Counts, intervals and error bounds, by VALUE_KIND: only a noisy measurement may be negative, a
+    consistent or clamped value lies in its interval, and only consistent values have no error bound."""
+    problems = []
+    kind = raw[S.VALUE_KIND]
+    counts = pd.to_numeric(raw[S.OBS_VALUE], errors="coerce")
+    if counts.isna().any() or (counts != counts.round()).any():
+        problems.append(f"{S.OBS_VALUE}: every value must be an integer")
+    elif (counts[kind != S.NOISY_MEASUREMENT] < 0).any():
+        problems.append(f"{S.OBS_VALUE}: only {S.NOISY_MEASUREMENT} rows may be negative")
+    low, high = (pd.to_numeric(raw[c], errors="coerce") for c in (S.LOWER_95, S.UPPER_95))
+    if low.isna().any() or high.isna().any() or (low < 0).any() or (low > high).any() \
+            or (low != low.round()).any() or (high != high.round()).any():
+        problems.append(f"{S.LOWER_95}, {S.UPPER_95}: every row needs integers 0 <= {S.LOWER_95} <= {S.UPPER_95}")
+    elif ((kind != S.NOISY_MEASUREMENT) & ((counts < low) | (counts > high))).any():
+        problems.append(f"{S.OBS_VALUE}: {S.CONSISTENT} and {S.CLAMPED} values must lie in [{S.LOWER_95}, "
+                        f"{S.UPPER_95}]")
+    bounds = pd.to_numeric(raw[S.ERROR_BOUND_95], errors="coerce")
+    if (bounds < 0).any() or (bounds.isna() & (kind != S.CONSISTENT)).any():
+        problems.append(f"{S.ERROR_BOUND_95}: every {S.NOISY_MEASUREMENT} and {S.CLAMPED} row needs a non-negative "
+                        "number")
+    return problems
 
 
 def validate_sdmx_csv(path: str | os.PathLike, structure: str | os.PathLike | None = None,
@@ -77,12 +103,7 @@ def validate_sdmx_csv(path: str | os.PathLike, structure: str | os.PathLike | No
             bad = sorted({v for v in values[~empty] if not pattern.fullmatch(v)})
             if bad:
                 problems.append(f"{component.id}: values {bad[:5]} do not match pattern {facets.pattern}")
-    counts = pd.to_numeric(raw[S.OBS_VALUE], errors="coerce")
-    if counts.isna().any() or (counts < 0).any() or (counts != counts.round()).any():
-        problems.append(f"{S.OBS_VALUE}: every value must be a non-negative integer")
-    bounds = pd.to_numeric(raw[S.ERROR_BOUND_95], errors="coerce")
-    if bounds.isna().any() or (bounds < 0).any():
-        problems.append(f"{S.ERROR_BOUND_95}: every value must be a non-negative number")
+    problems += _value_problems(raw)
     for freq, pattern in _PERIOD.items():
         wrong = raw[(raw[S.FREQ] == freq) & ~raw[S.TIME_PERIOD].str.match(pattern)]
         if len(wrong):

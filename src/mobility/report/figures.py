@@ -63,8 +63,9 @@ def cell_polygons(cells: list[str]):
     return polygons
 
 
-def cell_map(cells: list[str], counts: list[int], boundaries, title: str, prefix: str) -> str:
-    """Choropleth of noisy counts on H3 cells over the country boundaries around them."""
+def cell_map(cells: list[str], counts: list[int], boundaries, title: str, prefix: str,
+             label: str = "noisy count per cell") -> str:
+    """Choropleth of counts on H3 cells over the country boundaries around them (``label``: the legend's)."""
     import geopandas as gpd
 
     with matplotlib.rc_context(_RC):
@@ -78,7 +79,7 @@ def cell_map(cells: list[str], counts: list[int], boundaries, title: str, prefix
             near.plot(ax=ax, color="#eeeeee", edgecolor="#777777", linewidth=0.5)
         frame.plot(ax=ax, column="count", cmap=MAP_COLORS, linewidth=0, vmin=0,
                    vmax=max(max(counts, default=0), 1), legend=True,
-                   legend_kwds={"label": "noisy count per cell", "shrink": 0.6})
+                   legend_kwds={"label": label, "shrink": 0.6})
         if boundaries is not None and len(boundaries):  # outlines above the cells, so coasts stay visible
             near.boundary.plot(ax=ax, color="#555555", linewidth=0.4)
         ax.set_xlim(minx - pad_x, maxx + pad_x)
@@ -91,22 +92,29 @@ def cell_map(cells: list[str], counts: list[int], boundaries, title: str, prefix
 
 
 def bar_chart(labels: list[str], values: list[float], errors: list[float] | None, title: str, xlabel: str,
-              prefix: str) -> str:
-    """Horizontal bars, largest on top, with optional symmetric error bars (drawn at the clamp of 0)."""
+              prefix: str, *, lows: list[float] | None = None, highs: list[float] | None = None) -> str:
+    """Horizontal bars, largest on top, with optional error bars: each bar's interval [``lows``, ``highs``]
+    (asymmetric, as published), or symmetric ``errors`` cut at 0 (counts cannot be negative)."""
+    if lows is None and errors is not None:
+        lows = [max(v - e, 0.0) for v, e in zip(values, errors)]
+        highs = [v + e for v, e in zip(values, errors)]
+    if (lows is None) != (highs is None):
+        raise ValueError("bar_chart needs both lows and highs, or neither")
     with matplotlib.rc_context(_RC):
         fig = _figure(7.5, max(2.2, 0.32 * len(labels) + 1.2))
         ax = fig.add_subplot()
         positions = list(range(len(labels)))[::-1]
-        if errors is not None:
-            lower = [min(e, v) for v, e in zip(values, errors)]  # counts are clamped at 0: no bar below it
-            ax.barh(positions, values, color=BAR_COLOR, xerr=[lower, errors], capsize=3,
+        if lows is not None and highs is not None:
+            below = [max(v - lo, 0.0) for v, lo in zip(values, lows)]  # an interval always holds its value
+            above = [max(hi - v, 0.0) for v, hi in zip(values, highs)]
+            ax.barh(positions, values, color=BAR_COLOR, xerr=[below, above], capsize=3,
                     error_kw={"ecolor": "#222222", "elinewidth": 1})
         else:
             ax.barh(positions, values, color=BAR_COLOR)
         ax.set_yticks(positions, labels)
         ax.set_xlabel(xlabel)
         ax.set_title(title)
-        ax.set_xlim(left=0)
+        ax.set_xlim(left=min([0.0, *(lows or [])]))
         return svg_text(fig, prefix)
 
 

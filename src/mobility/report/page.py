@@ -64,12 +64,19 @@ def cards(items: Iterable[tuple[str, str]]) -> str:
                                            for k, v in items) + "</div>"
 
 
+def interval(low, high) -> str:
+    """A 95% interval as the report prints it: ``[12 to 40]`` (``to``, since numbers carry commas)."""
+    return f"[{fmt(low)} to {fmt(high)}]"
+
+
 def rows_table(header: Sequence[str], rows: Iterable[Sequence], numeric: Sequence[bool] | None = None,
-               hashes: Sequence[bool] | None = None, raw: bool = False) -> str:
-    """A table from rows; cells are escaped unless ``raw`` (already HTML)."""
+               hashes: Sequence[bool] | None = None, raw: bool = False, name: str | None = None) -> str:
+    """A table from rows; cells are escaped unless ``raw`` (already HTML). ``name`` becomes the table's
+    ``data-table`` attribute (so a reader or a test can find the figures it lists)."""
     numeric = numeric or [False] * len(header)
     hashes = hashes or [False] * len(header)
-    out = ["<div class=\"scroll\"><table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
+    attribute = f" data-table=\"{esc(name)}\"" if name else ""
+    out = [f"<div class=\"scroll\"><table{attribute}><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
            + "</tr></thead><tbody>"]
     for row in rows:
         cells = []
@@ -83,6 +90,13 @@ def rows_table(header: Sequence[str], rows: Iterable[Sequence], numeric: Sequenc
     return "".join(out)
 
 
+def _missing(value) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or array in a cell: not a missing value
+        return False
+
+
 def frame_table(frame: pd.DataFrame, table_name: str) -> str:
     """Every cell of a released table (values written exactly as in the CSV)."""
     header = [str(c) for c in frame.columns]
@@ -90,6 +104,7 @@ def frame_table(frame: pd.DataFrame, table_name: str) -> str:
     body = ["<table data-table=\"" + esc(table_name) + "\"><thead><tr>"
             + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
     for row in frame.itertuples(index=False, name=None):
+        row = tuple("" if _missing(v) else v for v in row)  # a missing value is an empty CSV field
         body.append("<tr>" + "".join(f"<td class=\"num\">{esc(v)}</td>" if n else f"<td>{esc(v)}</td>"
                                      for v, n in zip(row, numeric)) + "</tr>")
     body.append("</tbody></table>")
