@@ -76,6 +76,19 @@ def test_budget_caps_must_be_positive_and_consistent(tmp_path):
         load_agreement(_write(tmp_path, data))
 
 
+def test_the_flows_split_is_a_share_strictly_inside_the_release(tmp_path):
+    from mobility.aggregate.flows import flow_shares
+
+    data = _demo()
+    assert load_agreement(_write(tmp_path, data)).budget.flows_subnational_share == 0.5
+    data["budget"]["flows_subnational_share"] = 0.7
+    shares = flow_shares(load_agreement(_write(tmp_path, data)).budget.flows_subnational_share)
+    assert shares == {"international": pytest.approx(0.3), "subnational": 0.7}
+    data["budget"]["flows_subnational_share"] = 1.0  # nothing left for the international table
+    with pytest.raises(ConfigError, match="field 'budget.flows_subnational_share'"):
+        load_agreement(_write(tmp_path, data))
+
+
 def test_the_old_per_year_cap_is_refused_with_what_replaced_it(tmp_path):
     data = _demo()
     data["budget"] = {"rho_per_year": 2.0, "rho_lifetime": 10.0}

@@ -95,6 +95,10 @@ class BudgetCaps(_Strict):
     # the monthly schedule the budget plan fits into the caps
     plan_years: int = Field(default=5, ge=1, le=50)
     flows_share: float = Field(default=0.5, gt=0, lt=1, description="share of each month's planned rho for flows")
+    # how a flows release splits its rho: the two subnational tables (one joint measurement) get this
+    # share, the international table the rest (BENCHMARKS.md, "Release quality", has the trade-off)
+    flows_subnational_share: float = Field(default=0.5, ge=0.05, le=0.95,
+                                           description="share of a flows release's rho for the subnational tables")
 
     @model_validator(mode="before")
     @classmethod

@@ -73,6 +73,9 @@ def test_release_holds_every_domain_cell_and_no_pseudonym(published):
     # the two subnational tables are one OpenDP measurement, charged once
     joint = manifest["privacy"]["measurements"]["subnational"]
     assert joint["tables"] == ["emigrants_by_origin", "immigrants_by_destination"]
+    assert joint["budget_share"] == agreement.budget.flows_subnational_share
+    assert manifest["privacy"]["measurements"]["international"]["budget_share"] == \
+        pytest.approx(1 - agreement.budget.flows_subnational_share)
     assert manifest["privacy"]["opendp_rho"] == pytest.approx(manifest["privacy"]["rho"], rel=1e-6)
     emigrants = pd.read_csv(result.path / "emigrants_by_origin.csv", keep_default_na=False)
     assert set(emigrants["origin_h3_cell"]) == set(cells)

@@ -28,9 +28,19 @@ MAX_CONTRIBUTIONS = 1  # bounded_changes keeps one change per pseudonym, so each
 # measured jointly with one share of the budget (mechanisms.plan_noise ``groups``).
 SUBNATIONAL = "subnational"
 GROUPS = {SUBNATIONAL: (EMIGRANTS, IMMIGRANTS)}
-# Budget per measurement. Chosen on the benchmark's month (bench/release_quality.py): the subnational
-# cells gain most from a larger share, the national totals are estimated from both measurements.
-SHARES = {INTERNATIONAL: 0.5, SUBNATIONAL: 0.5}
+
+
+def flow_shares(subnational: float = 0.5) -> dict[str, float]:
+    """Budget per measurement: the subnational pair gets ``subnational`` (the agreement's
+    ``budget.flows_subnational_share``), the international table the rest. The national totals are
+    estimated almost only from the international table, the subnational cells only from theirs, so the
+    split trades one against the other (bench/release_quality.py, BENCHMARKS.md)."""
+    if not 0 < subnational < 1:
+        raise ValueError(f"the subnational share must be between 0 and 1, got {subnational!r}")
+    return {INTERNATIONAL: 1.0 - subnational, SUBNATIONAL: float(subnational)}
+
+
+SHARES = flow_shares()
 
 
 def last_day_of(period: str) -> dt.date:

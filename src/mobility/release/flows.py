@@ -22,11 +22,11 @@ from mobility.aggregate.flows import (
     GROUPS,
     INTERNATIONAL,
     MAX_CONTRIBUTIONS,
-    SHARES,
     TABLES,
     FlowSpec,
     domain_sizes,
     exact_tables,
+    flow_shares,
     flow_totals,
     key_columns,
     last_day_of,
@@ -179,7 +179,8 @@ def release_flows(agreement: str | Agreement, lake_root: str | os.PathLike, peri
         requested_by=requested_by, query=flow_query(inputs), privacy_unit=PRIVACY_UNIT,
         epsilon=budget.epsilon, rho=budget.rho, input_versions=inputs.input_versions,
         max_contributions=MAX_CONTRIBUTIONS, data_months=tuple(flow_data_months(period, inputs.window_days)),
-        table_groups=GROUPS, table_shares=SHARES, totals=flow_totals(inputs.spec))
+        table_groups=GROUPS, table_shares=flow_shares(agreement.budget.flows_subnational_share),
+        totals=flow_totals(inputs.spec))
     progress.say("release", "charging the ledger, adding OpenDP noise, writing the release",
                  rows=sum(len(t) for t in inputs.tables.values()))
     return publish(lake_root, request, inputs.tables, agreement)
