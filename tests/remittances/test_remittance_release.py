@@ -181,3 +181,12 @@ def test_cli_refuses_an_incomplete_month_in_one_line(lake, template, monkeypatch
     assert result.exit_code != 0 and "not complete" in result.output
     assert entries(lake) == []
     assert main.commands["release"].commands["remittances"].name == "remittances"
+
+
+def test_the_summary_names_each_measurement_and_gives_corridor_sums_with_intervals(published):
+    from mobility.release.remittances import describe
+
+    text = describe(published[2], rows=4)
+    assert "per noisy cell" in text and "transfers_95" in text and "usd_95" in text
+    for name in R.MEASURES:
+        assert f"  {name}: {CELLS} cells" in text

@@ -21,6 +21,7 @@ from mobility.privacy_budget.blocks import payment_data_months
 from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, cell_half_width, publish
 from mobility.privacy_budget.consistency import Part, Total
 from mobility.privacy_budget.mechanisms import ALPHA, Budget, plan_noise
+from mobility.privacy_budget.sums import has_measurements, sum_cells
 from mobility.release.inputs import breakdown_profile, pin
 from mobility.release.request import check_request, parse_by, refuse, release_id_for
 from mobility.schemas import PAYMENTS_TABLE
@@ -157,19 +158,26 @@ def describe(result: ReleaseResult, rows: int = 12) -> str:
              f"  mechanism: {m['mechanism']}  rho={p['rho']:.6g}  epsilon={p['epsilon']:.6g}  delta={p['delta']:.3g}",
              f"  privacy unit: {m['privacy_unit']}"]
     for name in R.MEASURES:
-        info = m["tables"][name]
+        info = m["tables"].get(f"{name}_noisy") or m["tables"][name]  # format 1 kept no measurement
         lines.append(f"  {name}: {info['rows']} cells, share {info['budget_share']:.2f}, sensitivity "
-                     f"{info['sensitivity']['d_in']}, 95% error bound +/- {info['error_bound_95']:,}")
+                     f"{info['sensitivity']['d_in']}, 95% error bound +/- {info['error_bound_95']:,} per noisy cell")
     keys = list(R.CORRIDOR_KEYS)
-    head = result.tables[R.TRANSFERS].groupby(keys, as_index=False)[D.COUNT].sum() \
-        .rename(columns={D.COUNT: "transfers"})
-    volume = result.tables[R.VOLUME].groupby(keys, as_index=False)[D.COUNT].sum().rename(columns={D.COUNT: "usd"})
-    table = head.merge(volume, on=keys)
+
+    def summed(measure: str, label: str):
+        if not has_measurements(m, measure):  # format 1: sums of clamped cells, no interval
+            return result.tables[measure].groupby(keys, as_index=False)[D.COUNT].sum() \
+                .rename(columns={D.COUNT: label})
+        out = sum_cells(m, result.tables, measure, keys)
+        out[f"{label}_95"] = [f"{lo:,}-{hi:,}" for lo, hi in zip(out["low_95"], out["high_95"])]
+        return out.rename(columns={D.COUNT: label})[[*keys, label, f"{label}_95"]]
+
+    table = summed(R.TRANSFERS, "transfers").merge(summed(R.VOLUME, "usd"), on=keys)
     if not m["query"]["by"]:  # with --by the ratios are per subgroup: see cost_pct.csv
         cost = result.tables[R.COST_PCT]
         cost = cost[cost["amount_band"] == R.ALL_BAND][[*keys, "mean_cost_pct", "cost_pct_low", "cost_pct_high"]]
         table = table.merge(cost, on=keys, how="left")
     table = table.sort_values(["transfers"], ascending=False, kind="stable").head(rows)
-    lines.append(f"  corridors x channels (first {len(table)} by noisy transfers; cost % with its interval):")
+    lines.append(f"  corridors x channels (first {len(table)} by transfers; consistent sums with their 95% "
+                 "intervals; cost % from the noisy measurements, with its interval):")
     lines.extend("    " + line for line in table.to_string(index=False).splitlines())
     return "\n".join(lines)
