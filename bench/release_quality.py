@@ -108,8 +108,8 @@ from mobility.privacy_budget.boundary import (
     reconcile,
     with_intervals,
 )
-from mobility.privacy_budget.intervals import Term, half_width_95
-from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, NoisePlan, plan_noise
+from mobility.privacy_budget.intervals import Term, half_width_95, sum_pmf
+from mobility.privacy_budget.mechanisms import NoisePlan, plan_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 BY = ("sex", "age_band")
@@ -471,31 +471,6 @@ def bias(estimate, truth, cells: int, classes: dict[str, np.ndarray] | None = No
                                 "se_per_cell": float(per_redraw.std(ddof=1) / np.sqrt(r)) if r > 1 else 0.0}
     out["met"] = not any(_outside(c["bias_per_cell"], c["se_per_cell"]) for c in out["classes"].values())
     return out
-
-
-def sum_pmf(mechanism: str, scale: float, cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """(support, PMF) of the sum of ``cells`` i.i.d. draws of the discrete Gaussian (sigma = scale) or discrete
-    Laplace (b = scale), exactly from the mass function (FFT convolution by squaring; tails past 40 scales cut)."""
-    width = int(np.ceil(40 * scale))
-    x = np.arange(-width, width + 1, dtype=np.float64)
-    log_mass = -(x ** 2) / (2 * scale ** 2) if mechanism == DISCRETE_GAUSSIAN else -np.abs(x) / scale
-    one = np.exp(log_mass - log_mass.max())
-    one /= one.sum()
-
-    def convolve(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        size = len(p) + len(q) - 1
-        n = 1 << (size - 1).bit_length()
-        out = np.clip(np.fft.irfft(np.fft.rfft(p, n) * np.fft.rfft(q, n), n)[:size], 0.0, None)
-        return out / out.sum()
-
-    total, power, k = np.array([1.0]), one, int(cells)
-    while k:
-        if k & 1:
-            total = convolve(total, power)
-        k >>= 1
-        if k:
-            power = convolve(power, power)
-    return np.arange(len(total), dtype=np.float64) - (len(total) - 1) // 2, total
 
 
 def mean_abs_sum(mechanism: str, scale: float, cells: int) -> float:

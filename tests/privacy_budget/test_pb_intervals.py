@@ -298,3 +298,13 @@ def test_bad_combinations_are_refused():
         noise_variance("gaussian", 1.0)
     with pytest.raises(ValueError, match="scale"):
         noise_variance(DISCRETE_GAUSSIAN, 0.0)
+
+
+def test_sum_pmf_is_the_law_of_the_sum():
+    from mobility.privacy_budget.intervals import sum_pmf
+
+    support, pmf = sum_pmf(DISCRETE_GAUSSIAN, 1.5, 12)
+    assert pmf.sum() == pytest.approx(1.0) and support[len(support) // 2] == 0
+    a = sum_error_bound_95([(DISCRETE_GAUSSIAN, 1.5, 12)])
+    assert pmf[np.abs(support) <= a].sum() >= 0.95 > pmf[np.abs(support) <= a - 1].sum()
+    assert float(np.dot(support ** 2, pmf)) == pytest.approx(12 * noise_variance(DISCRETE_GAUSSIAN, 1.5), rel=1e-9)
