@@ -17,8 +17,8 @@ x 32 = 640 cells; 1,576 cells in each subnational table). The exact tables come 
 **A release, in memory.** What ``privacy_budget.boundary.publish`` does between the charge and the
 files, without ledger or files: the flows plan ``plan_noise(shares=flows.SHARES, groups=flows.GROUPS)``
 (international alone, the two subnational tables as one joint measurement); the noisy measurements
-(keys + ``noisy_count``, intervals by ``boundary.with_intervals`` and ``cell_terms``); then
-``boundary.reconcile`` with ``flows.flow_totals(spec)``: consistent tables and the ``totals`` frame.
+(keys + ``noisy_count``, intervals by ``postprocess.with_intervals`` and ``cell_terms``); then
+``postprocess.reconcile`` with ``flows.flow_totals(spec)``: consistent tables and the ``totals`` frame.
 Noise is drawn by each measurement of the plan (``NoisePlan.measurements()``, the OpenDP measurement
 ``NoisePlan.draw`` invokes) over the 12 months of a redraw concatenated: one invocation per
 measurement and redraw, the same i.i.d. law per cell as 12 separate invocations. **Annual**: the
@@ -95,11 +95,13 @@ from mobility.aggregate.flows import (
     tables_from_counts,
 )
 from mobility.config import BudgetCaps
-from mobility.privacy_budget.boundary import (
+from mobility.privacy_budget.boundary import MANIFEST_FORMAT
+from mobility.privacy_budget.intervals import Term, half_width_95, sum_pmf
+from mobility.privacy_budget.mechanisms import NoisePlan, plan_noise
+from mobility.privacy_budget.postprocess import (
     CONSISTENT,
     HIGH,
     LOW,
-    MANIFEST_FORMAT,
     MEASUREMENT,
     NOISY,
     cell_terms,
@@ -108,8 +110,6 @@ from mobility.privacy_budget.boundary import (
     reconcile,
     with_intervals,
 )
-from mobility.privacy_budget.intervals import Term, half_width_95, sum_pmf
-from mobility.privacy_budget.mechanisms import NoisePlan, plan_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 BY = ("sex", "age_band")
@@ -738,7 +738,7 @@ def markdown(result: dict) -> list[str]:
         + "); international by sex x age band. "
         f"{result['repeats']} redraws of {M} months per budget (the old plan: the first "
         f"{result['old_repeats']} redraws). New: shares {result['shares']['new']} "
-        f"(subnational tables one joint measurement), consistent tables by `boundary.reconcile`; old: a third per "
+        f"(subnational tables one joint measurement), consistent tables by `postprocess.reconcile`; old: a third per "
         f"table, clamped at 0. Machine: {m['cpu']}, {m['cores']} cores, load {m['load_average']}; "
         f"commit {m['commit']}; wall {result['wall_s']:.0f} s.", "",
         "**Coverage** of the stated 95 % intervals (share of (redraw, figure) pairs holding the exact value, "
@@ -825,7 +825,7 @@ def markdown(result: dict) -> list[str]:
         lines.append(f"| {key} | {first['cells_summed']:,} | {first['figures']:,} | "
                      + " | ".join(bias_cell(b["bias"][key]) for b in budgets) + " | "
                      + " | ".join(bias_cell(b["bias_old"][key], old=True) for b in budgets) + " |")
-    lines += ["", "Consistency step (`boundary.reconcile`) wall time per release: " + "; ".join(
+    lines += ["", "Consistency step (`postprocess.reconcile`) wall time per release: " + "; ".join(
         f"{b['budget']}: monthly {1000 * b['timing']['consistency_monthly_release']['mean_s']:.0f} ms mean "
         f"(max {1000 * b['timing']['consistency_monthly_release']['max_s']:.0f} ms), annual "
         f"{1000 * b['timing']['consistency_annual']['mean_s']:.0f} ms" for b in budgets) + "."]

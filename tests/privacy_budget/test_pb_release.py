@@ -257,9 +257,15 @@ def test_measurements_are_kept_as_drawn_and_the_consistent_table_adds_up(tmp_pat
     assert ((consistent["low_95"] <= consistent["count"]) & (consistent["count"] <= consistent["high_95"])).all()
     bound = result.manifest["tables"]["cells_noisy"]["error_bound_95"]
     assert (noisy["high_95"] == (noisy["noisy_count"] + bound).clip(lower=0)).all()
-    # the total's interval covers the exact total (0) unless a 5% event happened; it is at least as wide
-    # as the exact interval of the sum of 400 draws would allow
-    assert totals.loc["cells", "low_95"] == 0
+    # the total's interval: the sum of the 400 measurements -/+ the exact half-width of the sum of 400
+    # draws, lower end at least 0, widened to include the consistent total
+    from mobility.privacy_budget.intervals import Term, half_width_95
+
+    info = result.manifest["tables"]["cells_noisy"]
+    a = int(half_width_95([Term(1, result.manifest["mechanism"], info["noise_scale"], 400)]))
+    s, count = int(noisy["noisy_count"].sum()), int(totals.loc["cells", "count"])
+    assert totals.loc["cells", "low_95"] == min(max(s - a, 0), count)
+    assert totals.loc["cells", "high_95"] == max(max(s + a, 0), count)
 
 
 def test_cells_that_share_a_total_are_reconciled_across_tables(tmp_path):

@@ -9,9 +9,9 @@ import pytest
 
 from mobility.aggregate import domains as D
 from mobility.aggregate.flows import EMIGRANTS, GROUPS, IMMIGRANTS, INTERNATIONAL, SHARES, FlowSpec, flow_totals
-from mobility.privacy_budget.boundary import NOISY, cell_terms, reconcile, with_intervals
 from mobility.privacy_budget.intervals import Term, half_width_95
 from mobility.privacy_budget.mechanisms import plan_noise
+from mobility.privacy_budget.postprocess import NOISY, cell_terms, reconcile, with_intervals
 from mobility.privacy_budget.sums import HIGH, LOW
 
 HOME, COUNTRIES = "PHL", ("PHL", "SAU", "ARE", "USA")

@@ -40,8 +40,7 @@ from mobility.config import Agreement
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
 from mobility.privacy_budget import accountant, accounts, blocks
-from mobility.privacy_budget.consistency import Part, Total, make_consistent, part_label
-from mobility.privacy_budget.intervals import Term, half_width_95, interval_95, noise_variance
+from mobility.privacy_budget.consistency import Part, Total
 from mobility.privacy_budget.ledger import (
     MANIFEST,
     NOT_PUBLISHED,
@@ -60,15 +59,26 @@ from mobility.privacy_budget.mechanisms import (
     NoisePlan,
     plan_noise,
 )
+from mobility.privacy_budget.postprocess import (
+    CONSISTENT,
+    COUNT,
+    DERIVED_ROLE,
+    HIGH,
+    LOW,
+    MEASUREMENT,
+    MEASUREMENT_SUFFIX,
+    NOISY,
+    TOTALS,
+    cell_half_width,
+    cell_terms,
+    consistency_description,
+    measurement_table,
+    reconcile,
+    with_intervals,
+)
 from mobility.privacy_budget.stored import open_release, refuse_problems
 
-COUNT = "count"
-NOISY = "noisy_count"  # the value column of a noisy measurement table
-LOW, HIGH = "low_95", "high_95"  # every published figure's 95% interval
-MEASUREMENT_SUFFIX = "_noisy"
-TOTALS = "totals"  # the consistent totals of a release, with their intervals
 MANIFEST_FORMAT = "mobility-release-manifest/2"
-MEASUREMENT, CONSISTENT, DERIVED_ROLE = "noisy_measurement", "consistent", "derived"
 POST_PROCESSING = ("TABLE_noisy holds the noisy measurements exactly as OpenDP drew them (integers, negative "
                    "values included; nothing clamped, rounded or suppressed): sums of them are unbiased and their "
                    "intervals exact. TABLE is post-processing of the measurements and public domains only: "
@@ -76,10 +86,6 @@ POST_PROCESSING = ("TABLE_noisy holds the noisy measurements exactly as OpenDP d
                    "the totals they share), then a non-negative integer allocation from each total down to the "
                    "cells that keeps every sum exact. Post-processing costs no privacy.")
 
-
-def measurement_table(table: str) -> str:
-    """The name of a table's noisy measurement in a release (format 2)."""
-    return table + MEASUREMENT_SUFFIX
 
 _RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -273,27 +279,6 @@ def _totals(request: ReleaseRequest, names: list[str]) -> tuple[Total, ...]:
     return totals
 
 
-def cell_terms(plan: NoisePlan, table: str) -> list[Term]:
-    """The noise of one cell of ``table``: one draw of its measurement."""
-    t = plan.tables[table]
-    return [Term(1, t.mechanism, t.scale, 1)]
-
-
-def cell_half_width(plan: NoisePlan, table: str) -> int:
-    """Exact 95% half-width of one cell's noise (an integer: the noise is integer-valued)."""
-    return int(half_width_95(cell_terms(plan, table)))
-
-
-def with_intervals(measured: pd.DataFrame, terms: list[Term]) -> pd.DataFrame:
-    """A measurement table (keys + ``noisy_count``) with each cell's exact 95% interval, ``terms`` being
-    the noise of one cell (the same for every cell of the table)."""
-    a = int(half_width_95(terms))
-    out = measured.copy()
-    out[LOW] = (out[NOISY] - a).clip(lower=0).astype("int64")
-    out[HIGH] = (out[NOISY] + a).clip(lower=0).astype("int64")
-    return out
-
-
 def _measured(checked: dict[str, tuple[list[str], pd.DataFrame]], plan: NoisePlan) -> dict[str, pd.DataFrame]:
     """The noisy measurements as drawn (one OpenDP call per measurement) with each cell's exact 95% interval."""
     drawn = plan.draw({name: frame[COUNT].tolist() for name, (_, frame) in checked.items()})
@@ -303,41 +288,6 @@ def _measured(checked: dict[str, tuple[list[str], pd.DataFrame]], plan: NoisePla
         table[NOISY] = pd.Series(drawn[name], dtype="int64")
         out[name] = with_intervals(table, cell_terms(plan, name))
     return out
-
-
-def reconcile(measured: Mapping[str, pd.DataFrame], terms: Mapping[str, list[Term]], totals: tuple[Total, ...]
-              ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, list[dict]]:
-    """Consistent tables with intervals, the totals table and how each total was estimated.
-
-    ``measured``: measurement tables with their intervals (``with_intervals``); ``terms``: the noise
-    of one cell of each table. Reads nothing else: post-processing of measurements and public domains.
-    """
-    def variance(ts: list[Term]) -> float:
-        return math.fsum(t.cells * t.weight ** 2 * noise_variance(t.mechanism, t.scale) for t in ts)
-
-    result = make_consistent({n: f.drop(columns=[LOW, HIGH]) for n, f in measured.items()},
-                             {n: variance(terms[n]) for n in measured}, totals, value=NOISY)
-    tables = {}
-    for name, frame in result.tables.items():
-        out = frame.copy()
-        out[COUNT] = out[COUNT].astype("int64")
-        out[LOW] = pd.concat([out[COUNT], measured[name][LOW]], axis=1).min(axis=1).astype("int64")
-        out[HIGH] = pd.concat([out[COUNT], measured[name][HIGH]], axis=1).max(axis=1).astype("int64")
-        tables[name] = out
-    rows, described = [], []
-    by_label = {part_label(p): p.table for total in totals for p in total.parts}
-    for est in result.totals:
-        combination = [Term(w * t.weight, t.mechanism, t.scale, t.cells * est.cells[label])
-                       for label, w in est.weights.items() if w != 0 for t in terms[by_label[label]]]
-        low, high = interval_95(est.wls, combination)
-        low, high = min(low, est.value), max(high, est.value)
-        rows.append((est.name, est.value, low, high))
-        described.append({"total": est.name, "parts": {label: {"cells": est.cells[label], "weight": est.weights[label]}
-                                                      for label in est.weights}})
-    frame = pd.DataFrame(rows, columns=["total", COUNT, LOW, HIGH])
-    for column in (COUNT, LOW, HIGH):
-        frame[column] = frame[column].astype("int64")
-    return tables, frame, described
 
 
 def privacy_claims(charge: LedgerEntry, entries: list[LedgerEntry], policy: Policy) -> dict:
@@ -396,36 +346,6 @@ def _describe_tables(request: ReleaseRequest, plan: NoisePlan, keys: dict[str, l
                                "linear combination of measurement sums, privacy_budget.intervals), widened to "
                                "include the consistent value"}
     return out
-
-
-def totals_of(manifest: dict, keys: Mapping[str, list[str]] | None = None) -> tuple[Total, ...]:
-    """The totals a format-2 manifest's consistent tables add up to (``consistency.totals``); with
-    ``keys`` (table -> key columns still present), levels on other columns are left out."""
-    out = []
-    for total in (manifest.get("consistency") or {}).get("totals", []):
-        parts = []
-        for p in total["parts"]:
-            kept = [tuple(level) for level in p.get("levels", [])
-                    if keys is None or set(level) <= set(keys.get(p["table"], level))]
-            kept = [level for level in kept if keys is None or set(level) != set(keys.get(p["table"], ()))]
-            parts.append(Part(p["table"], dict(p.get("where") or {}), tuple(kept)))
-        out.append(Total(total["name"], tuple(parts)))
-    return tuple(out)
-
-
-def consistency_description(totals: tuple[Total, ...], estimates: list[dict]) -> dict:
-    return {
-        "method": "weighted least squares onto the constraints (every part of a total adds up to the same total; "
-                  "weights 1 / variance of each part's sum), the total rounded and set to at least 0, then a "
-                  "non-negative allocation down each part's levels to the cells (the least-squares projection onto "
-                  "the non-negative values that add up to the parent, weighted by 1 / cells), rounded to integers "
-                  "by largest remainder so every sum stays exact",
-        "reads": "the noisy measurements and the public domains only",
-        "totals": [{"name": t.name,
-                    "parts": [{"label": part_label(p), "table": p.table, "where": dict(p.where),
-                               "levels": [list(level) for level in p.levels]} for p in t.parts],
-                    "weights": next(e["parts"] for e in estimates if e["total"] == t.name)} for t in totals],
-    }
 
 
 def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, frames: dict[str, pd.DataFrame],

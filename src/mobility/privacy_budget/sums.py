@@ -17,20 +17,27 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from mobility.privacy_budget.intervals import Term, half_width_95
+from mobility.privacy_budget.postprocess import (
+    CONSISTENT,
+    COUNT,
+    HIGH,
+    LOW,
+    NOISY,
+    measurement_table,
+)
 
-COUNT, NOISY, LOW, HIGH, CELLS = "count", "noisy_count", "low_95", "high_95", "cells"
-MEASUREMENT_SUFFIX = "_noisy"
+CELLS = "cells"
 
 
 def has_measurements(manifest: dict, table: str) -> bool:
     """True when ``table`` is a consistent table whose noisy measurement the release keeps (format 2)."""
     tables = manifest.get("tables") or {}
-    return (tables.get(table) or {}).get("role") == "consistent" and table + MEASUREMENT_SUFFIX in tables
+    return (tables.get(table) or {}).get("role") == CONSISTENT and measurement_table(table) in tables
 
 
 def cell_noise(manifest: dict, table: str) -> list[Term]:
     """The noise of one cell of ``table``'s measurement: its terms (annual tables) or one draw."""
-    info = manifest["tables"][table + MEASUREMENT_SUFFIX]
+    info = manifest["tables"][measurement_table(table)]
     if info.get("noise_terms"):
         return [Term(1, t["mechanism"], float(t["noise_scale"]), int(t["cells"])) for t in info["noise_terms"]]
     return [Term(1, manifest["mechanism"], float(info["noise_scale"]), 1)]
@@ -44,7 +51,7 @@ def sum_cells(manifest: dict, tables: Mapping[str, pd.DataFrame], table: str, by
     if not has_measurements(manifest, table):
         raise ValueError(f"table {table!r} has no noisy measurement in this release (format 2 keeps them)")
     keys = list(manifest["tables"][table]["key_columns"])
-    consistent, noisy = tables[table], tables[table + MEASUREMENT_SUFFIX]
+    consistent, noisy = tables[table], tables[measurement_table(table)]
     merged = consistent[[*keys, COUNT]].merge(noisy[[*keys, NOISY]], on=keys, how="inner", validate="one_to_one")
     if len(merged) != len(consistent):
         raise ValueError(f"table {table!r} and its measurement do not have the same cells")

@@ -10,7 +10,7 @@ and that release's manifest SHA-256, so anyone can recompute it from the publish
 What is summed: each month's noisy measurements (``TABLE_noisy``, as OpenDP drew them, negatives
 included), never the consistent monthly tables, so an annual sum is unbiased and its interval
 exact. The annual measurement ``TABLE_noisy`` is that sum; ``TABLE`` and ``totals`` are the same
-post-processing as a monthly release (``boundary.reconcile``) applied to the annual sums: the
+post-processing as a monthly release (``postprocess.reconcile``) applied to the annual sums: the
 weighted least-squares totals, then non-negative integer cells that add up to them exactly.
 
 Intervals: monthly noise is independent across releases and cells. A cell of the annual table
@@ -40,20 +40,7 @@ import pyarrow.parquet as pq
 from mobility.config import Agreement, as_agreement
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
-from mobility.privacy_budget.boundary import (
-    CONSISTENT,
-    HIGH,
-    LOW,
-    MANIFEST_FORMAT,
-    MEASUREMENT,
-    NOISY,
-    TOTALS,
-    consistency_description,
-    measurement_table,
-    reconcile,
-    totals_of,
-    with_intervals,
-)
+from mobility.privacy_budget.boundary import MANIFEST_FORMAT
 from mobility.privacy_budget.intervals import Term, half_width_95
 from mobility.privacy_budget.ledger import (
     MANIFEST,
@@ -62,6 +49,19 @@ from mobility.privacy_budget.ledger import (
     canonical_json,
     chain_problems,
     sha256_file,
+)
+from mobility.privacy_budget.postprocess import (
+    CONSISTENT,
+    HIGH,
+    LOW,
+    MEASUREMENT,
+    NOISY,
+    TOTALS,
+    consistency_description,
+    measurement_table,
+    reconcile,
+    totals_of,
+    with_intervals,
 )
 from mobility.publish.sources import DERIVED_FORMAT, Source, locate
 from mobility.publish.tidy import COUNT, MECHANISM_METHOD

@@ -18,9 +18,10 @@ from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake
 from mobility.privacy_budget.blocks import payment_data_months
-from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, cell_half_width, publish
+from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
 from mobility.privacy_budget.consistency import Part, Total
 from mobility.privacy_budget.mechanisms import ALPHA, Budget, plan_noise
+from mobility.privacy_budget.postprocess import cell_half_width
 from mobility.privacy_budget.sums import has_measurements, sum_cells
 from mobility.release.inputs import breakdown_profile, pin
 from mobility.release.request import check_request, parse_by, refuse, release_id_for
