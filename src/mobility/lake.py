@@ -117,6 +117,10 @@ class Lake:
     def release_dir(self, release_id: str) -> Path:
         return self.releases / release_id
 
+    def release_stage(self, release_id: str) -> Path:
+        """Where a charged release's noisy measurements are kept, as drawn, until it is published."""
+        return self.releases / f".stage-{release_id}"
+
     @property
     def releases_lock(self) -> Path:
         """File lock: one publisher at a time on this host."""

@@ -160,22 +160,43 @@ def test_declared_domain_size_allows_non_product_domains(tmp_path):
     assert len(result.tables["flows"]) == 6
 
 
-def test_failure_after_charge_keeps_the_charge_and_blocks_a_rerun(tmp_path, monkeypatch):
+def test_failure_after_the_stage_is_completed_from_it_without_new_noise_or_charge(tmp_path, monkeypatch):
     def broken_write(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(boundary, "_write_release", broken_write)
     with pytest.raises(OSError, match="disk full"):
-        publish(tmp_path, request(), {"flows": flows()}, POLICY)
+        publish(tmp_path, request(), {"flows": _big_flows()}, POLICY)
     ledger = Ledger.of_lake(tmp_path)
     assert list(ledger.entries()["status"]) == ["policy", "charged"]
     assert ledger.spent("PHL-DEMO") == pytest.approx(0.05)
-    assert [p.name for p in Lake(tmp_path).releases.iterdir() if p.is_dir()] == []  # temp dir removed
-    monkeypatch.undo()
-    with pytest.raises(ReleaseRefusedError, match="never published"):
-        publish(tmp_path, request(), {"flows": flows()}, POLICY)
+    lake = Lake(tmp_path)
+    assert [p.name for p in lake.releases.iterdir() if p.is_dir()] == [".stage-flows-2024-05"]  # temp dir removed
+    staged = pd.read_parquet(lake.release_stage("flows-2024-05") / "flows.parquet")
     report = verify(tmp_path)
-    assert report.ok and any("never published" in n for n in report.notes)
+    assert report.ok and any("staged" in n for n in report.notes)
+    monkeypatch.undo()
+    result = publish(tmp_path, request(), {"flows": _big_flows()}, POLICY)
+    # the noise drawn before the failure, not a new draw; one charge, one publication
+    assert result.tables["flows_noisy"]["noisy_count"].tolist() == staged["noisy_count"].tolist()
+    assert "no noise was drawn again" in result.manifest["resumed"]
+    assert list(Ledger.of_lake(tmp_path).entries()["status"]) == ["policy", "charged", "published"]
+    assert not lake.release_stage("flows-2024-05").exists() and verify(tmp_path).ok
+
+
+def test_an_interrupted_stage_is_refused_and_keeps_the_charge(tmp_path, monkeypatch):
+    """Noise being written when the process died: part of it may be on disk, so it is never drawn again."""
+    def die_while_staging(lake, charge, measured):
+        (lake.releases / f".stage-{charge.release_id}@tmp-x").mkdir()
+        raise KeyboardInterrupt  # stands for the kill: nothing after this point runs
+
+    monkeypatch.setattr(boundary, "_write_stage", die_while_staging)
+    with pytest.raises(KeyboardInterrupt):
+        publish(tmp_path, request(), {"flows": flows()}, POLICY)
+    monkeypatch.undo()
+    with pytest.raises(ReleaseRefusedError, match="being staged when it was interrupted"):
+        publish(tmp_path, request(), {"flows": flows()}, POLICY)
+    assert list(Ledger.of_lake(tmp_path).entries()["status"]) == ["policy", "charged"]
 
 
 def test_interrupted_publication_record_is_completed_on_rerun(tmp_path, monkeypatch):
@@ -230,8 +251,42 @@ def test_on_a_shared_lake_a_release_charged_meanwhile_by_another_host_is_not_noi
         with pytest.raises(ReleaseRefusedError, match="by another process.*no noise was drawn"):
             publish(tmp_path, request(), {"flows": flows()}, POLICY)
     assert list(Ledger.of_lake(tmp_path).entries()["status"]) == ["policy", "charged"]  # charged once, by the other
+    # the other host staged its noise before it stopped: any host completes the release from that stage
+    staged = pd.read_parquet(Lake(tmp_path).release_stage("flows-2024-05") / "flows.parquet")
+    with monkeypatch.context() as this_host:
+        this_host.setattr(TableNoise, "draw", no_noise)
+        result = publish(tmp_path, request(), {"flows": flows()}, POLICY)
+    assert result.tables["flows_noisy"]["noisy_count"].tolist() == staged["noisy_count"].tolist()
+
+
+def test_on_a_shared_lake_a_charge_without_a_stage_is_left_to_the_host_that_made_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILITY_SHARED_LAKE", "1")
+
+    def still_drawing(*args, **kwargs):  # the other host has charged and not yet staged its noise
+        raise OSError("the other host is still drawing")
+
+    with monkeypatch.context() as other_host:
+        other_host.setattr(boundary, "_measured", still_drawing)
+        with pytest.raises(OSError):
+            publish(tmp_path, request(), {"flows": flows()}, POLICY)
     with pytest.raises(ReleaseRefusedError, match="another host may be publishing it now"):
         publish(tmp_path, request(), {"flows": flows()}, POLICY)
+    assert list(Ledger.of_lake(tmp_path).entries()["status"]) == ["policy", "charged"]
+
+
+def test_a_charge_whose_noise_was_never_persisted_is_completed_under_that_charge(tmp_path, monkeypatch):
+    """On one host (lock held), a charge with no stage means the noise never reached disk: it is drawn
+    by the rerun, under the same charge."""
+    def died_before_staging(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as crashed:
+        crashed.setattr(boundary, "_measured", died_before_staging)
+        with pytest.raises(KeyboardInterrupt):
+            publish(tmp_path, request(), {"flows": flows()}, POLICY)
+    result = publish(tmp_path, request(), {"flows": flows()}, POLICY)
+    assert not result.reused and "resumed" not in result.manifest
+    assert list(Ledger.of_lake(tmp_path).entries()["status"]) == ["policy", "charged", "published"]
 
 
 def _zeros(n=400):

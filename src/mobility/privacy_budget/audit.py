@@ -684,6 +684,10 @@ def verify(lake_root: str | os.PathLike, caps: Mapping[str, CapsSource] | None =
     by_release = entries_by_release(entries)
     dirs = {p.name: p for p in lake.releases.iterdir() if p.is_dir()} if lake.releases.is_dir() else {}
     for name in sorted(dirs):
+        if name.startswith(".stage-") and "@" not in name:
+            report.notes.append(f"{name} under releases/: noisy measurements staged under a charge, kept until "
+                                "the release is published (run the same request again); do not delete them")
+            continue
         if name.startswith("."):
             report.notes.append(f"unfinished temporary directory {name} under releases/ (not a release)")
             continue
@@ -698,8 +702,11 @@ def verify(lake_root: str | os.PathLike, caps: Mapping[str, CapsSource] | None =
             report.problems.append(Problem("published release directory is missing", publication.seq, release_id,
                                            rank=3))
         elif charge is not None and publication is None and release_id not in dirs:
+            staged = lake.release_stage(release_id).is_dir()
             report.notes.append(f"release {release_id} (seq {charge.seq}) was charged but never published; "
-                                "its budget stays spent")
+                                "its budget stays spent; running the same request again completes it "
+                                + ("from the noisy measurements it staged (no new noise)" if staged
+                                   else "under the same charge"))
     return report
 
 

@@ -2,12 +2,17 @@
 
 Order of operations (each step only after the previous one succeeded):
 validate -> reuse a stored release if present -> charge the ledger (atomic; refusal writes
-nothing) -> draw OpenDP noise for every cell, one invocation per measurement -> keep the noisy
-measurements as drawn (``TABLE_noisy``: integers, negatives included) -> post-process them into
+nothing) -> draw OpenDP noise for every cell, one invocation per measurement -> stage the noisy
+measurements as drawn (``releases/.stage-RELEASE_ID``, renamed into place whole: ADR 0012) -> keep
+them in the release (``TABLE_noisy``: integers, negatives included) -> post-process them into
 consistent tables (``TABLE``: non-negative integers that add up, ``privacy_budget.consistency``)
 and the national ``totals`` -> write CSV + Parquet + manifest.json into a temporary directory ->
 rename it to ``releases/RELEASE_ID`` -> append the ``published`` ledger entry with the manifest's
-SHA-256. Exact counts are never written.
+SHA-256 -> remove the stage. Exact counts are never written.
+
+A crash anywhere after the charge is completed by running the same request again: from the stage
+when one was written (the noise is never drawn again once it was persisted), by drawing the noise
+under the existing charge when nothing was persisted, never by a second charge.
 
 Every published figure carries its 95% interval (``low_95``, ``high_95``): for a measurement, the
 exact interval of its noise law (``privacy_budget.intervals``); for a consistent cell, the same
@@ -22,6 +27,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -350,7 +356,8 @@ def _describe_tables(request: ReleaseRequest, plan: NoisePlan, keys: dict[str, l
 
 def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, frames: dict[str, pd.DataFrame],
                    described: dict[str, dict], charge: LedgerEntry, ledger_query: dict,
-                   consistency: dict, claims: dict | None = None, witnessed: bool = False) -> dict:
+                   consistency: dict, claims: dict | None = None, witnessed: bool = False,
+                   resumed: bool = False) -> dict:
     """Write CSV + Parquet per table and manifest.json into ``work``; returns the manifest."""
     tables = {}
     for name, frame in frames.items():
@@ -393,6 +400,8 @@ def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, frames:
         "ledger": {"seq": charge.seq, "entry_hash": charge.entry_hash, "table": "ledger",
                    "head": {"seq": charge.seq, "entry_hash": charge.entry_hash}, "witnessed": witnessed},
         "post_processing": POST_PROCESSING, "tables": tables,
+        **({"resumed": "published by a later run of the same request from the noisy measurements staged "
+                       "under this charge before an interruption; no noise was drawn again"} if resumed else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     (work / MANIFEST).write_text(_manifest_text(manifest), encoding="utf-8")
@@ -401,6 +410,62 @@ def _write_release(work: Path, request: ReleaseRequest, plan: NoisePlan, frames:
 
 def _manifest_text(manifest: dict) -> str:
     return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n"
+
+
+STAGE_RECORD = "stage.json"
+FAULT_ENV = "MOBILITY_FAULT"  # fault injection for the crash tests: the point at which to SIGKILL
+
+
+def _fault(point: str) -> None:
+    """Kill this process at ``point`` when the fault-injection variable names it (tests only)."""
+    if os.environ.get(FAULT_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_stage(lake: Lake, charge: LedgerEntry, measured: dict[str, pd.DataFrame]) -> None:
+    """Persist the measurements as drawn before any other output: written into a temporary folder and
+    renamed into place whole, so a stage is either complete or absent (a leftover ``.tmp`` is not one)."""
+    final = lake.release_stage(charge.release_id)
+    work = Path(tempfile.mkdtemp(prefix=f"{final.name}@tmp-", dir=lake.releases))
+    for name, frame in measured.items():
+        pq.write_table(pa.Table.from_pandas(frame[[c for c in frame.columns if c not in (LOW, HIGH)]],
+                                            preserve_index=False), work / f"{name}.parquet")
+    record = {"release_id": charge.release_id, "charge_seq": charge.seq, "charge_hash": charge.entry_hash,
+              "tables": sorted(measured)}
+    (work / STAGE_RECORD).write_text(json.dumps(record, sort_keys=True) + "\n", encoding="utf-8")
+    for path in work.iterdir():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    os.rename(work, final)
+
+
+def _read_stage(lake: Lake, charge: LedgerEntry, checked: dict[str, tuple[list[str], pd.DataFrame]]
+                ) -> dict[str, pd.DataFrame]:
+    """The staged measurements of ``charge``, on the same cells as this request (else refused)."""
+    stage = lake.release_stage(charge.release_id)
+    try:
+        record = json.loads((stage / STAGE_RECORD).read_text(encoding="utf-8"))
+        frames = {name: pq.read_table(stage / f"{name}.parquet").to_pandas() for name in checked}
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise LedgerIntegrityError(f"the stage of release {charge.release_id!r} cannot be read: {exc}",
+                                   where=str(stage), hint="run `mobility ledger verify`; do not delete the stage "
+                                                          "(it holds noise already drawn); investigate") from None
+    if record.get("charge_seq") != charge.seq or record.get("charge_hash") != charge.entry_hash \
+            or sorted(record.get("tables") or []) != sorted(checked):
+        raise LedgerIntegrityError(f"the stage of release {charge.release_id!r} does not belong to its charge "
+                                   f"(seq {charge.seq})", where=str(stage), hint="run `mobility ledger verify`")
+    for name, (keys, frame) in checked.items():
+        if not frames[name][keys].astype(str).reset_index(drop=True).equals(
+                frame[keys].astype(str).reset_index(drop=True)):
+            raise LedgerIntegrityError(f"the staged cells of table {name!r} differ from this request's cells",
+                                       where=str(stage), hint="re-run the request exactly as it was charged")
+    return frames
+
+
+def _leftovers(lake: Lake, release_id: str, prefix: str) -> list[Path]:
+    """Temporary folders a crashed run of ``release_id`` left ('@' is never part of a release id)."""
+    pattern = f".stage-{release_id}@tmp-*" if prefix == ".stage-" else f".tmp-{release_id}@*"
+    return sorted(lake.releases.glob(pattern))
 
 
 def _stored(lake: Lake, ledger: Ledger, charge: LedgerEntry) -> ReleaseResult:
@@ -450,8 +515,10 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
     them at no privacy cost.
 
     Re-running a published release_id returns the stored files without new noise or charge.
-    A release_id charged but never published (a crash after the charge) is refused: its
-    budget stays spent and its noise may have been drawn, so publish under a new release_id.
+    A release_id charged but not published (a crash after the charge) is completed by re-running
+    the same request: from its stage when the noise was staged (never drawn again), else by drawing
+    it under the existing charge; only an interrupted stage, or a shared lake without a stage, is
+    refused (its budget stays spent).
     """
     lake = Lake(lake_root)
     policy = policy if isinstance(policy, Policy) else Policy.of(policy)
@@ -492,14 +559,22 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
                     f"release_id {request.release_id!r} was already charged (seq {existing.seq}) for a different "
                     f"request; differing fields: {', '.join(diff)}", hint="use a new release_id")
             if target.is_dir():
-                return _stored(lake, ledger, existing)
-            raise ReleaseRefusedError(
-                f"release_id {request.release_id!r} was charged (seq {existing.seq}) but "
-                + ("is not published: another host may be publishing it now, or it was interrupted"
-                   if ledger.shared else "never published")
-                + "; its budget stays spent and it will not be noised again",
-                hint="publish under a new release_id" + (", or run the same request again once the other host "
-                                                         "has published it" if ledger.shared else ""))
+                result = _stored(lake, ledger, existing)
+                shutil.rmtree(lake.release_stage(request.release_id), ignore_errors=True)
+                return result
+            stage = lake.release_stage(request.release_id)
+            if not stage.is_dir() and (ledger.shared or _leftovers(lake, request.release_id, ".stage-")):
+                raise ReleaseRefusedError(
+                    f"release_id {request.release_id!r} was charged (seq {existing.seq}) but "
+                    + ("is not published and has no stage: another host may be publishing it now"
+                       if ledger.shared else "its noise was being staged when it was interrupted")
+                    + "; its budget stays spent and it will not be noised again",
+                    hint="publish under a new release_id" + (", or run the same request again once the other host "
+                                                             "has published it" if ledger.shared else ""))
+            # completed from its stage (no new noise), or, when nothing was persisted, drawn now under
+            # the existing charge (no second charge)
+            return _publish_charged(lake, ledger, request, plan, checked, keys, totals, ledger_query, existing,
+                                    policy, derive, stage if stage.is_dir() else None)
         if target.exists():
             raise LedgerIntegrityError("release directory exists without a ledger entry", where=str(target),
                                        hint="run `mobility ledger verify`; remove the directory only after review")
@@ -507,28 +582,48 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
         # refusal raises before anything is written; a charge another process made meanwhile is refused
         # too, so noise is drawn only by the process whose charge this is
         charge = ledger.charge(charge_request, policy, existing_ok=False)
-        claims = privacy_claims(charge, ledger.read()[0], policy)
+        _fault("release:after-charge")
+        return _publish_charged(lake, ledger, request, plan, checked, keys, totals, ledger_query, charge, policy,
+                                derive, None)
+
+
+def _publish_charged(lake: Lake, ledger: Ledger, request: ReleaseRequest, plan: NoisePlan,
+                     checked: dict[str, tuple[list[str], pd.DataFrame]], keys: dict[str, list[str]],
+                     totals: tuple[Total, ...], ledger_query: dict, charge: LedgerEntry, policy: Policy,
+                     derive, stage: Path | None) -> ReleaseResult:
+    """Everything after the charge: noise (drawn and staged, or read from ``stage``), post-processing,
+    files, the rename into place, the ``published`` entry, the stage removed."""
+    target = lake.release_dir(request.release_id)
+    for leftover in _leftovers(lake, request.release_id, ".tmp-"):  # a crashed write: derived from the stage
+        shutil.rmtree(leftover, ignore_errors=True)
+    claims = privacy_claims(charge, ledger.read()[0], policy)
+    if stage is None:
         measured = _measured(checked, plan)
-        consistent, totals_frame, estimates = reconcile(measured, {n: cell_terms(plan, n) for n in measured},
-                                                        totals)
-        frames = {**{measurement_table(n): f for n, f in measured.items()}, **consistent, TOTALS: totals_frame}
-        described = _describe_tables(request, plan, keys, totals)
-        derived = dict(derive({n: f.copy() for n, f in measured.items()})) if derive is not None else {}
-        clash = sorted(n for n in derived if n in frames or not isinstance(n, str) or not _TABLE_NAME.match(n))
-        if clash:
-            raise LedgerIntegrityError(f"derived table names {clash} clash with noisy tables or are not file names; "
-                                       f"release {request.release_id!r} is charged but unpublished",
-                                       hint="fix the derive function and publish under a new release_id")
-        frames.update({name: frame for name, (frame, _) in derived.items()})
-        described.update({name: {"role": DERIVED_ROLE, "derived": dict(info)} for name, (_, info) in derived.items()})
-        work = Path(tempfile.mkdtemp(prefix=f".tmp-{request.release_id}-", dir=lake.releases))
-        try:
-            manifest = _write_release(work, request, plan, frames, described, charge, ledger_query,
-                                      consistency_description(totals, estimates), claims,
-                                      witnessed=ledger.witness is not None)
-            os.rename(work, target)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        publication = ledger.record_publication(request.release_id, sha256_hex((target / MANIFEST).read_bytes()))
-    return ReleaseResult(request.release_id, target, manifest, charge, publication, frames, reused=False)
+        _write_stage(lake, charge, measured)
+        _fault("release:after-stage")
+    else:
+        measured = {n: with_intervals(f, cell_terms(plan, n)) for n, f in _read_stage(lake, charge, checked).items()}
+    consistent, totals_frame, estimates = reconcile(measured, {n: cell_terms(plan, n) for n in measured}, totals)
+    frames = {**{measurement_table(n): f for n, f in measured.items()}, **consistent, TOTALS: totals_frame}
+    described = _describe_tables(request, plan, keys, totals)
+    derived = dict(derive({n: f.copy() for n, f in measured.items()})) if derive is not None else {}
+    clash = sorted(n for n in derived if n in frames or not isinstance(n, str) or not _TABLE_NAME.match(n))
+    if clash:
+        raise LedgerIntegrityError(f"derived table names {clash} clash with noisy tables or are not file names; "
+                                   f"release {request.release_id!r} is charged but unpublished",
+                                   hint="fix the derive function and run the same request again")
+    frames.update({name: frame for name, (frame, _) in derived.items()})
+    described.update({name: {"role": DERIVED_ROLE, "derived": dict(info)} for name, (_, info) in derived.items()})
+    work = Path(tempfile.mkdtemp(prefix=f".tmp-{request.release_id}@", dir=lake.releases))
+    try:
+        manifest = _write_release(work, request, plan, frames, described, charge, ledger_query,
+                                  consistency_description(totals, estimates), claims,
+                                  witnessed=ledger.witness is not None, resumed=stage is not None)
+        os.rename(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _fault("release:after-rename")
+    publication = ledger.record_publication(request.release_id, sha256_hex((target / MANIFEST).read_bytes()))
+    shutil.rmtree(lake.release_stage(request.release_id), ignore_errors=True)
+    return ReleaseResult(request.release_id, target, manifest, charge, publication, frames, reused=stage is not None)
