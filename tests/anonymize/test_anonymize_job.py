@@ -350,3 +350,26 @@ def test_copies_are_counted_in_the_first_file_by_name(world, tmp_path):
     quarantine = _delta(world["spark"], tmp_path / "lake" / "operator" / "quarantine").toPandas()
     cdr_rows = quarantine[quarantine["dataset"] == "cdr"]
     assert list(cdr_rows["source_file"]) == ["cdr/2025-01.csv"] and list(cdr_rows["reason"]) == ["unknown_cell"]
+
+
+def test_a_truncated_gzip_delivery_is_refused_naming_the_file(world, tmp_path):
+    """A CDR file cut off in transfer: exit 2 with the file and what to do, no traceback, nothing committed."""
+    import gzip
+
+    from click.testing import CliRunner
+
+    from mobility.cli import main
+
+    inputs = tmp_path / "input"
+    shutil.copytree(world["inputs"], inputs)
+    body = "".join(",".join(r[:-1]) + "\n" for r in CDR_ROWS[:6]) * 400
+    whole = gzip.compress((",".join(CDR_HEADER) + "\n" + body).encode())
+    (inputs / "cdr" / "late.csv.gz").write_bytes(whole[: len(whole) // 2])  # half of it arrived
+    with pytest.raises(InputContractError) as err:
+        run(world["agreement"], inputs, tmp_path / "lake", spark=world["spark"])
+    message = str(err.value)
+    assert "late.csv.gz" in message and "cut off in transfer" in message and "deliver" in message
+    assert not (tmp_path / "lake" / "office" / "events").exists() or not Lake(tmp_path / "lake").completed_runs()
+    outcome = CliRunner().invoke(main, ["anonymize", "--agreement", str(make_agreement(tmp_path)),
+                                        "--input", str(inputs), "--lake", str(tmp_path / "lake2")])
+    assert outcome.exit_code == 2 and "late.csv.gz" in outcome.output and "Traceback" not in outcome.output

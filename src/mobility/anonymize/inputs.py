@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,33 @@ def _csv_header(path: Path) -> tuple[str, ...]:
         raise InputContractError("the file is empty or has no header row", where=str(path),
                                  hint="the first line must name the columns")
     return tuple(c.strip().strip('"').lstrip("\ufeff") for c in line.rstrip("\r\n").split(","))
+
+
+# what Spark's (Hadoop's) codecs say when a compressed input ends early or is not what its name says
+_CORRUPT_STREAM = ("Unexpected end of input stream", "ZipException", "Not in GZIP format", "invalid block type",
+                   "invalid distance", "incorrect header check", "Corrupt GZIP trailer")
+
+
+def is_corrupt_stream_error(exc: BaseException) -> bool:
+    """True when a Spark failure reads like a truncated or corrupt compressed input file."""
+    return any(marker in str(exc) for marker in _CORRUPT_STREAM)
+
+
+def corrupt_gzip(files: list[InputFile]) -> list[tuple[InputFile, str]]:
+    """The gzip files among ``files`` that do not decompress to their end, with the reason. Only called
+    after Spark failed on one (it reads every byte once more), so a good delivery costs nothing."""
+    bad = []
+    for f in files:
+        if not f.path.name.lower().endswith(".gz"):
+            continue
+        try:
+            with gzip.open(f.path, "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+        except (OSError, EOFError, zlib.error) as exc:
+            bad.append((f, "it ends before the end of its compressed data (a delivery cut off in transfer)"
+                        if isinstance(exc, EOFError) else f"it is not valid gzip ({exc})"))
+    return bad
 
 
 def derive_run_id(agreement_id: str, fingerprints: list[str]) -> str:

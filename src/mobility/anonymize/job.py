@@ -47,6 +47,7 @@ from mobility.anonymize.fates import (
 )
 from mobility.anonymize.pseudonymize import load_key
 from mobility.config import Agreement, as_agreement
+from mobility.errors import InputContractError
 from mobility.lake import Lake, anonymize_txn_id, write_json_atomic
 from mobility.reference import load_boundaries
 from mobility.schemas import (
@@ -247,5 +248,24 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
     spark = spark or get_spark("mobility-anonymize")
     boundaries = load_boundaries() if boundaries is None else boundaries
     ctx = RunContext(spark, agreement, key, lake, run_id, boundaries)
-    counts = _anonymize(ctx, files.get("cells", []), new_files)
+    try:
+        counts = _anonymize(ctx, files.get("cells", []), new_files)
+    except Exception as exc:
+        _refuse_corrupt_input(exc, [f for fs in new_files.values() for f in fs])
+        raise
     return _commit(ctx, counts, new_files, skipped, started)
+
+
+def _refuse_corrupt_input(exc: Exception, files: list[inp.InputFile]) -> None:
+    """Turn Spark's failure on a truncated or corrupt gzip file into a refusal naming the file(s)."""
+    if not inp.is_corrupt_stream_error(exc):
+        return
+    bad = inp.corrupt_gzip(files)
+    if not bad:
+        return  # not a file we can name: let the original error through
+    listed = "; ".join(f"{f.name}: {reason}" for f, reason in bad)
+    raise InputContractError(
+        f"{len(bad)} input file(s) cannot be read to their end: {listed}; nothing of this run was committed",
+        where=str(bad[0][0].path),
+        hint="ask the operator to deliver the file(s) again (check the transfer's size or checksum), replace "
+             "them in the input folder and run the same command again; the other files are ingested then") from None
