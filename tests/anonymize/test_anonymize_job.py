@@ -373,3 +373,17 @@ def test_a_truncated_gzip_delivery_is_refused_naming_the_file(world, tmp_path):
     outcome = CliRunner().invoke(main, ["anonymize", "--agreement", str(make_agreement(tmp_path)),
                                         "--input", str(inputs), "--lake", str(tmp_path / "lake2")])
     assert outcome.exit_code == 2 and "late.csv.gz" in outcome.output and "Traceback" not in outcome.output
+
+
+def test_a_key_id_other_than_the_stored_pseudonyms_is_refused(world, tmp_path):
+    """Pseudonyms under another key would not match the office zone's: refused before anything is read."""
+    lake = tmp_path / "lake"
+    shutil.copytree(world["lake"], lake)
+    before = sorted(p.name for p in (lake / "office" / "manifests").iterdir())
+    other = load_agreement(make_agreement(tmp_path, key={"env": "MOBILITY_KEY_TEST", "key_id": "renamed-key"}))
+    stored = world["result"].manifest["key_id"]
+    with pytest.raises(KeyMaterialError) as err:
+        run(other, world["inputs"], lake, spark=world["spark"])
+    message = str(err.value)
+    assert "'renamed-key'" in message and repr(stored) in message and "nothing was read or written" in message
+    assert sorted(p.name for p in (lake / "office" / "manifests").iterdir()) == before

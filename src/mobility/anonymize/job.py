@@ -47,7 +47,7 @@ from mobility.anonymize.fates import (
 )
 from mobility.anonymize.pseudonymize import load_key
 from mobility.config import Agreement, as_agreement
-from mobility.errors import InputContractError
+from mobility.errors import InputContractError, KeyMaterialError
 from mobility.lake import Lake, anonymize_txn_id, write_json_atomic
 from mobility.reference import load_boundaries
 from mobility.schemas import (
@@ -236,6 +236,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
     skipped = [{"file": f.name, "dataset": f.dataset, "ingested_by": done_files[f.fingerprint]}
                for f in all_files if f.fingerprint in done_files]
     run_id = run_id or inp.derive_run_id(agreement.agreement_id, [f.fingerprint for f in all_files])
+    _check_key_id(lake, agreement, key.key_id)
     completed = lake.completed_runs()
     if run_id in completed:
         return AnonymizeResult(run_id, completed[run_id], lake.run_manifest(OFFICE, run_id), already_done=True)
@@ -254,6 +255,21 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
         _refuse_corrupt_input(exc, [f for fs in new_files.values() for f in fs])
         raise
     return _commit(ctx, counts, new_files, skipped, started)
+
+
+def _check_key_id(lake: Lake, agreement: Agreement, key_id: str) -> None:
+    """Refuse a key id other than the one the office zone's pseudonyms were made with: new records would
+    get other pseudonyms, and the 12/16-month rule would see the same people as new subscribers."""
+    runs = sorted(lake.completed_runs(agreement.agreement_id).values(), key=lambda m: str(m.get("finished", "")))
+    stored = [m["key_id"] for m in runs if m.get("key_id")]
+    if stored and key_id != stored[-1]:
+        raise KeyMaterialError(
+            f"agreement {agreement.agreement_id} names key id {key_id!r}, but the office zone's pseudonyms were "
+            f"made with key id {stored[-1]!r} (its latest completed run); pseudonyms under another key would not "
+            "match them; nothing was read or written",
+            where=str(lake.office_manifests),
+            hint=f"if the key id is a typo, set key.key_id back to {stored[-1]!r}; a real key change needs the "
+                 "office tables rewritten to the new pseudonyms first (key rotation, docs/operations.md)")
 
 
 def _refuse_corrupt_input(exc: Exception, files: list[inp.InputFile]) -> None:
