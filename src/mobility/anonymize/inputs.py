@@ -105,6 +105,9 @@ def _fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
+_OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "pipes"}
+
+
 def _check_columns(contract: InputContract, path: Path, columns: tuple[str, ...]) -> None:
     missing = [c for c in contract.required if c not in columns]
     if missing:
@@ -112,12 +115,28 @@ def _check_columns(contract: InputContract, path: Path, columns: tuple[str, ...]
             f"missing required column(s) {missing} for {contract.name} ({contract.description}); "
             f"found {list(columns)}",
             where=str(path),
-            hint=f"the {contract.name} contract needs {list(contract.required)} "
-                 f"and accepts {list(contract.optional)}; see docs/contracts.md",
+            hint=_columns_hint(contract, columns, missing),
         )
     dupes = sorted({c for c in columns if columns.count(c) > 1})
     if dupes:
         raise InputContractError(f"duplicate column(s) {dupes}", where=str(path))
+
+
+def _columns_hint(contract: InputContract, columns: tuple[str, ...], missing: list[str]) -> str:
+    """What most likely went wrong with a header: another delimiter, or names in another case."""
+    contract_hint = (f"the {contract.name} contract needs {list(contract.required)} and accepts "
+                     f"{list(contract.optional)}; see docs/contracts.md")
+    if len(columns) == 1:
+        for delimiter, name in _OTHER_DELIMITERS.items():
+            if delimiter in columns[0]:
+                return (f"the header is separated by {name}, not commas: write the file as comma-separated CSV "
+                        f"(RFC 4180); {contract_hint}")
+    by_case = {c.lower().replace(" ", "_"): c for c in columns}
+    near = [f"{by_case[m]!r} for {m!r}" for m in missing if m in by_case]
+    if near:
+        return (f"column names are lower case with underscores; found {', '.join(near)}: rename them in the "
+                f"header; {contract_hint}")
+    return contract_hint
 
 
 def discover(input_dir: str | Path) -> dict[str, list[InputFile]]:

@@ -1,0 +1,58 @@
+"""Bad input files refused before Spark starts: which file, what is wrong, what to do (exit 2)."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from click.testing import CliRunner
+
+from anon_fixtures import make_agreement, make_inputs
+from mobility.anonymize import inputs as inp
+from mobility.cli import main
+from mobility.errors import InputContractError
+
+HEADER = "msisdn,event_time,event_type,cell_id,visited_plmn,duration_s,counterpart_msisdn,imei"
+ROW = "+639171234567,2025-01-05T21:13:00,call_out,C1,,60,,"
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("semicolons.csv", HEADER.replace(",", ";") + "\n" + ROW.replace(",", ";") + "\n", "separated by semicolons"),
+    ("tabs.csv", HEADER.replace(",", "\t") + "\n", "separated by tabs"),
+    ("upper.csv", HEADER.upper() + "\n" + ROW + "\n", "'MSISDN' for 'msisdn'"),
+    ("spaced.csv", HEADER.replace("event_time", "Event Time") + "\n", "'Event Time' for 'event_time'"),
+    ("missing.csv", HEADER.replace(",cell_id", "") + "\n", "missing required column(s) ['cell_id']"),
+    ("empty.csv", "", "empty or has no header row"),
+    ("blank.csv", "\n\n", "empty or has no header row"),
+    ("latin1.csv", (HEADER.replace("imei", "imeí") + "\n").encode("latin-1"), "UTF-8"),
+    ("cut.csv.gz", gzip.compress((HEADER + "\n").encode())[:9], "not truncated"),
+    ("notes.txt", "hello", "unsupported file type"),
+])
+def test_a_bad_file_is_refused_naming_it_and_what_to_do(tmp_path, name, content, expected):
+    inputs = make_inputs(tmp_path / "input")
+    path = inputs / "cdr" / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    with pytest.raises(InputContractError) as err:
+        inp.discover(inputs)
+    message = str(err.value)
+    assert name in message and expected in message
+
+
+@pytest.mark.parametrize("variant", ["bom", "crlf", "spaces"])
+def test_harmless_header_variants_are_accepted(tmp_path, variant):
+    inputs = make_inputs(tmp_path / "input")
+    header = {"bom": "\ufeff" + HEADER, "crlf": HEADER, "spaces": HEADER.replace(",", ", ")}[variant]
+    end = "\r\n" if variant == "crlf" else "\n"
+    (inputs / "cdr" / "variant.csv").write_text(header + end + ROW + end, encoding="utf-8")
+    found = inp.discover(inputs)
+    assert any(f.path.name == "variant.csv" and "msisdn" in f.columns for f in found["cdr"])
+
+
+def test_the_command_exits_2_without_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILITY_KEY_TEST", "ab" * 32)
+    inputs = make_inputs(tmp_path / "input")
+    (inputs / "cdr" / "semicolons.csv").write_text(HEADER.replace(",", ";") + "\n", encoding="utf-8")
+    outcome = CliRunner().invoke(main, ["anonymize", "--agreement", str(make_agreement(tmp_path)),
+                                        "--input", str(inputs), "--lake", str(tmp_path / "lake")])
+    assert outcome.exit_code == 2 and "semicolons" in outcome.output and "Traceback" not in outcome.output
+    assert not (tmp_path / "lake" / "office").exists()
