@@ -48,13 +48,22 @@ def cell_half_width(plan: NoisePlan, table: str) -> int:
     return int(half_width_95(cell_terms(plan, table)))
 
 
+def around(values: pd.Series, half: int | pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The interval ``values`` -/+ ``half``, both ends at least 0 (exact counts and sums never are negative)."""
+    return (values - half).clip(lower=0).astype("int64"), (values + half).clip(lower=0).astype("int64")
+
+
+def widened(low: pd.Series, high: pd.Series, value: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """An interval stretched to include ``value`` (a consistent figure beside its measurement's interval)."""
+    return (pd.concat([low, value], axis=1).min(axis=1).astype("int64"),
+            pd.concat([high, value], axis=1).max(axis=1).astype("int64"))
+
+
 def with_intervals(measured: pd.DataFrame, terms: list[Term]) -> pd.DataFrame:
     """A measurement table (keys + ``noisy_count``) with each cell's exact 95% interval, ``terms`` being
     the noise of one cell (the same for every cell of the table)."""
-    a = int(half_width_95(terms))
     out = measured.copy()
-    out[LOW] = (out[NOISY] - a).clip(lower=0).astype("int64")
-    out[HIGH] = (out[NOISY] + a).clip(lower=0).astype("int64")
+    out[LOW], out[HIGH] = around(out[NOISY], int(half_width_95(terms)))
     return out
 
 
@@ -74,8 +83,7 @@ def reconcile(measured: Mapping[str, pd.DataFrame], terms: Mapping[str, list[Ter
     for name, frame in result.tables.items():
         out = frame.copy()
         out[COUNT] = out[COUNT].astype("int64")
-        out[LOW] = pd.concat([out[COUNT], measured[name][LOW]], axis=1).min(axis=1).astype("int64")
-        out[HIGH] = pd.concat([out[COUNT], measured[name][HIGH]], axis=1).max(axis=1).astype("int64")
+        out[LOW], out[HIGH] = widened(measured[name][LOW], measured[name][HIGH], out[COUNT])
         tables[name] = out
     rows, described = [], []
     by_label = {part_label(p): p.table for total in totals for p in total.parts}

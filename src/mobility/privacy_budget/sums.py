@@ -12,7 +12,7 @@ measurement's interval does, so with probability >= 95%.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -23,7 +23,9 @@ from mobility.privacy_budget.postprocess import (
     HIGH,
     LOW,
     NOISY,
+    around,
     measurement_table,
+    widened,
 )
 
 CELLS = "cells"
@@ -41,6 +43,12 @@ def cell_noise(manifest: dict, table: str) -> list[Term]:
     if info.get("noise_terms"):
         return [Term(1, t["mechanism"], float(t["noise_scale"]), int(t["cells"])) for t in info["noise_terms"]]
     return [Term(1, manifest["mechanism"], float(info["noise_scale"]), 1)]
+
+
+def sum_half_widths(one: list[Term], cells: Iterable[int]) -> dict[int, int]:
+    """Exact 95% half-width of a sum of k cells whose noise is ``one`` each, for every k in ``cells``."""
+    return {int(k): int(half_width_95([t._replace(cells=t.cells * int(k)) for t in one])) if k > 0 else 0
+            for k in set(cells)}
 
 
 def sum_cells(manifest: dict, tables: Mapping[str, pd.DataFrame], table: str, by: Sequence[str] = (),
@@ -64,14 +72,8 @@ def sum_cells(manifest: dict, tables: Mapping[str, pd.DataFrame], table: str, by
     else:
         out = pd.DataFrame({COUNT: [int(merged[COUNT].sum())], NOISY: [int(merged[NOISY].sum())],
                             CELLS: [len(merged)]})
-    one = cell_noise(manifest, table)
-    widths = {k: int(half_width_95([t._replace(cells=t.cells * int(k)) for t in one]))
-              for k in out[CELLS].unique() if k > 0}
-    half = out[CELLS].map(lambda k: widths.get(k, 0))
-    low = (out[NOISY] - half).clip(lower=0)
-    high = (out[NOISY] + half).clip(lower=0)
-    out[LOW] = pd.concat([low, out[COUNT]], axis=1).min(axis=1).astype("int64")
-    out[HIGH] = pd.concat([high, out[COUNT]], axis=1).max(axis=1).astype("int64")
+    widths = sum_half_widths(cell_noise(manifest, table), out[CELLS])
+    out[LOW], out[HIGH] = widened(*around(out[NOISY], out[CELLS].map(widths)), out[COUNT])
     for column in (COUNT, NOISY, CELLS):
         out[column] = out[column].astype("int64")
     return out[[*by, COUNT, NOISY, LOW, HIGH, CELLS]]

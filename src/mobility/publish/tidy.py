@@ -21,6 +21,7 @@ from mobility.aggregate import domains as D
 from mobility.errors import InputContractError
 from mobility.privacy_budget.ledger import MANIFEST
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
+from mobility.privacy_budget.postprocess import around
 from mobility.publish import codes as C
 from mobility.publish import structure as S
 from mobility.publish.sources import DERIVED, Source
@@ -169,8 +170,7 @@ def _intervals(source: Source, name: str, kind: Kind, frame: pd.DataFrame, bound
         return frame[low].astype("int64"), frame[high].astype("int64")
     if bound is None:
         raise refuse(source, name, "has no interval columns and no error_bound_95 in its manifest entry")
-    values = frame[kind.value_column].astype("int64")  # format 1: clamped counts, each within its bound
-    return (values - int(bound)).clip(lower=0), values + int(bound)
+    return around(frame[kind.value_column].astype("int64"), int(bound))  # format 1: clamped counts
 
 
 def _bound(source: Source, name: str, kind: Kind) -> float | None:

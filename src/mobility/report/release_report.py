@@ -23,11 +23,12 @@ from typing import Any
 import pandas as pd
 
 from mobility.privacy_budget import accounts
-from mobility.privacy_budget.intervals import Term, half_width_95
+from mobility.privacy_budget.intervals import Term
 from mobility.privacy_budget.ledger import MANIFEST, LedgerEntry, sha256_file
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
+from mobility.privacy_budget.postprocess import around
 from mobility.privacy_budget.stored import StoredRelease, open_release
-from mobility.privacy_budget.sums import has_measurements, sum_cells
+from mobility.privacy_budget.sums import has_measurements, sum_cells, sum_half_widths
 from mobility.report import figures
 from mobility.report.data import (
     NOT_RECORDED,
@@ -121,12 +122,6 @@ def _cell_bound(manifest: dict, name: str) -> int | None:
     return int(bound) if isinstance(bound, (int, float)) else None
 
 
-def _clamped(values: pd.Series, bound: int | None) -> tuple[pd.Series, pd.Series]:
-    """Format 1: each clamped count -/+ the per-cell bound, lower end at least 0 (ignores the clamping)."""
-    a = bound or 0
-    return (values - a).clip(lower=0), values + a
-
-
 def _labels(frame: pd.DataFrame, keys: list[str], name: str) -> list[str]:
     return [" · ".join(str(v) for v in row) for row in frame[keys].itertuples(index=False, name=None)] \
         if keys else [name]
@@ -159,7 +154,7 @@ def _map_section(name: str, frame: pd.DataFrame, key: str, value: str, manifest:
     bound = _cell_bound(manifest, name)
     frame = frame.copy()
     if old or LOW not in frame.columns:
-        frame[LOW], frame[HIGH] = _clamped(frame[value].astype("int64"), bound)
+        frame[LOW], frame[HIGH] = around(frame[value].astype("int64"), bound or 0)
     is_cell = frame[key].astype(str).str.upper() != "UNKNOWN"
     cells, other = frame[is_cell], frame[~is_cell]
     svg = figures.cell_map(cells[key].astype(str).tolist(), [int(v) for v in cells[value]], boundaries,
@@ -192,11 +187,10 @@ def _format1_pairs(name: str, frame: pd.DataFrame, value: str, manifest: dict) -
     """Format 1: pair sums of clamped counts, -/+ the exact bound of a sum of that many cells' noise."""
     pairs = frame.groupby([ORIGIN, DESTINATION], sort=True)[value].agg(["sum", "size"]).reset_index()
     pairs = pairs.rename(columns={"sum": COUNT, "size": "cells"})
-    mechanism, scale, _ = _noise(manifest, name)
-    widths = {int(k): int(half_width_95([Term(1, mechanism, scale, int(k))])) if mechanism and scale else 0
-              for k in pairs["cells"].unique()}
-    half = pairs["cells"].map(widths)
-    pairs[LOW], pairs[HIGH] = (pairs[COUNT] - half).clip(lower=0), pairs[COUNT] + half
+    mechanism, scale, _ = _noise(manifest, name)  # format 1: the per-cell bound ignores the clamping
+    half = pairs["cells"].map(sum_half_widths([Term(1, mechanism, scale, 1)], pairs["cells"])) \
+        if mechanism and scale else 0
+    pairs[LOW], pairs[HIGH] = around(pairs[COUNT], half)
     return pairs
 
 
@@ -304,7 +298,7 @@ def _generic_section(name: str, tables: dict[str, pd.DataFrame], keys: list[str]
     bound = _cell_bound(manifest, name)
     if old or LOW not in frame.columns:
         frame = frame.copy()
-        frame[LOW], frame[HIGH] = _clamped(frame[value].astype("int64"), bound)
+        frame[LOW], frame[HIGH] = around(frame[value].astype("int64"), bound or 0)
     top = frame.sort_values([value, *keys], ascending=[False, *[True] * len(keys)], kind="stable").head(TOP)
     labels = _labels(top, keys, name)
     svg = figures.bar_chart(labels, [float(v) for v in top[value]], None, f"Largest cells of {name}.csv",
