@@ -236,8 +236,8 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
     skipped = [{"file": f.name, "dataset": f.dataset, "ingested_by": done_files[f.fingerprint]}
                for f in all_files if f.fingerprint in done_files]
     run_id = run_id or inp.derive_run_id(agreement.agreement_id, [f.fingerprint for f in all_files])
-    _check_key_id(lake, agreement, key.key_id)
     completed = lake.completed_runs()
+    _check_key_id(lake, agreement, key.key_id, completed)
     if run_id in completed:
         return AnonymizeResult(run_id, completed[run_id], lake.run_manifest(OFFICE, run_id), already_done=True)
     if not any(f.dataset in ("cdr", "payments", "subscribers") for fs in new_files.values() for f in fs):
@@ -257,10 +257,11 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
     return _commit(ctx, counts, new_files, skipped, started)
 
 
-def _check_key_id(lake: Lake, agreement: Agreement, key_id: str) -> None:
+def _check_key_id(lake: Lake, agreement: Agreement, key_id: str, completed: dict[str, dict]) -> None:
     """Refuse a key id other than the one the office zone's pseudonyms were made with: new records would
     get other pseudonyms, and the 12/16-month rule would see the same people as new subscribers."""
-    runs = sorted(lake.completed_runs(agreement.agreement_id).values(), key=lambda m: str(m.get("finished", "")))
+    runs = sorted((m for m in completed.values() if m.get("agreement_id") == agreement.agreement_id),
+                  key=lambda m: str(m.get("finished", "")))
     stored = [m["key_id"] for m in runs if m.get("key_id")]
     if stored and key_id != stored[-1]:
         raise KeyMaterialError(

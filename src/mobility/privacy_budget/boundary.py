@@ -462,10 +462,9 @@ def _read_stage(lake: Lake, charge: LedgerEntry, checked: dict[str, tuple[list[s
     return frames
 
 
-def _leftovers(lake: Lake, release_id: str, prefix: str) -> list[Path]:
-    """Temporary folders a crashed run of ``release_id`` left ('@' is never part of a release id)."""
-    pattern = f".stage-{release_id}@tmp-*" if prefix == ".stage-" else f".tmp-{release_id}@*"
-    return sorted(lake.releases.glob(pattern))
+def _unfinished_stages(lake: Lake, release_id: str) -> list[Path]:
+    """Stages of ``release_id`` whose writing was interrupted ('@' is never part of a release id)."""
+    return sorted(lake.releases.glob(f"{lake.release_stage(release_id).name}@tmp-*"))
 
 
 def _stored(lake: Lake, ledger: Ledger, charge: LedgerEntry) -> ReleaseResult:
@@ -563,7 +562,7 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
                 shutil.rmtree(lake.release_stage(request.release_id), ignore_errors=True)
                 return result
             stage = lake.release_stage(request.release_id)
-            if not stage.is_dir() and (ledger.shared or _leftovers(lake, request.release_id, ".stage-")):
+            if not stage.is_dir() and (ledger.shared or _unfinished_stages(lake, request.release_id)):
                 raise ReleaseRefusedError(
                     f"release_id {request.release_id!r} was charged (seq {existing.seq}) but "
                     + ("is not published and has no stage: another host may be publishing it now"
@@ -594,7 +593,7 @@ def _publish_charged(lake: Lake, ledger: Ledger, request: ReleaseRequest, plan: 
     """Everything after the charge: noise (drawn and staged, or read from ``stage``), post-processing,
     files, the rename into place, the ``published`` entry, the stage removed."""
     target = lake.release_dir(request.release_id)
-    for leftover in _leftovers(lake, request.release_id, ".tmp-"):  # a crashed write: derived from the stage
+    for leftover in lake.releases.glob(f".tmp-{request.release_id}@*"):  # a crashed write, derived from the stage
         shutil.rmtree(leftover, ignore_errors=True)
     claims = privacy_claims(charge, ledger.read()[0], policy)
     if stage is None:

@@ -177,10 +177,7 @@ class NoisePlan:
 
     def measurements(self) -> dict[str, TableNoise]:
         """One entry per OpenDP measurement (a table measured alone, or the first table of a group)."""
-        out: dict[str, TableNoise] = {}
-        for table in self.tables.values():
-            out.setdefault(table.measurement_name, table)
-        return out
+        return _units(self.tables)
 
     def draw(self, counts: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
         """Noisy counts of every table: one OpenDP invocation per measurement (a group's tables
@@ -266,9 +263,9 @@ def plan_noise(*, shares: Mapping[str, float], sensitivity: int, delta: float,
                                        bound, accuracy, meas, group=name if grouped else None,
                                        group_tables=members[name] if grouped else ())
 
-    units = {t.measurement_name: t for t in tables.values()}
+    units = _units(tables)
     if len(set(d_ins.values())) > 1:
-        return _plan_of_unequal(mechanism, sensitivity, tables, units, budget, delta)
+        return _plan_of_unequal(mechanism, sensitivity, tables, budget, delta)
     measurements = [t.measurement for t in units.values()]
     if mechanism == DISCRETE_LAPLACE:
         total_eps = math.fsum(budget * t.share for t in units.values())  # each measurement's epsilon
@@ -301,6 +298,13 @@ def _table_sensitivities(shares: Mapping[str, float], sensitivity: int,
     return {name: int(d_in) for name, d_in in out.items()}
 
 
+def _units(tables: Mapping[str, TableNoise]) -> dict[str, TableNoise]:
+    out: dict[str, TableNoise] = {}
+    for table in tables.values():
+        out.setdefault(table.measurement_name, table)
+    return out
+
+
 def _group_members(shares: Mapping[str, float], groups: Mapping[str, Sequence[str]] | None
                    ) -> dict[str, tuple[str, ...]]:
     """Measurement name -> its tables; each table in exactly one measurement."""
@@ -321,10 +325,11 @@ def _group_members(shares: Mapping[str, float], groups: Mapping[str, Sequence[st
     return out
 
 
-def _plan_of_unequal(mechanism: str, sensitivity: int, tables: dict[str, TableNoise],
-                     units: dict[str, TableNoise], budget: float, delta: float) -> NoisePlan:
+def _plan_of_unequal(mechanism: str, sensitivity: int, tables: dict[str, TableNoise], budget: float,
+                     delta: float) -> NoisePlan:
     """Totals when measurements have different d_in: OpenDP's composition takes one d_in, so each
     measurement's own privacy map is evaluated at its own d_in and the losses are added."""
+    units = _units(tables)
     if mechanism == DISCRETE_LAPLACE:
         composed_eps = math.fsum(float(t.measurement.map(t.sensitivity)) for t in units.values())
         composed_rho = math.fsum(float(dp.c.make_pureDP_to_zCDP(t.measurement).map(t.sensitivity))

@@ -116,11 +116,12 @@ def _common_keys(sources: dict[str, Source], table: str) -> list[str]:
 
 
 def _check_format(sources: dict[str, Source]) -> None:
-    old = [f"{month} ({s.release_id})" for month, s in sources.items() if s.manifest.get("format") != MANIFEST_FORMAT]
+    old = {month: s for month, s in sources.items() if s.manifest.get("format") != MANIFEST_FORMAT}
     if old:
+        listed = ", ".join(f"{month} ({s.release_id})" for month, s in old.items())
         raise ReleaseRefusedError(
-            f"monthly releases {', '.join(old)} were published before noisy measurements were kept "
-            f"(format {sources[old[0].split(' ')[0]].manifest.get('format')}): their counts were set to 0 where the "
+            f"monthly releases {listed} were published before noisy measurements were kept "
+            f"(format {next(iter(old.values())).manifest.get('format')}): their counts were set to 0 where the "
             "noise made them negative, so their sums are biased upwards and no interval of a sum holds; nothing "
             "was derived", hint="publish those months again with this version (each spends budget), or sum the "
                                 "stored monthly files yourself knowing the bias")
