@@ -20,12 +20,12 @@ from mobility.errors import InputContractError
 from mobility.lake import Lake
 from mobility.privacy_budget import accounts
 from mobility.privacy_budget.ledger import MANIFEST, Ledger, LedgerEntry, entries_by_release
+from mobility.privacy_budget.postprocess import MEASUREMENT
 from mobility.privacy_budget.stored import StoredRelease, open_release
 from mobility.publish.sources import DERIVED, RELEASE, derived_problems
 
 STATUS_PUBLISHED = "published"
 STATUS_UNPUBLISHED = "charged, not published"
-MEASUREMENT_ROLE = "noisy_measurement"
 
 
 def format_of(manifest: dict | None) -> dict:
@@ -33,7 +33,7 @@ def format_of(manifest: dict | None) -> dict:
     if not manifest:
         return {"format": None, "keeps_measurements": None, "measurements": []}
     tables = manifest.get("tables") or {}
-    measured = sorted(n for n, info in tables.items() if (info or {}).get("role") == MEASUREMENT_ROLE)
+    measured = sorted(n for n, info in tables.items() if (info or {}).get("role") == MEASUREMENT)
     return {"format": manifest.get("format"), "keeps_measurements": bool(measured), "measurements": measured}
 
 

@@ -21,14 +21,15 @@ from mobility.aggregate import domains as D
 from mobility.errors import InputContractError
 from mobility.privacy_budget.ledger import MANIFEST
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
-from mobility.privacy_budget.postprocess import around
+from mobility.privacy_budget.postprocess import CONSISTENT as CONSISTENT_ROLE
+from mobility.privacy_budget.postprocess import DERIVED_ROLE, around
+from mobility.privacy_budget.postprocess import MEASUREMENT as MEASUREMENT_ROLE
 from mobility.publish import codes as C
 from mobility.publish import structure as S
 from mobility.publish.sources import DERIVED, Source
 
 COUNT, NOISY, LOW, HIGH = "count", "noisy_count", "low_95", "high_95"
 TOTAL_COLUMN = "total"  # the key column of the totals table
-MEASUREMENT_ROLE, CONSISTENT_ROLE, DERIVED_ROLE = "noisy_measurement", "consistent", "derived"
 # release key column -> (dimension, release value -> code, code -> release value)
 KEY_DIMENSIONS = {
     D.FROM: (S.ORIGIN, C.area_code, C.area_value),

@@ -26,7 +26,8 @@ from mobility.privacy_budget import accounts
 from mobility.privacy_budget.intervals import Term
 from mobility.privacy_budget.ledger import MANIFEST, LedgerEntry, sha256_file
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
-from mobility.privacy_budget.postprocess import around
+from mobility.privacy_budget.postprocess import CONSISTENT, MEASUREMENT, around
+from mobility.privacy_budget.postprocess import DERIVED_ROLE as DERIVED
 from mobility.privacy_budget.stored import StoredRelease, open_release
 from mobility.privacy_budget.sums import has_measurements, sum_cells, sum_half_widths
 from mobility.report import figures
@@ -52,7 +53,6 @@ from mobility.report.page import cards, esc, figure, fmt, frame_table, interval,
 TOP = 15  # bars per chart: enough to see the largest flows, few enough to read the labels
 COUNT, LOW, HIGH = "count", "low_95", "high_95"
 ORIGIN, DESTINATION = "from_country", "to_country"
-MEASUREMENT, CONSISTENT, DERIVED = "noisy_measurement", "consistent", "derived"  # manifest roles (format 2)
 TOTALS = "totals"
 FORMAT1 = "format 1: counts were set to 0 where noise made them negative; intervals ignore that"
 SUMS = ("computed from the same cells of the noisy measurement {noisy} (privacy_budget.sums: the sum of the "
