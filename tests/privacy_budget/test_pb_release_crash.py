@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mobility.faults import FAULT_ENV
 from mobility.lake import Lake
 from mobility.privacy_budget import Ledger, publish, verify
-from mobility.privacy_budget.boundary import FAULT_ENV
 from pb_helpers import POLICY, request
 
 pytestmark = pytest.mark.faults

@@ -27,7 +27,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
+from mobility import faults
 from mobility.config import Agreement
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
@@ -413,15 +413,6 @@ def _manifest_text(manifest: dict) -> str:
 
 
 STAGE_RECORD = "stage.json"
-FAULT_ENV = "MOBILITY_FAULT"  # fault injection for the crash tests: the point at which to SIGKILL
-
-
-def _fault(point: str) -> None:
-    """Kill this process at ``point`` when the fault-injection variable names it (tests only)."""
-    if os.environ.get(FAULT_ENV) == point:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _write_stage(lake: Lake, charge: LedgerEntry, measured: dict[str, pd.DataFrame]) -> None:
     """Persist the measurements as drawn before any other output: written into a temporary folder and
     renamed into place whole, so a stage is either complete or absent (a leftover ``.tmp`` is not one)."""
@@ -581,7 +572,7 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
         # refusal raises before anything is written; a charge another process made meanwhile is refused
         # too, so noise is drawn only by the process whose charge this is
         charge = ledger.charge(charge_request, policy, existing_ok=False)
-        _fault("release:after-charge")
+        faults.point("release:after-charge")
         return _publish_charged(lake, ledger, request, plan, checked, keys, totals, ledger_query, charge, policy,
                                 derive, None)
 
@@ -599,7 +590,7 @@ def _publish_charged(lake: Lake, ledger: Ledger, request: ReleaseRequest, plan: 
     if stage is None:
         measured = _measured(checked, plan)
         _write_stage(lake, charge, measured)
-        _fault("release:after-stage")
+        faults.point("release:after-stage")
     else:
         measured = {n: with_intervals(f, cell_terms(plan, n)) for n, f in _read_stage(lake, charge, checked).items()}
     consistent, totals_frame, estimates = reconcile(measured, {n: cell_terms(plan, n) for n in measured}, totals)
@@ -622,7 +613,7 @@ def _publish_charged(lake: Lake, ledger: Ledger, request: ReleaseRequest, plan: 
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    _fault("release:after-rename")
+    faults.point("release:after-rename")
     publication = ledger.record_publication(request.release_id, sha256_hex((target / MANIFEST).read_bytes()))
     shutil.rmtree(lake.release_stage(request.release_id), ignore_errors=True)
     return ReleaseResult(request.release_id, target, manifest, charge, publication, frames, reused=stage is not None)
