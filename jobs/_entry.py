@@ -72,6 +72,13 @@ def reason_of(exc: BaseException) -> str:
     return scrub(text) if text else type(exc).__name__
 
 
+def _explained(exc: Exception) -> BaseException:
+    """A Spark failure caused by a lost executor becomes one line saying so (exit 1: rerun)."""
+    from mobility.cluster_errors import translate
+
+    return translate(exc)
+
+
 def exit_code_of(exc: BaseException) -> int:
     from mobility.errors import MobilityError
 
@@ -109,7 +116,8 @@ def main(stage: str, parser: argparse.ArgumentParser, work: Callable[[argparse.N
               "started": _iso(started)}
     try:
         summary = work(args)
-    except Exception as exc:  # the scheduler needs one line and a non-zero exit, whatever failed
+    except Exception as failure:  # the scheduler needs one line and a non-zero exit, whatever failed
+        exc = _explained(failure)
         code = exit_code_of(exc)
         reason = reason_of(exc)
         record.update(status="failed", exit_code=code, error=type(exc).__name__, reason=reason,

@@ -21,7 +21,7 @@ OPERATOR = "mobility.anonymize"
 OFFICE_SIDE = ("mobility.residence", "mobility.aggregate", "mobility.release", "mobility.privacy_budget",
                "mobility.publish", "mobility.report")
 SHARED = ("mobility.config", "mobility.schemas", "mobility.lake", "mobility.spark", "mobility.reference",
-          "mobility.errors", "mobility.progress", "mobility.faults")
+          "mobility.errors", "mobility.progress", "mobility.faults", "mobility.cluster_errors")
 
 
 def _module_name(path: Path) -> str:

@@ -142,7 +142,7 @@ class Lake:
 
     # ---- Delta reads and writes of the declared tables ---------------------------------------
     def exists(self, spec: TableSpec) -> bool:
-        return is_delta(self.table(spec))
+        return has_commit(self.table(spec))
 
     def version(self, spec: TableSpec) -> int | None:
         return delta_version(self.table(spec))
@@ -263,9 +263,19 @@ def is_delta(path: Path) -> bool:
     return (Path(path) / "_delta_log").is_dir()
 
 
+def has_commit(path: Path) -> bool:
+    """A Delta table Delta itself can open: its log holds a commit or a checkpoint. A first write
+    that fails before its commit (a lost executor, a killed job) leaves ``_delta_log`` without one;
+    the rerun must then create the table, not MERGE into it (tests/cluster/test_executor_loss.py)."""
+    log = Path(path) / "_delta_log"
+    if not log.is_dir():
+        return False
+    return any(name[:20].isdigit() and name.endswith((".json", ".parquet")) for name in os.listdir(log))
+
+
 def delta_version(path: Path) -> int | None:
     """Current version of a Delta table (recorded in manifests), or None when there is none."""
-    if not is_delta(path):
+    if not has_commit(path):
         return None
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaProtocolError

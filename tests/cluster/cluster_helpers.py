@@ -141,9 +141,9 @@ def properties_file(tmp: Path, use_packages: bool) -> Path:
     return path
 
 
-def submit(master: str, job: str, args: list[str], tmp: Path, env_extra: dict[str, str] | None = None,
-           timeout: float = 900) -> subprocess.CompletedProcess:
-    """spark-submit jobs/JOB.py ARGS to ``master``; stdout/stderr also kept under tmp/submit-JOB.log."""
+def submit_command(master: str, job: str, args: list[str], tmp: Path,
+                   extra_conf: dict[str, str] | None = None) -> list[str]:
+    """The spark-submit command line for jobs/JOB.py ARGS against ``master`` (``extra_conf`` last: it wins)."""
     jars = delta_jars()
     cmd = [str(SPARK_SUBMIT), "--master", master, "--deploy-mode", "client",
            "--properties-file", str(properties_file(tmp, use_packages=not jars)),
@@ -155,12 +155,135 @@ def submit(master: str, job: str, args: list[str], tmp: Path, env_extra: dict[st
            "--conf", f"spark.pyspark.python={sys.executable}",
            "--conf", f"spark.pyspark.driver.python={sys.executable}",
            "--conf", f"spark.driver.extraJavaOptions=-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}"]
+    for key, value in (extra_conf or {}).items():
+        cmd += ["--conf", f"{key}={value}"]
     if jars:
         cmd += ["--jars", ",".join(jars)]
-    cmd += [str(REPO / "jobs" / f"{job}.py"), *args]
+    return [*cmd, str(REPO / "jobs" / f"{job}.py"), *args]
+
+
+def submit(master: str, job: str, args: list[str], tmp: Path, env_extra: dict[str, str] | None = None,
+           timeout: float = 900) -> subprocess.CompletedProcess:
+    """spark-submit jobs/JOB.py ARGS to ``master``; stdout/stderr also kept under tmp/submit-JOB.log."""
+    cmd = submit_command(master, job, args, tmp)
     env = cluster_env(tmp)
     env.update(env_extra or {})
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp,
                           start_new_session=True)
     (tmp / f"submit-{job}.log").write_text(f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
     return proc
+
+
+# --- fault injection on a running application: find its executors and kill them -------------------
+
+
+@dataclass
+class Submission:
+    """A spark-submit running in the background, its stdout and stderr going to files (to watch)."""
+
+    proc: subprocess.Popen
+    stdout_path: Path
+    stderr_path: Path
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait(self, timeout: float = 900) -> subprocess.CompletedProcess:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        return subprocess.CompletedProcess(self.proc.args, code, self.stdout(), self.stderr())
+
+    def kill(self) -> None:
+        """Kill the submission's process group, if it is still running (never a reused pid's)."""
+        if self.proc.poll() is not None:
+            return
+        _signal_group(self.proc, signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def start_submit(master: str, job: str, args: list[str], tmp: Path, name: str,
+                 env_extra: dict[str, str] | None = None,
+                 extra_conf: dict[str, str] | None = None) -> Submission:
+    """Like ``submit`` but returns at once; output goes to tmp/NAME.stdout and tmp/NAME.stderr."""
+    cmd = submit_command(master, job, args, tmp, extra_conf)
+    env = cluster_env(tmp)
+    env.update(env_extra or {})
+    out, err = tmp / f"{name}.stdout", tmp / f"{name}.stderr"
+    with open(out, "wb") as o, open(err, "wb") as e:  # the child keeps its own copies of the descriptors
+        proc = subprocess.Popen(cmd, env=env, stdout=o, stderr=e, stdin=subprocess.DEVNULL, cwd=tmp,
+                                start_new_session=True)
+    return Submission(proc, out, err)
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 0.2, alive: Submission | None = None):
+    """Poll ``check()`` until it returns something truthy (returned); fail after ``timeout`` seconds,
+    or at once if ``alive`` (a submission) has exited meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if alive is not None and alive.proc.poll() is not None:
+            raise AssertionError(f"the job exited ({alive.proc.returncode}) before {what}:\n"
+                                 f"{alive.stderr()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class ExecutorProcess:
+    pid: int
+    app_id: str
+    executor_id: str
+
+
+def executor_processes(worker_port: int, app_id: str | None = None) -> list[ExecutorProcess]:
+    """The executor JVMs (CoarseGrainedExecutorBackend) a worker listening on ``worker_port`` runs,
+    of application ``app_id`` if given: read from /proc, so only this machine's (and this cluster's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        if "org.apache.spark.executor.CoarseGrainedExecutorBackend" not in args:
+            continue
+        opts = dict(zip(args, args[1:]))
+        if not opts.get("--worker-url", "").endswith(f"@127.0.0.1:{worker_port}"):
+            continue
+        if app_id is not None and opts.get("--app-id") != app_id:
+            continue
+        found.append(ExecutorProcess(int(entry.name), opts.get("--app-id", ""), opts.get("--executor-id", "")))
+    return found
+
+
+def kill_executor(worker_port: int, app_id: str, timeout: float = 30) -> ExecutorProcess:
+    """SIGKILL the application's one running executor, as a lost node or the kernel's OOM killer would,
+    and wait until its process is gone."""
+    running = executor_processes(worker_port, app_id)
+    assert len(running) == 1, f"expected one executor of {app_id}, found {running}"
+    victim = running[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    wait_for(f"executor {victim.executor_id} (pid {victim.pid}) to exit", lambda: _gone(victim.pid), timeout)
+    return victim
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie awaiting its parent counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
