@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,13 +45,14 @@ def test_the_example_agreement_under_conf_is_the_one_the_package_ships():
     ("countries", ["SAU"], "home_country PHL must be in 'countries'"),
     ("max_invalid_share", 1.5, "field 'max_invalid_share'"),
 ])
-def test_invalid_field_is_named_with_the_file(tmp_path, field, value, expected):
+def test_invalid_field_is_named_with_the_file(tmp_path, record_property, field, value, expected):
     data = _demo()
     data[field] = value
     path = _write(tmp_path, data)
     with pytest.raises(ConfigError) as err:
         load_agreement(path)
     assert str(path) in str(err.value) and expected in str(err.value)
+    _bad_input(record_property, "an agreement value out of range (time zone, country, share)", expected)
 
 
 def test_key_must_name_exactly_one_source_and_never_hold_the_key(tmp_path):
@@ -107,15 +109,19 @@ def test_agreement_records_its_file_digest_and_witness(tmp_path):
     assert agreement.ledger_witness == (path.parent / "witness").resolve()
 
 
-def test_missing_fields_and_unknown_fields_are_listed(tmp_path):
+def test_missing_fields_and_unknown_fields_are_listed(tmp_path, record_property):
     data = _demo()
     del data["controllers"]
     data["colour"] = "blue"
+    data["time_zon"] = data.pop("time_zone")  # a typo: an unknown key, and the real one missing
     message = str(pytest.raises(ConfigError, load_agreement, _write(tmp_path, data)).value)
     assert "field 'controllers': Field required" in message and "field 'colour'" in message
+    assert "field 'time_zon'" in message and "field 'time_zone': Field required" in message
+    _bad_input(record_property, "agreement YAML typos, unknown or missing keys",
+               "field 'time_zon': ...; field 'time_zone': Field required")
 
 
-def test_missing_file_bad_yaml_and_mismatched_name(tmp_path):
+def test_missing_file_bad_yaml_and_mismatched_name(tmp_path, record_property):
     with pytest.raises(ConfigError, match="configuration file not found"):
         load_agreement(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
@@ -124,6 +130,12 @@ def test_missing_file_bad_yaml_and_mismatched_name(tmp_path):
         load_agreement(bad)
     with pytest.raises(ConfigError, match="rename the file to demo-phl-2026.yaml"):
         load_agreement(_write(tmp_path, _demo(), name="other.yaml"))
+    _bad_input(record_property, "agreement file missing, not valid YAML or misnamed", "not valid YAML")
+
+
+def _bad_input(record_property, kind: str, detail: str) -> None:
+    """Record the row of the table "Bad input: what each kind gets" (docs/contracts.md) a test backs."""
+    record_property("bad_input", json.dumps({"kind": kind, "outcome": "refused", "detail": detail}))
 
 
 def test_unknown_agreement_id_says_where_it_looked(tmp_path, monkeypatch):

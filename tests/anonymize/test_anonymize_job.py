@@ -188,13 +188,15 @@ def test_delta_logs_keep_no_pseudonym(world):
                 assert set(json.loads(stats).get("minValues", {})) <= set(declared.split(",")), path
 
 
-def test_rerun_of_same_inputs_adds_nothing(world):
+def test_rerun_of_same_inputs_adds_nothing(world, record_property):
     before = _delta(world["spark"], world["lake"] / "office" / "events").count()
     again = run(world["agreement"], world["inputs"], world["lake"], spark=world["spark"])
     assert again.already_done and again.run_id == world["result"].run_id
     other_id = run(world["agreement"], world["inputs"], world["lake"], run_id="manual-2", spark=world["spark"])
     assert {f["file"] for f in other_id.manifest["skipped_files"]} >= {"cdr/part-1.csv.gz", f"cdr/2025/{ODD_NAME}"}
     assert _delta(world["spark"], world["lake"] / "office" / "events").count() == before
+    _bad_input(record_property, "the same file delivered twice", "skipped",
+               "already ingested by run " + world["result"].run_id)
 
 
 @pytest.mark.slow  # two full runs (about 20 s): in make test, not in make test-fast
@@ -268,7 +270,7 @@ def test_suppressed_subject_is_dropped_and_counted(world, tmp_path):
     assert (payments["amount"] == 50).sum() == 1
 
 
-def test_quality_gate_fails_and_writes_nothing(world, tmp_path):
+def test_quality_gate_fails_and_writes_nothing(world, tmp_path, record_property):
     agreement = load_agreement(make_agreement(tmp_path, max_invalid_share=0.05))
     held = _held_blocks(world["spark"])
     with pytest.raises(QualityGateError, match="max_invalid_share") as err:
@@ -279,9 +281,11 @@ def test_quality_gate_fails_and_writes_nothing(world, tmp_path):
     assert any("of 6 cells rows" in message or "of 20 cdr rows" in message for _ in [0])
     assert not (tmp_path / "lake" / "office" / "events").exists()
     assert not (tmp_path / "lake" / "operator" / "quarantine").exists()
+    _bad_input(record_property, "too many malformed rows (quality gate)", "refused",
+               "above the agreement's max_invalid_share; nothing was written")
 
 
-def test_missing_key_and_loose_key_file_are_refused(tmp_path, monkeypatch):
+def test_missing_key_and_loose_key_file_are_refused(tmp_path, monkeypatch, record_property):
     monkeypatch.delenv("MOBILITY_KEY_TEST", raising=False)
     inputs = make_inputs(tmp_path / "input")
     with pytest.raises(KeyMaterialError, match="MOBILITY_KEY_TEST is not set"):
@@ -297,15 +301,19 @@ def test_missing_key_and_loose_key_file_are_refused(tmp_path, monkeypatch):
     with pytest.raises(KeyMaterialError, match="at least 32"):
         run(str(path), inputs, tmp_path / "lake")
     assert not (tmp_path / "lake").exists()
+    _bad_input(record_property, "missing key, key file readable by others, or key too short", "refused",
+               "not set / 0600 / at least 32 bytes")
 
 
-def test_file_missing_a_required_column_names_file_and_column(tmp_path, key_hex):
+def test_file_missing_a_required_column_names_file_and_column(tmp_path, key_hex, record_property):
     inputs = make_inputs(tmp_path / "input")
     (inputs / "cdr" / "part-3.csv").write_text("msisdn,event_time,cell_id\n+639171234567,2025-01-01T00:00:00,C1\n")
     with pytest.raises(InputContractError) as err:
         run(str(make_agreement(tmp_path)), inputs, tmp_path / "lake")
     message = str(err.value)
     assert "part-3.csv" in message and "event_type" in message and "visited_plmn" in message
+    _bad_input(record_property, "a required column missing or renamed", "refused",
+               "missing required column(s)")
 
 
 def test_table_version_falls_back_to_spark_when_delta_rs_cannot_read_the_table(world, monkeypatch):
@@ -352,7 +360,7 @@ def test_copies_are_counted_in_the_first_file_by_name(world, tmp_path):
     assert list(cdr_rows["source_file"]) == ["cdr/2025-01.csv"] and list(cdr_rows["reason"]) == ["unknown_cell"]
 
 
-def test_a_truncated_gzip_delivery_is_refused_naming_the_file(world, tmp_path):
+def test_a_truncated_gzip_delivery_is_refused_naming_the_file(world, tmp_path, record_property):
     """A CDR file cut off in transfer: exit 2 with the file and what to do, no traceback, nothing committed."""
     import gzip
 
@@ -373,9 +381,11 @@ def test_a_truncated_gzip_delivery_is_refused_naming_the_file(world, tmp_path):
     outcome = CliRunner().invoke(main, ["anonymize", "--agreement", str(make_agreement(tmp_path)),
                                         "--input", str(inputs), "--lake", str(tmp_path / "lake2")])
     assert outcome.exit_code == 2 and "late.csv.gz" in outcome.output and "Traceback" not in outcome.output
+    _bad_input(record_property, "truncated or corrupt gzip", "refused",
+               "cannot be read to their end: ... cut off in transfer")
 
 
-def test_a_key_id_other_than_the_stored_pseudonyms_is_refused(world, tmp_path):
+def test_a_key_id_other_than_the_stored_pseudonyms_is_refused(world, tmp_path, record_property):
     """Pseudonyms under another key would not match the office zone's: refused before anything is read."""
     lake = tmp_path / "lake"
     shutil.copytree(world["lake"], lake)
@@ -387,3 +397,10 @@ def test_a_key_id_other_than_the_stored_pseudonyms_is_refused(world, tmp_path):
     message = str(err.value)
     assert "'renamed-key'" in message and repr(stored) in message and "nothing was read or written" in message
     assert sorted(p.name for p in (lake / "office" / "manifests").iterdir()) == before
+    _bad_input(record_property, "a key id other than the stored pseudonyms'", "refused",
+               "names key id ... but the office zone's pseudonyms were made with key id ...")
+
+
+def _bad_input(record_property, kind: str, outcome: str, detail: str) -> None:
+    """Record the row of the table "Bad input: what each kind gets" (docs/contracts.md) a test backs."""
+    record_property("bad_input", json.dumps({"kind": kind, "outcome": outcome, "detail": detail}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import pytest
 from click.testing import CliRunner
@@ -28,7 +29,7 @@ ROW = "+639171234567,2025-01-05T21:13:00,call_out,C1,,60,,"
     ("cut.csv.gz", gzip.compress((HEADER + "\n").encode())[:9], "not truncated"),
     ("notes.txt", "hello", "unsupported file type"),
 ])
-def test_a_bad_file_is_refused_naming_it_and_what_to_do(tmp_path, name, content, expected):
+def test_a_bad_file_is_refused_naming_it_and_what_to_do(tmp_path, record_property, name, content, expected):
     inputs = make_inputs(tmp_path / "input")
     path = inputs / "cdr" / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
@@ -36,19 +37,36 @@ def test_a_bad_file_is_refused_naming_it_and_what_to_do(tmp_path, name, content,
         inp.discover(inputs)
     message = str(err.value)
     assert name in message and expected in message
+    record_property("bad_input", json.dumps({"kind": KINDS[name], "outcome": "refused", "detail": expected}))
+
+
+# the row of the table "Bad input: what each kind gets" (docs/contracts.md) each file above backs
+KINDS = {"semicolons.csv": "header separated by semicolons, tabs or pipes",
+         "tabs.csv": "header separated by semicolons, tabs or pipes",
+         "upper.csv": "header names in another case or with spaces",
+         "spaced.csv": "header names in another case or with spaces",
+         "missing.csv": "a required column missing or renamed",
+         "empty.csv": "an empty file, or only blank lines",
+         "blank.csv": "an empty file, or only blank lines",
+         "latin1.csv": "non-UTF-8 bytes in the header",
+         "cut.csv.gz": "truncated or corrupt gzip",
+         "notes.txt": "a file of another type in a dataset folder"}
 
 
 @pytest.mark.parametrize("variant", ["bom", "crlf", "spaces"])
-def test_harmless_header_variants_are_accepted(tmp_path, variant):
+def test_harmless_header_variants_are_accepted(tmp_path, record_property, variant):
     inputs = make_inputs(tmp_path / "input")
     header = {"bom": "\ufeff" + HEADER, "crlf": HEADER, "spaces": HEADER.replace(",", ", ")}[variant]
     end = "\r\n" if variant == "crlf" else "\n"
     (inputs / "cdr" / "variant.csv").write_text(header + end + ROW + end, encoding="utf-8")
     found = inp.discover(inputs)
     assert any(f.path.name == "variant.csv" and "msisdn" in f.columns for f in found["cdr"])
+    kind = {"bom": "byte-order mark", "crlf": "CRLF line ends", "spaces": "spaces after the header's commas"}[variant]
+    record_property("bad_input", json.dumps({"kind": kind, "outcome": "accepted",
+                                             "detail": "the header names the same columns"}))
 
 
-def test_the_command_exits_2_without_a_traceback(tmp_path, monkeypatch):
+def test_the_command_exits_2_without_a_traceback(tmp_path, monkeypatch, record_property):
     monkeypatch.setenv("MOBILITY_KEY_TEST", "ab" * 32)
     inputs = make_inputs(tmp_path / "input")
     (inputs / "cdr" / "semicolons.csv").write_text(HEADER.replace(",", ";") + "\n", encoding="utf-8")
@@ -56,3 +74,5 @@ def test_the_command_exits_2_without_a_traceback(tmp_path, monkeypatch):
                                         "--input", str(inputs), "--lake", str(tmp_path / "lake")])
     assert outcome.exit_code == 2 and "semicolons" in outcome.output and "Traceback" not in outcome.output
     assert not (tmp_path / "lake" / "office").exists()
+    record_property("bad_input", json.dumps({"kind": "header separated by semicolons, tabs or pipes",
+                                             "outcome": "refused", "detail": "exit 2, no traceback"}))

@@ -8,7 +8,7 @@ quarantined, the raw record: what ``fates`` counts and the job writes. Nothing h
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +37,8 @@ class RunContext:
     lake: Lake
     run_id: str
     boundaries: object  # country polygons (reference.load_boundaries)
+    # the latest plausible event time, fixed once per run so that every pass over a frame agrees
+    latest: dt.datetime = field(default_factory=v.latest_plausible)
 
     @property
     def region(self) -> str:
@@ -88,9 +90,16 @@ def binned_cells(ctx: RunContext, files: list[inp.InputFile]) -> tuple[pd.DataFr
     raw[inp.SOURCE_FILE] = raw[inp.SOURCE_FILE].map(dict(enumerate(inp.file_names(files))))
     dup = raw.duplicated(subset=list(CELLS.columns), keep="first")
     corrupt = raw[inp.CORRUPT].notna() & ~dup
-    binned, rejected = bin_cells(raw[~dup & ~corrupt].reset_index(drop=True), ctx.agreement.h3_resolution,
-                                 ctx.boundaries)
-    rejected = pd.concat([rejected, raw[corrupt].assign(reason="malformed_row")], ignore_index=True)
+    text = raw[list(CELLS.columns)].astype("string")
+    # the checks on raw text that the other datasets make in Spark (validate.encoding_and_length_checks)
+    garbled = text.apply(lambda c: c.str.contains(v.REPLACEMENT_CHAR, regex=False)).any(axis=1) & ~dup & ~corrupt
+    too_long = (text.apply(lambda c: c.str.len()).max(axis=1).fillna(0) > v.MAX_FIELD_CHARS) \
+        & ~dup & ~corrupt & ~garbled
+    usable = ~dup & ~corrupt & ~garbled & ~too_long
+    binned, rejected = bin_cells(raw[usable].reset_index(drop=True), ctx.agreement.h3_resolution, ctx.boundaries)
+    rejected = pd.concat([rejected, raw[corrupt].assign(reason="malformed_row"),
+                          raw[garbled].assign(reason="invalid_encoding"),
+                          raw[too_long].assign(reason="field_too_long")], ignore_index=True)
     counts = []
     for source, group in raw.groupby(inp.SOURCE_FILE):
         n_dup = int(dup[group.index].sum())
@@ -162,7 +171,7 @@ def cdr_frame(ctx: RunContext, files: list[inp.InputFile], cells: DataFrame, sup
     df = drop_key_pads(df)
     df = _flag_suppressed(df, suppression, PSEUDONYM)
     reason = v.first_reason(v.cdr_checks(F.col("_e164"), F.col("_ts"), F.col("c_id").isNotNull(),
-                                         F.col("c_reason"), plmn_country))
+                                         F.col("c_reason"), plmn_country, ctx.latest))
     df = v.finish(df, reason, F.col("_suppressed"))
     coarse = "day" if ctx.agreement.time_resolution == "day" else "hour"
     roaming = ~v.blank(F.col("visited_plmn"))
@@ -206,7 +215,7 @@ def payments_frame(ctx: RunContext, files: list[inp.InputFile], suppression: Dat
     df = drop_key_pads(ctx.with_pseudonym(df, "_r164", "receiver_pseudonym"))
     df = _blank_if_suppressed(df, suppression, "receiver_pseudonym")
     df = _flag_suppressed(df, suppression, PSEUDONYM)
-    checks = v.payment_checks(F.col("_s164"), F.col("_r164"), F.col("_ts"))
+    checks = v.payment_checks(F.col("_s164"), F.col("_r164"), F.col("_ts"), ctx.latest)
     df = df.withColumn("_reused_id", v.differing_rows(F.trim(F.col("txn_id"))))  # one id, differing rows
     checks.append((F.col("_reused_id"), "duplicate_txn_id"))
     df = v.finish(df, v.first_reason(checks), F.col("_suppressed"))

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -34,8 +35,10 @@ class InputFile:
     path: Path
     fmt: str  # csv | parquet
     columns: tuple[str, ...]
-    fingerprint: str  # content fingerprint: name, size, first and last 64 KiB
+    fingerprint: str  # name, size, first and last 64 KiB: the file's identity in manifests since the start
     name: str  # path relative to the input folder: how manifests and quarantine name the file
+    content: str = ""  # SHA-256 of the bytes alone: the same delivery under another name
+    types: tuple[str, ...] = ()  # Parquet: each column's Arrow type (files of one schema are read together)
 
 
 def _fmt(path: Path) -> str | None:
@@ -47,14 +50,21 @@ def _fmt(path: Path) -> str | None:
     return None
 
 
+def _unreadable_hint(exc: BaseException, default: str) -> str:
+    if isinstance(exc, PermissionError):
+        return "make the file readable by the user that runs the job (and its folders searchable)"
+    return default
+
+
 def _csv_header(path: Path) -> tuple[str, ...]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8", newline="") as fh:
-            line = fh.readline()
+    try:  # the header line alone: a bad byte in a data row is that row's problem (invalid_encoding)
+        with opener(path, "rb") as fh:
+            line = fh.readline().decode("utf-8")
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise InputContractError(f"cannot read the file: {exc}", where=str(path),
-                                 hint="check that it is UTF-8 CSV (gzip allowed) and not truncated") from exc
+                                 hint=_unreadable_hint(exc, "check that it is UTF-8 CSV (gzip allowed) and not "
+                                                            "truncated")) from exc
     if not line.strip():
         raise InputContractError("the file is empty or has no header row", where=str(path),
                                  hint="the first line must name the columns")
@@ -66,16 +76,36 @@ _CORRUPT_STREAM = ("Unexpected end of input stream", "ZipException", "Not in GZI
                    "invalid distance", "incorrect header check", "Corrupt GZIP trailer")
 
 
+# ... and when a Parquet file's pages do not decode (its footer was readable: discover checked it)
+_CORRUPT_PARQUET = ("FAILED_READ_FILE", "ParquetDecodingException", "can not read class org.apache.parquet",
+                    "CANNOT_READ_FILE_FOOTER", "is not a Parquet file", "Could not read footer")
+
+
 def is_corrupt_stream_error(exc: BaseException) -> bool:
-    """True when a Spark failure reads like a truncated or corrupt compressed input file."""
-    return any(marker in str(exc) for marker in _CORRUPT_STREAM)
+    """True when a Spark failure reads like a truncated or corrupt input file (gzip or Parquet)."""
+    return any(marker in str(exc) for marker in _CORRUPT_STREAM + _CORRUPT_PARQUET)
 
 
-def corrupt_gzip(files: list[InputFile]) -> list[tuple[InputFile, str]]:
-    """The gzip files among ``files`` that do not decompress to their end, with the reason. Only called
-    after Spark failed on one (it reads every byte once more), so a good delivery costs nothing."""
+def _parquet_problem(path: Path) -> str | None:
+    """Why a Parquet file cannot be read to its end, or None. Reads every page once, a batch at a time."""
+    try:
+        for _ in pq.ParquetFile(path).iter_batches(batch_size=65536):
+            pass
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        return f"its data pages do not decode ({type(exc).__name__}); the file is damaged or was cut off"
+    return None
+
+
+def corrupt_files(files: list[InputFile]) -> list[tuple[InputFile, str]]:
+    """The gzip and Parquet files among ``files`` that cannot be read to their end, with the reason. Only
+    called after Spark failed on one (it reads every byte once more), so a good delivery costs nothing."""
     bad = []
     for f in files:
+        if f.fmt == "parquet":
+            problem = _parquet_problem(f.path)
+            if problem:
+                bad.append((f, problem))
+            continue
         if not f.path.name.lower().endswith(".gz"):
             continue
         try:
@@ -86,6 +116,9 @@ def corrupt_gzip(files: list[InputFile]) -> list[tuple[InputFile, str]]:
             bad.append((f, "it ends before the end of its compressed data (a delivery cut off in transfer)"
                         if isinstance(exc, EOFError) else f"it is not valid gzip ({exc})"))
     return bad
+
+
+corrupt_gzip = corrupt_files  # the name before Parquet files were checked too
 
 
 def derive_run_id(agreement_id: str, fingerprints: list[str]) -> str:
@@ -105,7 +138,56 @@ def _fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
+def _content_fingerprint(path: Path) -> str:
+    """SHA-256 of every byte of the file, without its name: the same delivery under another name has
+    the same one. Reading the file once more costs about a second per 1.5 GB (SHA-256 on one core)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 _OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "pipes"}
+
+# Parquet columns whose type decides whether their values survive the cast to text.
+_NUMBERS = ("msisdn", "counterpart_msisdn", "sender_msisdn", "receiver_msisdn")
+_TIMES = ("event_time", "txn_time")
+_WHOLE = ("duration_s", "birth_year")
+
+
+def _parquet_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputContractError(
+            f"not a readable Parquet file ({type(exc).__name__}: {str(exc)[:200]})", where=str(path),
+            hint=_unreadable_hint(exc, "ask for the file again: it was cut off in transfer, damaged, or is not "
+                                       "Parquet (a Parquet file ends with its footer and the bytes 'PAR1')")) from exc
+
+
+def _check_parquet_types(contract: InputContract, path: Path, schema: pa.Schema) -> None:
+    """Refuse column types whose values would not survive the cast to text (every value is read as text)."""
+    problems = []
+    for name in (c for c in contract.columns if c in schema.names):
+        t = schema.field(name).type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if pa.types.is_null(t) or pa.types.is_string(t) or pa.types.is_large_string(t) \
+                or pa.types.is_binary(t) or pa.types.is_large_binary(t):  # text without the UTF8 annotation
+            continue
+        if pa.types.is_nested(t):
+            problems.append(f"'{name}' is {t}, a nested type; give it as a plain column")
+        elif name in _NUMBERS:
+            problems.append(f"'{name}' is {t}: subscriber numbers must be strings (as a number the leading "
+                            "'+' or '0' is lost and a foreign number cannot be told from a national one)")
+        elif name in _TIMES and not (pa.types.is_timestamp(t) or pa.types.is_date(t)):
+            problems.append(f"'{name}' is {t}: times must be ISO 8601 strings or a Parquet TIMESTAMP "
+                            "(epoch numbers are not accepted)")
+        elif name in _WHOLE and not pa.types.is_integer(t):
+            problems.append(f"'{name}' is {t}: it must be a whole number, as an integer or a string")
+    if problems:
+        raise InputContractError(
+            f"column type(s) of {contract.name} the contract cannot read: {'; '.join(problems)}", where=str(path),
+            hint="write these columns with the types given in docs/contracts.md (strings for numbers and times) "
+                 "and deliver the file again")
 
 
 def _check_columns(contract: InputContract, path: Path, columns: tuple[str, ...]) -> None:
@@ -119,7 +201,9 @@ def _check_columns(contract: InputContract, path: Path, columns: tuple[str, ...]
         )
     dupes = sorted({c for c in columns if columns.count(c) > 1})
     if dupes:
-        raise InputContractError(f"duplicate column(s) {dupes}", where=str(path))
+        raise InputContractError(f"duplicate column(s) {dupes}", where=str(path),
+                                 hint="name each column once (which of the two holds the values is not guessed); "
+                                      "see docs/contracts.md")
 
 
 def _columns_hint(contract: InputContract, columns: tuple[str, ...], missing: list[str]) -> str:
@@ -135,7 +219,7 @@ def _columns_hint(contract: InputContract, columns: tuple[str, ...], missing: li
     near = [f"{by_case[m]!r} for {m!r}" for m in missing if m in by_case]
     if near:
         return (f"column names are lower case with underscores; found {', '.join(near)}: rename them in the "
-                f"header; {contract_hint}")
+                f"CSV header or Parquet schema; {contract_hint}")
     return contract_hint
 
 
@@ -158,10 +242,18 @@ def discover(input_dir: str | Path) -> dict[str, list[InputFile]]:
             if fmt is None:
                 raise InputContractError(f"unsupported file type in {name}/", where=str(path),
                                          hint="use .csv, .csv.gz or .parquet")
-            cols = _csv_header(path) if fmt == "csv" else tuple(pq.read_schema(path).names)
+            types: tuple[str, ...] = ()
+            if fmt == "csv":
+                cols = _csv_header(path)
+            else:
+                schema = _parquet_schema(path)
+                cols = tuple(schema.names)
+                types = tuple(str(t) for t in schema.types)
             _check_columns(contract, path, cols)
+            if fmt == "parquet":
+                _check_parquet_types(contract, path, schema)
             found[name].append(InputFile(name, path.resolve(), fmt, cols, _fingerprint(path),
-                                         path.relative_to(root).as_posix()))
+                                         path.relative_to(root).as_posix(), _content_fingerprint(path), types))
     if not found.get("cdr") and not found.get("payments"):
         raise InputContractError("no CDR or payment files found", where=str(root),
                                  hint="put CDR files under cdr/ and payment files under payments/")
@@ -226,9 +318,9 @@ def read(spark: SparkSession, files: list[InputFile], contract: InputContract) -
     frames = []
     names = F.broadcast(_source_names(spark, files))
     by_header: dict[tuple, list[InputFile]] = defaultdict(list)
-    for f in files:
-        by_header[(f.fmt, f.columns)].append(f)
-    for (fmt, columns), group in by_header.items():
+    for f in files:  # Parquet files of one schema: Spark reads a group with the schema of one of its files
+        by_header[(f.fmt, f.columns, f.types)].append(f)
+    for (fmt, columns, _), group in by_header.items():
         paths = [str(f.path) for f in group]
         if fmt == "csv":
             schema = ", ".join(f"`{c}` STRING" for c in columns) + f", `{CORRUPT}` STRING"

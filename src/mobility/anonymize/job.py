@@ -12,6 +12,7 @@ gate passes, and the run is committed by its manifest (ADR 0003).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
-from mobility import progress
+from mobility import faults, progress
 from mobility.anonymize import inputs as inp
 from mobility.anonymize import validate as v
 from mobility.anonymize.datasets import (
@@ -47,7 +48,14 @@ from mobility.anonymize.fates import (
 )
 from mobility.anonymize.pseudonymize import load_key
 from mobility.config import Agreement, as_agreement
-from mobility.errors import InputContractError, KeyMaterialError
+from mobility.errors import (
+    InputContractError,
+    KeyMaterialError,
+    MobilityError,
+    StorageError,
+    describe_storage_failure,
+    storage_failure,
+)
 from mobility.lake import Lake, anonymize_txn_id, write_json_atomic
 from mobility.reference import load_boundaries
 from mobility.schemas import (
@@ -78,6 +86,16 @@ class AnonymizeResult:
             lines.append(f"  {dataset:12s} read {t['read']:>10,}  accepted {t['accepted']:>10,}  "
                          f"quarantined {t['quarantined']:>8,}  duplicates {t['duplicates']:>8,}  "
                          f"suppressed {t['suppressed']:>6,}")
+        skipped = self.manifest.get("skipped_files", [])
+        renamed = [s for s in skipped if s.get("same_content_as")]  # the surprising ones: one line each
+        for s in renamed[:10]:
+            lines.append(f"  skipped {s['file']}: {s['reason']}")
+        if len(renamed) > 10:
+            lines.append(f"  ... and {len(renamed) - 10} more file(s) with the same content as an ingested one")
+        if len(skipped) > len(renamed):
+            lines.append(f"  skipped {len(skipped) - len(renamed)} file(s) already ingested by earlier runs")
+        if skipped:
+            lines.append("  (skipped_files in the manifest lists each skipped file and the run that ingested it)")
         lines.append(f"  manifest: {self.manifest_path}")
         return "\n".join(lines)
 
@@ -109,6 +127,7 @@ def _all_at_once(spark: SparkSession, writes: list) -> None:
         wait(futures)
     for future in futures:
         future.result()  # the first failure, in the order the writes were listed
+    faults.point("anonymize:after-tables")
 
 
 def _writes(ctx: RunContext, quarantine: list[DataFrame], new_cells: pd.DataFrame | None,
@@ -116,12 +135,16 @@ def _writes(ctx: RunContext, quarantine: list[DataFrame], new_cells: pd.DataFram
     """The run's table writes, in the order of architecture.md section 5, each idempotent (ADR 0003)."""
     lake, spark, txn_app_id = ctx.lake, ctx.spark, anonymize_txn_id(ctx.run_id)
     writes = []
+
+    def add(table: str, write) -> None:  # a crash test may kill the process right after this table's commit
+        writes.append(lambda: (write(), faults.point(f"anonymize:after-{table}")))
+
     if quarantine:
         rows = reduce(DataFrame.unionByName, quarantine)
-        writes.append(lambda: lake.append(rows, QUARANTINE_TABLE, txn_app_id=txn_app_id))
+        add("quarantine", lambda: lake.append(rows, QUARANTINE_TABLE, txn_app_id=txn_app_id))
     if new_cells is not None:
         cells = spark.createDataFrame(new_cells.astype(object).where(new_cells.notna(), None), CELLS_BINNED)
-        writes.append(lambda: lake.overwrite(cells, CELLS_TABLE, txn_app_id=txn_app_id))
+        add("cells", lambda: lake.overwrite(cells, CELLS_TABLE, txn_app_id=txn_app_id))
 
     def accepted(name: str) -> DataFrame:
         return kept[name].filter(F.col(v.STATUS) == v.ACCEPTED).select(
@@ -129,13 +152,13 @@ def _writes(ctx: RunContext, quarantine: list[DataFrame], new_cells: pd.DataFram
             F.lit(ctx.run_id).alias("run_id"))
 
     if "cdr" in kept:
-        writes.append(lambda: lake.append(accepted("cdr"), EVENTS_TABLE, txn_app_id=txn_app_id))
+        add("events", lambda: lake.append(accepted("cdr"), EVENTS_TABLE, txn_app_id=txn_app_id))
     if "subscribers" in kept:
         # run_id stays the inserting run's: rows must not vanish while a later run is incomplete
-        writes.append(lambda: lake.upsert(spark, accepted("subscribers"), SUBSCRIBERS_TABLE,
-                                          keys=("pseudonym", "key_id"), update=("sex", "birth_year")))
+        add("subscribers", lambda: lake.upsert(spark, accepted("subscribers"), SUBSCRIBERS_TABLE,
+                                               keys=("pseudonym", "key_id"), update=("sex", "birth_year")))
     if "payments" in kept:
-        writes.append(lambda: lake.append(accepted("payments"), PAYMENTS_TABLE, txn_app_id=txn_app_id))
+        add("payments", lambda: lake.append(accepted("payments"), PAYMENTS_TABLE, txn_app_id=txn_app_id))
     return writes
 
 
@@ -217,8 +240,10 @@ def _commit(ctx: RunContext, counts: list[dict], new_files: dict[str, list[inp.I
         "finished": dt.datetime.now(dt.UTC).isoformat(),
     }
     write_json_atomic(lake.run_manifest(OPERATOR, run_id), manifest)
+    faults.point("anonymize:after-operator-manifest")
     path = lake.run_manifest(OFFICE, run_id)
     write_json_atomic(path, manifest)  # the commit marker: last
+    faults.point("anonymize:after-office-manifest")
     lake.started_marker(run_id).unlink(missing_ok=True)
     return AnonymizeResult(run_id, manifest, path)
 
@@ -228,33 +253,102 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
     started = time.time()
     agreement = as_agreement(agreement)
     key = load_key(agreement.key)  # fail before any Spark work when the key is missing
-    files = inp.discover(input_dir)
-    lake = Lake(lake_root).ensure()
-    done_files = lake.ingested_fingerprints()
-    all_files = [f for fs in files.values() for f in fs]
-    new_files = {name: [f for f in fs if f.fingerprint not in done_files] for name, fs in files.items()}
-    skipped = [{"file": f.name, "dataset": f.dataset, "ingested_by": done_files[f.fingerprint]}
-               for f in all_files if f.fingerprint in done_files]
-    run_id = run_id or inp.derive_run_id(agreement.agreement_id, [f.fingerprint for f in all_files])
-    completed = lake.completed_runs()
-    _check_key_id(lake, agreement, key.key_id, completed)
-    if run_id in completed:
-        return AnonymizeResult(run_id, completed[run_id], lake.run_manifest(OFFICE, run_id), already_done=True)
-    if not any(f.dataset in ("cdr", "payments", "subscribers") for fs in new_files.values() for f in fs):
-        progress.say("anonymize", "every input file was already ingested; nothing to do")
-    write_json_atomic(lake.started_marker(run_id),
-                      {"run_id": run_id, "agreement_id": agreement.agreement_id,
-                       "files": [f.name for f in all_files], "started": dt.datetime.now(dt.UTC).isoformat()})
+    try:  # a full, read-only or forbidden file system: one refusal naming the lake or input path (exit 2)
+        files = inp.discover(input_dir)
+        lake = Lake(lake_root).ensure()
+        completed = lake.completed_runs()
+        all_files = [f for fs in files.values() for f in fs]
+        skipped = _already_ingested(all_files, lake.ingested_fingerprints(), completed)
+        skipped_names = {s["file"] for s in skipped}
+        new_files = {name: [f for f in fs if f.name not in skipped_names] for name, fs in files.items()}
+        run_id = run_id or inp.derive_run_id(agreement.agreement_id, [f.fingerprint for f in all_files])
+        _check_key_id(lake, agreement, key.key_id, completed)
+        if run_id in completed:
+            return AnonymizeResult(run_id, completed[run_id], lake.run_manifest(OFFICE, run_id), already_done=True)
+        if not any(f.dataset in ("cdr", "payments", "subscribers") for fs in new_files.values() for f in fs):
+            progress.say("anonymize", "every input file was already ingested; nothing to do")
+        write_json_atomic(lake.started_marker(run_id),
+                          {"run_id": run_id, "agreement_id": agreement.agreement_id,
+                           "files": [f.name for f in all_files], "started": dt.datetime.now(dt.UTC).isoformat()})
 
-    spark = spark or get_spark("mobility-anonymize")
-    boundaries = load_boundaries() if boundaries is None else boundaries
-    ctx = RunContext(spark, agreement, key, lake, run_id, boundaries)
-    try:
-        counts = _anonymize(ctx, files.get("cells", []), new_files)
-    except Exception as exc:
-        _refuse_corrupt_input(exc, [f for fs in new_files.values() for f in fs])
+        spark = spark or get_spark("mobility-anonymize")
+        boundaries = load_boundaries() if boundaries is None else boundaries
+        ctx = RunContext(spark, agreement, key, lake, run_id, boundaries)
+        try:
+            counts = _anonymize(ctx, files.get("cells", []), new_files)
+        except Exception as exc:
+            _refuse_storage_failure(exc, lake_root, input_dir)
+            _refuse_corrupt_input(exc, [f for fs in new_files.values() for f in fs])
+            raise
+        return _commit(ctx, _every_file_counted(counts, new_files), new_files, skipped, started)
+    except MobilityError:
         raise
-    return _commit(ctx, counts, new_files, skipped, started)
+    except Exception as exc:
+        _refuse_storage_failure(exc, lake_root, input_dir)
+        raise
+
+
+def _already_ingested(files: list[inp.InputFile], done: dict[str, str], completed: dict[str, dict]) -> list[dict]:
+    """The files a completed run ingested already: the same file (its fingerprint, name included), or the
+    same bytes under another name (its content fingerprint; manifests since issue #24 record it)."""
+    first: dict[tuple[str, str], tuple[str, str]] = {}  # (dataset, content) -> (file, run) of its first ingestion
+    for rid, manifest in sorted(completed.items(), key=lambda kv: str(kv[1].get("finished", ""))):
+        for f in manifest.get("files", []):
+            if f.get("content_fingerprint"):
+                first.setdefault((f.get("dataset", ""), f["content_fingerprint"]), (f["file"], rid))
+    skipped = []
+    for f in files:
+        if f.fingerprint in done:
+            skipped.append({"file": f.name, "dataset": f.dataset, "ingested_by": done[f.fingerprint],
+                            "reason": f"already ingested by run {done[f.fingerprint]}"})
+        elif (f.dataset, f.content) in first:
+            earlier, rid = first[(f.dataset, f.content)]
+            skipped.append({"file": f.name, "dataset": f.dataset, "ingested_by": rid, "same_content_as": earlier,
+                            "reason": f"same content as {earlier} ingested by run {rid}"})
+    return skipped
+
+
+def _every_file_counted(counts: list[dict], new_files: dict[str, list[inp.InputFile]]) -> list[dict]:
+    """The per-file counts with each file's content fingerprint, and a zero row for a new file without
+    rows (a header alone): listed, it is recognised when delivered again."""
+    by_name = {f.name: f for fs in new_files.values() for f in fs}
+    counted = {c["file"] for c in counts}
+    zeros = [{"dataset": f.dataset, "file": f.name, "read": 0, "accepted": 0, "quarantined": 0, "duplicates": 0,
+              "suppressed": 0, "reasons": {}} for f in by_name.values() if f.name not in counted]
+    return [dict(c, content_fingerprint=by_name[c["file"]].content) if c["file"] in by_name else c
+            for c in counts + zeros]
+
+
+def _refuse_storage_failure(exc: BaseException, lake_root: str | Path, input_dir: str | Path) -> None:
+    """A full, read-only or forbidden file system, from Python (errno) or from Spark and Delta (the JVM's
+    message), becomes a refusal naming the lake (or the input) path and what to do."""
+    found = storage_failure(exc)
+    if found is None:
+        return
+    code, path = found
+    what = describe_storage_failure(code)
+    at = f" (at {path})" if path else ""
+    if path and _is_under(path, input_dir):
+        raise StorageError(
+            f"cannot read the input {path}: {what}; nothing of this run was committed", where=str(input_dir),
+            hint="make the input folder and its files readable by the user that runs the job, then run the same "
+                 "command again") from exc
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = (f"free space on the file system that holds the lake ({lake_root}) and Spark's scratch folder "
+                "(spark.local.dir, /tmp by default), or raise the file size limit (ulimit -f) or the quota, then run "
+                "the same command again: it resumes this run, and nothing is ingested twice")
+    else:
+        hint = ("make the lake folder writable by the user that runs the job (mounted read-write, owner and mode), "
+                "or give --lake a folder it may write to, then run the same command again")
+    raise StorageError(f"the run cannot write to the lake {lake_root}: {what}{at}; nothing of this run was "
+                       "committed", where=str(lake_root), hint=hint) from exc
+
+
+def _is_under(path: str, folder: str | Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except (OSError, ValueError):
+        return False
 
 
 def _check_key_id(lake: Lake, agreement: Agreement, key_id: str, completed: dict[str, dict]) -> None:
@@ -274,10 +368,10 @@ def _check_key_id(lake: Lake, agreement: Agreement, key_id: str, completed: dict
 
 
 def _refuse_corrupt_input(exc: Exception, files: list[inp.InputFile]) -> None:
-    """Turn Spark's failure on a truncated or corrupt gzip file into a refusal naming the file(s)."""
+    """Turn Spark's failure on a truncated or corrupt gzip or Parquet file into a refusal naming the file(s)."""
     if not inp.is_corrupt_stream_error(exc):
         return
-    bad = inp.corrupt_gzip(files)
+    bad = inp.corrupt_files(files)
     if not bad:
         return  # not a file we can name: let the original error through
     listed = "; ".join(f"{f.name}: {reason}" for f, reason in bad)

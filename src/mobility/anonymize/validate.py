@@ -8,6 +8,7 @@ on the frame computed once (``is_copy``), and their status overrides the others.
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import reduce
 
 import pycountry
@@ -15,13 +16,23 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from mobility.anonymize.inputs import CORRUPT, SOURCE_FILE
-from mobility.schemas import CHANNELS, EVENT_TYPES, InputContract
+from mobility.schemas import CDR, CHANNELS, EVENT_TYPES, PAYMENTS, SUBSCRIBERS, InputContract
 
 STATUS, REASON = "_status", "_reason"
 ROW_HASH_1, ROW_HASH_2, ROW_ID = "_h1", "_h2", "_row_id"
 ACCEPTED, QUARANTINED, DUPLICATE, SUPPRESSED = "accepted", "quarantined", "duplicate", "suppressed"
 ISO3_CODES = sorted(c.alpha_3 for c in pycountry.countries)
 CURRENCY_CODES = sorted(c.alpha_3 for c in pycountry.currencies)
+
+# Bounds of what a value can plausibly be: beyond them a row is quarantined with a reason of its
+# own, so that one broken switch or export (a 100 kB field, a 1970 or 2999 clock, a call of three
+# years) neither reaches the office zone nor hides among ordinary typos.
+MAX_FIELD_CHARS = 256  # the longest contract value (a transaction id, a formatted number) is far shorter
+EARLIEST_TIME = "2000-01-01 00:00:00"  # local time; 1970-01-01 and 1900-01-01 are a clock's or an export's zero
+LATEST_AHEAD_DAYS = 366  # a time more than this after the job's clock is a broken clock, not a late delivery
+MAX_DURATION_S = 86_400  # one record covers at most a day: longer sessions come as partial records
+MAX_AMOUNT = 1e12  # currency units; above any real transfer even in the smallest units, and where cents blur
+REPLACEMENT_CHAR = "\ufffd"  # what a byte that is not UTF-8 becomes when Spark decodes a CSV line
 
 
 def blank(col: Column) -> Column:
@@ -32,6 +43,27 @@ def parse_time(col: Column) -> Column:
     """ISO 8601 text to an instant; bad text -> null. Text without an offset is in the session's zone,
     which the job sets to the agreement's (``spark.session_time_zone``) while it builds its frames."""
     return F.try_to_timestamp(F.trim(col))
+
+
+def implausible_time(ts: Column, latest: dt.datetime) -> Column:
+    """True for a parsed time before ``EARLIEST_TIME`` (local) or after ``latest`` (an instant)."""
+    return (ts < F.to_timestamp(F.lit(EARLIEST_TIME))) | (ts > F.lit(latest))
+
+
+def latest_plausible(now: dt.datetime | None = None) -> dt.datetime:
+    """The latest plausible event time for a run started at ``now`` (default: the job's clock)."""
+    return (now or dt.datetime.now(dt.UTC)) + dt.timedelta(days=LATEST_AHEAD_DAYS)
+
+
+def encoding_and_length_checks(contract: InputContract) -> list[tuple[Column, str]]:
+    """Checks on the raw text of every contract column, before any value is parsed: a byte that was
+    not UTF-8 (decoded as U+FFFD), or a field longer than ``MAX_FIELD_CHARS``."""
+    cols = [F.col(c) for c in contract.columns]
+    return [  # a byte search per column: no string is built per row
+        (reduce(lambda a, b: a | b, [F.coalesce(c.contains(REPLACEMENT_CHAR), F.lit(False)) for c in cols]),
+         "invalid_encoding"),
+        (F.coalesce(F.greatest(*[F.length(c) for c in cols]), F.lit(0)) > MAX_FIELD_CHARS, "field_too_long"),
+    ]
 
 
 def first_reason(checks: list[tuple[Column, str]]) -> Column:
@@ -78,17 +110,20 @@ def finish(df: DataFrame, reason: Column, suppressed: Column) -> DataFrame:
 
 
 def cdr_checks(e164: Column, event_ts: Column, cell_known: Column, cell_reason: Column,
-               plmn_country: Column) -> list[tuple[Column, str]]:
+               plmn_country: Column, latest: dt.datetime) -> list[tuple[Column, str]]:
     cell, plmn, duration = F.col("cell_id"), F.col("visited_plmn"), F.col("duration_s")
+    seconds = F.expr("try_cast(trim(duration_s) AS INT)")
     return [
         (F.col(CORRUPT).isNotNull(), "malformed_row"),
+        *encoding_and_length_checks(CDR),
         (blank(F.col("msisdn")), "missing_msisdn"),
         (e164.isNull(), "invalid_msisdn"),
         (event_ts.isNull(), "invalid_event_time"),
+        (implausible_time(event_ts, latest), "implausible_event_time"),
         (~F.lower(F.trim(F.col("event_type"))).isin(*EVENT_TYPES) | F.col("event_type").isNull(),
          "unknown_event_type"),
-        (~blank(duration) & (F.coalesce(F.expr("try_cast(trim(duration_s) AS INT)"), F.lit(-1)) < 0),
-         "invalid_duration"),
+        (~blank(duration) & (F.coalesce(seconds, F.lit(-1)) < 0), "invalid_duration"),
+        (~blank(duration) & (seconds > MAX_DURATION_S), "implausible_duration"),
         (~blank(cell) & ~blank(plmn), "conflicting_location"),
         (blank(cell) & blank(plmn), "missing_location"),
         (~blank(plmn) & (~F.trim(plmn).rlike(r"^\d{5,6}$") | plmn_country.isNull()), "invalid_visited_plmn"),
@@ -102,6 +137,7 @@ def subscriber_checks(e164: Column, this_year: int) -> list[tuple[Column, str]]:
     year = F.expr("try_cast(trim(birth_year) AS INT)")
     return [
         (F.col(CORRUPT).isNotNull(), "malformed_row"),
+        *encoding_and_length_checks(SUBSCRIBERS),
         (blank(F.col("msisdn")), "missing_msisdn"),
         (e164.isNull(), "invalid_msisdn"),
         (~blank(F.col("sex")) & ~F.upper(F.trim(F.col("sex"))).isin("F", "M", "X"), "invalid_sex"),
@@ -109,7 +145,7 @@ def subscriber_checks(e164: Column, this_year: int) -> list[tuple[Column, str]]:
     ]
 
 
-def payment_checks(sender: Column, receiver: Column, txn_ts: Column) -> list[tuple[Column, str]]:
+def payment_checks(sender: Column, receiver: Column, txn_ts: Column, latest: dt.datetime) -> list[tuple[Column, str]]:
     amount = F.expr("try_cast(trim(amount) AS DOUBLE)")
     fee = F.expr("try_cast(trim(fee) AS DOUBLE)")
     margin = F.expr("try_cast(trim(fx_margin) AS DOUBLE)")
@@ -117,8 +153,10 @@ def payment_checks(sender: Column, receiver: Column, txn_ts: Column) -> list[tup
     lon = F.expr("try_cast(trim(longitude) AS DOUBLE)")
     return [
         (F.col(CORRUPT).isNotNull(), "malformed_row"),
+        *encoding_and_length_checks(PAYMENTS),
         (blank(F.col("txn_id")), "missing_txn_id"),
         (txn_ts.isNull(), "invalid_txn_time"),
+        (implausible_time(txn_ts, latest), "implausible_txn_time"),
         (blank(F.col("sender_msisdn")), "missing_msisdn"),
         (sender.isNull(), "invalid_msisdn"),
         (~blank(F.col("receiver_msisdn")) & receiver.isNull(), "invalid_receiver_msisdn"),
@@ -127,6 +165,7 @@ def payment_checks(sender: Column, receiver: Column, txn_ts: Column) -> list[tup
          | F.col("sender_country").isNull() | F.col("receiver_country").isNull(), "unknown_country"),
         (~F.upper(F.trim(F.col("currency"))).isin(*CURRENCY_CODES) | F.col("currency").isNull(), "unknown_currency"),
         (amount.isNull() | F.isnan(amount) | (amount <= 0) | (amount == float("inf")), "invalid_amount"),
+        (amount > MAX_AMOUNT, "implausible_amount"),
         (fee.isNull() | F.isnan(fee) | (fee < 0) | (fee == float("inf")), "invalid_fee"),
         (fee > amount, "fee_exceeds_amount"),
         (~blank(F.col("fx_margin")) & (margin.isNull() | F.isnan(margin) | (margin < 0) | (margin == float("inf"))),

@@ -12,11 +12,13 @@ import sys
 import click
 
 from mobility.cli import auditor, budget, newcomer, office, operator_side, rights
-from mobility.errors import MobilityError
+from mobility.cluster_errors import executor_loss
+from mobility.errors import MobilityError, StorageError, describe_storage_failure, storage_failure
 
 
 class _Group(click.Group):
-    """Turn every MobilityError into one clear message and a non-zero exit, never a traceback."""
+    """Turn every MobilityError, a full, read-only or forbidden file system and a lost Spark executor into one
+    clear message and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx):
         try:
@@ -24,6 +26,21 @@ class _Group(click.Group):
         except MobilityError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:  # a full, read-only or forbidden file system is no bug: say so, in one message
+            lost = executor_loss(exc)  # nor is a lost Spark executor: the run was not committed; rerun it
+            if lost is not None:
+                click.echo(f"error: {lost}", err=True)
+                sys.exit(lost.exit_code)
+            found = storage_failure(exc)
+            if found is None:
+                raise
+            code, path = found
+            refusal = StorageError(f"{describe_storage_failure(code)}; the command did not complete",
+                                   where=path or "a file the command reads or writes",
+                                   hint="free space, raise the file size limit or make the path writable by this "
+                                        "user, then run the same command again")
+            click.echo(f"error: {refusal}", err=True)
+            sys.exit(refusal.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
