@@ -79,6 +79,15 @@ class Lake:
         return self.office / "manifests"
 
     @property
+    def key_rotations(self) -> Path:
+        """One JSON per completed key rotation: from then on the lake's pseudonyms are under its new key id."""
+        return self.office / "key_rotations"
+
+    def key_rotation_work(self, new_key_id: str) -> Path:
+        """A rotation's map while it runs (old and new pseudonyms): deleted when it completes."""
+        return self.office / "_key_rotation" / new_key_id
+
+    @property
     def residence_manifests(self) -> Path:
         return self.office / "residence_manifests"
 
@@ -103,6 +112,20 @@ class Lake:
                 if agreement_id is None or m.get("agreement_id") == agreement_id:
                     out[m["run_id"]] = m
         return out
+
+    def key_rotation_records(self, agreement_id: str) -> list[dict]:
+        folder = self.key_rotations
+        records = [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+        return [r for r in records if isinstance(r, dict) and r.get("agreement_id") == agreement_id]
+
+    def key_id(self, agreement_id: str) -> str | None:
+        """The key id the agreement's stored pseudonyms are under: the newest of its completed
+        anonymization runs and key rotations (None: nothing stored yet)."""
+        found = [(str(m.get("finished", "")), m["key_id"]) for m in self.completed_runs(agreement_id).values()
+                 if m.get("key_id")]
+        found += [(str(r.get("finished", "")), r["new_key_id"]) for r in self.key_rotation_records(agreement_id)
+                  if r.get("new_key_id")]
+        return max(found)[1] if found else None
 
     def ingested_fingerprints(self) -> dict[str, str]:
         """Fingerprint of every input file already ingested by a completed run -> that run id."""

@@ -354,17 +354,17 @@ def _is_under(path: str, folder: str | Path) -> bool:
 def _check_key_id(lake: Lake, agreement: Agreement, key_id: str, completed: dict[str, dict]) -> None:
     """Refuse a key id other than the one the office zone's pseudonyms were made with: new records would
     get other pseudonyms, and the 12/16-month rule would see the same people as new subscribers."""
-    runs = sorted((m for m in completed.values() if m.get("agreement_id") == agreement.agreement_id),
-                  key=lambda m: str(m.get("finished", "")))
-    stored = [m["key_id"] for m in runs if m.get("key_id")]
+    del completed  # the lake reads its runs and its key rotations itself
+    current = lake.key_id(agreement.agreement_id)
+    stored = [current] if current else []
     if stored and key_id != stored[-1]:
         raise KeyMaterialError(
             f"agreement {agreement.agreement_id} names key id {key_id!r}, but the office zone's pseudonyms were "
-            f"made with key id {stored[-1]!r} (its latest completed run); pseudonyms under another key would not "
+            f"made with key id {stored[-1]!r} (its latest run or key rotation); pseudonyms under another key would not "
             "match them; nothing was read or written",
             where=str(lake.office_manifests),
             hint=f"if the key id is a typo, set key.key_id back to {stored[-1]!r}; a real key change needs the "
-                 "office tables rewritten to the new pseudonyms first (key rotation, docs/operations.md)")
+                 "office tables rewritten to the new pseudonyms first: `mobility keys rotate` (docs/operations.md)")
 
 
 def _refuse_corrupt_input(exc: Exception, files: list[inp.InputFile]) -> None:

@@ -48,12 +48,12 @@ class _Group(click.Group):
 def main():
     """Privacy-preserving migration statistics from call-detail and payment records.
 
-    Operator side: `anonymize` (holds the key). Statistics office: `residence`, `release`, `budget`.
+    Operator side: `anonymize`, `keys rotate` (holds the key). Statistics office: `residence`, `release`, `budget`.
     Auditors: `ledger`. Newcomers: `demo`.
     """
 
 
-for command in (operator_side.anonymize, operator_side.retention,
+for command in (operator_side.anonymize, operator_side.retention, operator_side.keys,
                 office.residence, office.release, office.export, office.report, office.releases,
                 budget.budget, auditor.ledger, rights.rights, newcomer.synth, newcomer.demo):
     main.add_command(command)

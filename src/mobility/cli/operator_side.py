@@ -1,4 +1,4 @@
-"""Operator side, on the cluster that holds the key: `anonymize` and `retention enforce`."""
+"""Operator side, on the cluster that holds the key: `anonymize`, `retention enforce` and `keys rotate`."""
 
 from __future__ import annotations
 
@@ -38,3 +38,45 @@ def retention_enforce(agreement, lake, today):
     from mobility.rights.retention import enforce
 
     click.echo(json.dumps(enforce(agreement, lake, today=today.date() if today else None), indent=2))
+
+
+@click.group("keys")
+def keys():
+    """The agreement's pseudonymization key: rotate it without losing the 16-month history."""
+
+
+@keys.command("rotate")
+@options.agreement
+@options.lake
+@click.option("--new-key-id", required=True, help="id of the new key (the agreement's key.key_id afterwards)")
+@click.option("--new-key-env", default=None, help="environment variable holding the new key, 64 hex digits "
+                                                   "(default: MOBILITY_NEW_KEY)")
+@click.option("--new-key-file", default=None, type=options.FILE, help="or a 0600 file holding the new key")
+@click.option("--input", "inputs", multiple=True, type=options.FOLDER,
+              help="a retained delivery folder (as given to `anonymize`) whose numbers are mapped; repeatable")
+@click.option("--numbers", multiple=True, type=options.FILE,
+              help="a CSV with an 'msisdn' column, e.g. the subscriber register; repeatable")
+@options.as_json
+def keys_rotate(agreement, lake, new_key_id, new_key_env, new_key_file, inputs, numbers, as_json):
+    """Rename every stored pseudonym to the new key's, in both zones; resumable after a crash.
+
+    Reads the agreement's current key and the new one, computes the new pseudonym of every number
+    still held (the retained deliveries and/or number lists), rewrites every table and the
+    suppression list in one Delta transaction each, removes the old versions and deletes the map.
+    Then set the new key in the agreement. Run no other job on the lake meanwhile.
+    """
+    from mobility.config import KeySource
+    from mobility.rights.rekey import rotate
+
+    if new_key_env and new_key_file:
+        raise click.UsageError("give at most one of --new-key-env and --new-key-file")
+    from pydantic import ValidationError
+
+    try:
+        source = KeySource(file=new_key_file, key_id=new_key_id) if new_key_file else \
+            KeySource(env=new_key_env or "MOBILITY_NEW_KEY", key_id=new_key_id)
+    except ValidationError as exc:
+        raise click.BadParameter("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+                                 param_hint="--new-key-id / --new-key-env") from None
+    report = rotate(agreement, lake, new_key_id, new_key=source, inputs=list(inputs), numbers=list(numbers))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())

@@ -276,4 +276,10 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
     }
     path = lake.residence_manifests / f"{run_id}.json"
     write_json_atomic(path, manifest)
+    faults.point("residence:after-manifest")
     return ResidenceResult(run_id, manifest, path)
+
+
+def current_state(lake: Lake, agreement_id: str) -> dict | None:
+    """The residence manifest whose tables are the current ones (None: the next run rebuilds)."""
+    return _state(lake, agreement_id)
