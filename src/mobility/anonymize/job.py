@@ -264,6 +264,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
         run_id = run_id or inp.derive_run_id(agreement.agreement_id, [f.fingerprint for f in all_files])
         _check_key_id(lake, agreement, key.key_id, completed)
         if run_id in completed:
+            lake.started_marker(run_id).unlink(missing_ok=True)  # left by a crash right after the commit marker
             return AnonymizeResult(run_id, completed[run_id], lake.run_manifest(OFFICE, run_id), already_done=True)
         if not any(f.dataset in ("cdr", "payments", "subscribers") for fs in new_files.values() for f in fs):
             progress.say("anonymize", "every input file was already ingested; nothing to do")

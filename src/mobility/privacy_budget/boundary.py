@@ -615,5 +615,6 @@ def _publish_charged(lake: Lake, ledger: Ledger, request: ReleaseRequest, plan: 
         raise
     faults.point("release:after-rename")
     publication = ledger.record_publication(request.release_id, sha256_hex((target / MANIFEST).read_bytes()))
+    faults.point("release:after-publication")
     shutil.rmtree(lake.release_stage(request.release_id), ignore_errors=True)
     return ReleaseResult(request.release_id, target, manifest, charge, publication, frames, reused=stage is not None)

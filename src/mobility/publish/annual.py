@@ -37,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mobility import faults
 from mobility.config import Agreement, as_agreement
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
@@ -229,6 +230,8 @@ def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agree
                     "interval": "the exact 95% interval of the weighted least-squares estimate of the total from "
                                 "the annual measurements, widened to include the consistent value"}
     root.mkdir(parents=True, exist_ok=True)
+    for leftover in root.glob(f".tmp-{identifier}-*"):  # an earlier attempt killed before its rename
+        shutil.rmtree(leftover, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".tmp-{identifier}-", dir=root))
     try:
         described = {}
@@ -273,10 +276,12 @@ def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agree
             "tables": described, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        faults.point("annual:before-rename")
         os.rename(work, target)  # all files in place at once, or none
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    faults.point("annual:after-rename")
     return AnnualResult(identifier, target, manifest, tables, reused=False)
 
 

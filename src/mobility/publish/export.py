@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mobility import faults
 from mobility.errors import InputContractError
 from mobility.privacy_budget.ledger import sha256_file
 from mobility.publish import structure as S
@@ -147,7 +148,12 @@ def export_release(lake_root: str | os.PathLike, release_id: str, fmt: str,
               "tables": info, "files": {p.name: sha256_file(p) for p in files},
               "value_kinds": {k: S.VALUE_KINDS[k] for k in sorted({i["value_kind"] for i in info.values()})}}
     record_path = out / f"{release_id}.export.json"
-    record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    # the record last, whole or not at all: until it is in place (or while it names other bytes) read_tidy
+    # refuses the files, and running the same export again rewrites them all
+    faults.point("export:before-record")
+    tmp = out / f".{record_path.name}.tmp"
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, record_path)
     return ExportResult(release_id, fmt, out, [*files, record_path], {n: len(frame) for n, frame in tidy.items()})
 
 

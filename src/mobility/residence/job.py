@@ -19,7 +19,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from mobility import progress
+from mobility import faults, progress
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
 from mobility.lake import Lake, anonymize_txn_id, read_json, write_json_atomic
@@ -226,12 +226,17 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
         presence = presence.withColumn(MONTH, F.date_format("date", "yyyy-MM")) \
             .where(F.col(MONTH).isin(months) & (F.col("date") <= F.lit(data_end)))
         home_cells = home_cells.where(F.col(MONTH).isin(months))
+        # A crash after any of these writes leaves tables newer than the last manifest: the next run sees
+        # that in their Delta history (_state) and rebuilds, which gives the same tables.
         if work.mode == "rebuild":
             lake.overwrite(presence, PRESENCE_TABLE)
+            faults.point("residence:after-presence")
             lake.overwrite(home_cells, HOME_CELLS_TABLE)
         else:
             lake.replace_months(spark, presence, PRESENCE_TABLE, months)
+            faults.point("residence:after-presence")
             lake.replace_months(spark, home_cells, HOME_CELLS_TABLE, months)
+        faults.point("residence:after-home-cells")
 
     presence_all = lake.read(spark, PRESENCE_TABLE)
     home_cells_all = lake.read(spark, HOME_CELLS_TABLE)
@@ -261,6 +266,7 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
         found = kept.unionByName(found.select(*kept.columns))
     # materialized before the overwrite: the rows kept are read from the table being replaced
     lake.overwrite(found.localCheckpoint(eager=True), CHANGES_TABLE)
+    faults.point("residence:after-changes")
 
     run_id = f"residence-{agreement.agreement_id}-{data_end:%Y-%m}"
     # No counts here (pseudonyms, presence days, changes by kind): one manifest per month would give

@@ -5,6 +5,11 @@ cannot bring the person back), then every Delta table of both zones loses the pe
 where the person is only the other party of someone else's record, that column is blanked), then
 superseded files and log statistics are purged (``history.purge``).
 
+A crash anywhere in between is completed by running the same erasure again: the suppression is not
+added twice, the rows already deleted are not found again, and the purge and the rights log entry
+follow. ``log.Pending`` keeps what the interrupted attempt deleted (noted before each delete) and the
+id of its log entry, so the one entry written says what the whole erasure did (docs/reliability.md).
+
 Deletes run as MERGEs against a one-row source table rather than DELETE ... WHERE pseudonym = '...':
 Delta records a DELETE's predicate, literal included, in the commit, so the pseudonym would be
 written into the very log being cleaned.
@@ -19,6 +24,7 @@ from pathlib import Path
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from mobility import faults
 from mobility.config import as_agreement
 from mobility.errors import MobilityError
 from mobility.lake import Lake, is_delta
@@ -31,6 +37,7 @@ SUPPRESSION_SCHEMA = StructType([StructField("pseudonym", StringType(), False),
                                  StructField("key_id", StringType(), False),
                                  StructField("reason", StringType(), False),
                                  StructField("added_on", StringType(), False)])
+ROWS_DELETED, VALUES_BLANKED = "rows_deleted", "values_blanked"  # what log.Pending notes, by table
 
 
 @dataclass
@@ -98,7 +105,8 @@ def _merge_delete(spark, table: catalog.Table, source, on: str) -> None:
         .whenMatchedDelete().execute()
 
 
-def _erase_table(spark, table: catalog.Table, subject: Subject, report: ErasureReport) -> bool:
+def _erase_table(spark, table: catalog.Table, subject: Subject, report: ErasureReport,
+                 pending: log.Pending) -> bool:
     from delta.tables import DeltaTable
 
     touched = False
@@ -107,23 +115,28 @@ def _erase_table(spark, table: catalog.Table, subject: Subject, report: ErasureR
         if table.subject_column:
             n = rows.count()
             if n:
+                pending.note(ROWS_DELETED, table.label, n)
                 source = spark.createDataFrame([(subject.pseudonym,)], "_subject STRING")
                 _merge_delete(spark, table, source, f"t.`{table.subject_column}` = s._subject")
         else:  # raw quarantined rows: match the exact stored records, never a literal of the number
             records = rows.select("record").distinct().localCheckpoint()
             n = rows.count()
             if n:
+                pending.note(ROWS_DELETED, table.label, n)
                 _merge_delete(spark, table, records, "t.record = s.record")
         if n:
+            faults.point("erase:after-delete")
             report.rows_deleted[table.label] = n
             touched = True
     for column in table.other_party_columns:
         n = read(spark, table).where(F.col(column) == F.lit(subject.pseudonym)).count()
         if n:
+            pending.note(VALUES_BLANKED, f"{table.label}.{column}", n)
             source = spark.createDataFrame([(subject.pseudonym,)], "_subject STRING")
             DeltaTable.forPath(spark, str(table.path)).alias("t") \
                 .merge(source.alias("s"), f"t.`{column}` = s._subject") \
                 .whenMatchedUpdate(set={column: "CAST(NULL AS STRING)"}).execute()
+            faults.point("erase:after-delete")
             report.values_blanked[f"{table.label}.{column}"] = n
             touched = True
     return touched
@@ -152,16 +165,30 @@ def erase(agreement, lake_root: str | Path, *, msisdn: str | None = None, pseudo
 
     spark = spark or get_spark("mobility-rights")
     report = ErasureReport(agreement.agreement_id, subject.masked)
+    # an erasure killed part-way left this record: what it deleted, and the id of its log entry
+    pending = log.Pending(lake.root, f"erase-{log.subject_ref(lake, subject)}", "erase", agreement.agreement_id)
     report.suppression = _suppress(spark, lake, agreement, subject)
+    faults.point("erase:after-suppression")
     personal = [t for t in catalog.tables(lake) if t.personal]
-    touched = [t for t in personal if _erase_table(spark, t, subject, report)]
+    touched = [t for t in personal if _erase_table(spark, t, subject, report, pending)]
+    earlier = pending.earlier_done()  # deleted before an interruption: not found again now
+    report.rows_deleted = _in_table_order({**earlier.get(ROWS_DELETED, {}), **report.rows_deleted}, personal)
+    report.values_blanked = _in_table_order({**earlier.get(VALUES_BLANKED, {}), **report.values_blanked}, personal)
     if not subject.has_number and any(t.holds_raw_records for t in personal):
         report.notes.append("quarantined raw rows hold numbers, not pseudonyms: erase by --msisdn on the operator "
                             "side to remove them too")
+    faults.point("erase:before-purge")
     # every personal table is purged, touched or not: earlier versions may still hold the person
     report.files_removed = purge(spark, personal)
+    faults.point("erase:after-purge")
     detail = "; ".join([f"{k}: {v} deleted" for k, v in report.rows_deleted.items()]
                        + [f"{k}: {v} blanked" for k, v in report.values_blanked.items()]) or None
-    log.record(lake.root, "erase", agreement.agreement_id, "done" if touched else "nothing_stored",
-               subject=subject, detail=detail)
+    outcome = "done" if touched or report.erased else "nothing_stored"
+    pending.finish(lake.root, "erase", agreement.agreement_id, outcome, subject=subject, detail=detail)
     return report
+
+
+def _in_table_order(counts: dict[str, int], tables: list[catalog.Table]) -> dict[str, int]:
+    """``counts`` (keyed by table label, or label.column) in the order of the tables, as one run finds them."""
+    rank = {t.label: i for i, t in enumerate(tables)}
+    return dict(sorted(counts.items(), key=lambda kv: (rank.get(kv[0].split(".")[0], len(rank)), kv[0])))

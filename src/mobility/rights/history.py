@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from mobility import faults
 from mobility.rights.catalog import Table
 from mobility.spark import session_conf
 
@@ -43,6 +44,9 @@ def purge(spark, tables: list[Table]) -> dict[str, int]:
             before = data_files(table.path)
             _vacuum_now(table.path, delta)
             removed[table.label] = len(before - data_files(table.path))
+    # killed here, the files are gone but the log still holds identifier statistics: a rerun of the
+    # erasure or retention purges again (nothing left to vacuum) and scrubs
+    faults.point("purge:after-vacuum")
     for table in tables:
         scrub_log(table.path, table.identifier_columns)
     _forget_cached_logs(spark)
@@ -158,6 +162,8 @@ def scrub_log(table_path: Path, columns: tuple[str, ...]) -> None:
     if not columns:
         return
     log_dir = Path(table_path) / "_delta_log"
+    for leftover in log_dir.rglob(".*.scrub-tmp"):  # a scrub killed between its write and its rename
+        leftover.unlink()
     for path in sorted(p for p in log_dir.rglob("*") if p.is_file()):
         if path.name.startswith("."):
             continue

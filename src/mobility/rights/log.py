@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import uuid
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mobility.lake import Lake, is_delta
+from mobility import faults
+from mobility.lake import Lake, is_delta, read_json, write_json_atomic
 from mobility.rights.subject import Subject
 
 REQUESTS = ("registry", "access", "rectify", "erase", "retention")
@@ -52,8 +54,11 @@ def subject_ref(lake: Lake, subject: Subject) -> str:
 
 
 def record(lake_root: str | Path | None, request: str, agreement_id: str, outcome: str, *,
-           subject: Subject | None = None, detail: str | None = None) -> dict | None:
-    """Append one entry; without a lake (a registry request with no --lake) nothing is recorded."""
+           subject: Subject | None = None, detail: str | None = None, request_id: str | None = None) -> dict | None:
+    """Append one entry; without a lake (a registry request with no --lake) nothing is recorded.
+
+    ``request_id``: the id a ``Pending`` request chose when it began, so a rerun can tell whether its
+    entry was already written (``recorded``)."""
     if lake_root is None:
         return None
     lake = Lake(lake_root)
@@ -61,7 +66,7 @@ def record(lake_root: str | Path | None, request: str, agreement_id: str, outcom
         return None  # a request against a lake that does not exist must not create one
     from deltalake import write_deltalake
 
-    entry = {"request_id": str(uuid.uuid4()), "entry_time": datetime.now(timezone.utc).isoformat(),
+    entry = {"request_id": request_id or str(uuid.uuid4()), "entry_time": datetime.now(timezone.utc).isoformat(),
              "request": request, "agreement_id": agreement_id, "outcome": outcome,
              "subject_ref": subject_ref(lake, subject) if subject is not None else None, "detail": detail}
     lake.rights_log.parent.mkdir(parents=True, exist_ok=True)
@@ -77,3 +82,52 @@ def read(lake_root: str | Path) -> list[dict]:
 
     rows = DeltaTable(str(lake.rights_log)).to_pyarrow_table().to_pylist()
     return sorted(rows, key=lambda r: r["entry_time"])
+
+
+def recorded(lake_root: str | Path, request_id: str) -> bool:
+    """Whether the log holds an entry with ``request_id``."""
+    return any(row["request_id"] == request_id for row in read(lake_root))
+
+
+class Pending:
+    """A request that changes data, from its start until its log entry is written.
+
+    Erasure and retention delete in several commits and then purge; killed part-way, they are completed
+    by running them again, and this record lets the rerun say what the whole request did: what the
+    interrupted attempt deleted (noted *before* each delete, so a table whose delete committed just
+    before the crash is not forgotten), and the id of the log entry, so it is written once. The file
+    (``operator/rights_pending/NAME.json``, written atomically) names tables and counts only, and is
+    removed once the entry is in the log.
+    """
+
+    def __init__(self, lake_root: str | Path, name: str, request: str, agreement_id: str) -> None:
+        lake = Lake(lake_root)
+        self.path = lake.operator / "rights_pending" / f"{name}.json"
+        found = read_json(self.path) if self.path.is_file() else None
+        self.resumed = isinstance(found, dict) and found.get("request") == request
+        self.earlier: dict = found if self.resumed and isinstance(found, dict) else {}
+        self.request_id: str = str(self.earlier.get("request_id") or uuid.uuid4())
+        self.state: dict = {"request": request, "agreement_id": agreement_id, "request_id": self.request_id,
+                            "started": self.earlier.get("started") or datetime.now(timezone.utc).isoformat(),
+                            "done": json.loads(json.dumps(self.earlier.get("done") or {}))}
+        write_json_atomic(self.path, self.state)
+
+    def earlier_done(self) -> dict:
+        """What the interrupted attempt(s) noted, by kind (e.g. rows_deleted) then table."""
+        return json.loads(json.dumps(self.earlier.get("done") or {}))
+
+    def note(self, kind: str, key: str, value) -> None:
+        """Record what is about to be done (before the commit that does it)."""
+        self.state["done"].setdefault(kind, {})[key] = value
+        write_json_atomic(self.path, self.state)
+
+    def finish(self, lake_root: str | Path, request: str, agreement_id: str, outcome: str, *,
+               subject: Subject | None = None, detail: str | None = None) -> None:
+        """Write the log entry unless an earlier attempt did, then forget the request."""
+        if self.resumed:
+            detail = (detail + "; " if detail else "") + "completed by a rerun after an interruption"
+        if not (self.resumed and recorded(lake_root, self.request_id)):
+            record(lake_root, request, agreement_id, outcome, subject=subject, detail=detail,
+                   request_id=self.request_id)
+        faults.point(f"{request}:after-log")
+        self.path.unlink(missing_ok=True)

@@ -10,6 +10,10 @@ an erasure's (``history.purge``), so deleted data does not survive in Delta hist
 The summary says, per table, *whether* rows were deleted, never how many: a count of the subscribers
 left without activity is a count of people, and the residence changes of the month that expired are
 an exact monthly count of changes. It is printed, logged and kept in the rights log.
+
+Killed part-way, the same command run again completes it: expired rows already deleted are not found
+again, the purge follows, and ``log.Pending`` (the tables the interrupted attempt deleted from, noted
+before each delete) lets the one rights-log entry say what the whole run deleted.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import datetime as dt
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from mobility import faults
 from mobility.config import as_agreement
 from mobility.errors import MobilityError
 from mobility.lake import Lake
@@ -28,6 +33,7 @@ from mobility.rights.matching import read, run_finish_dates
 from mobility.rights.subject import RightsRequestError
 
 ACTIVITY_TABLES = ("events", "payments")  # what keeps a subscriber record alive
+DELETED = "deleted"  # what log.Pending notes: the tables rows were deleted from
 
 
 def cutoff_of(retention_days: int, today: dt.date) -> dt.date:
@@ -45,13 +51,15 @@ def _old_rows(table: catalog.Table, cutoff: dt.date):
     return F.col(column) < F.lit(dt.datetime.combine(cutoff, dt.time()))  # timestamps are UTC
 
 
-def _delete(spark, table: catalog.Table, condition) -> bool:
+def _delete(spark, table: catalog.Table, condition, pending: log.Pending) -> bool:
     """Delete the rows matching ``condition``; whether there were any."""
     from delta.tables import DeltaTable
 
     if read(spark, table).where(condition).isEmpty():
         return False
+    pending.note(DELETED, table.label, True)
     DeltaTable.forPath(spark, str(table.path)).delete(condition)
+    faults.point("retention:after-delete")
     return True
 
 
@@ -67,8 +75,9 @@ def enforce(agreement, lake_root, *, today: dt.date | None = None, spark=None) -
     from mobility.spark import get_spark
 
     spark = spark or get_spark("mobility-retention")
+    pending = log.Pending(lake.root, f"retention-{agreement.agreement_id}", "retention", agreement.agreement_id)
     try:
-        summary = _enforce(spark, lake, agreement, cutoff)
+        summary = _enforce(spark, lake, agreement, cutoff, pending)
     except MobilityError as exc:
         log.record(lake.root, "retention", agreement.agreement_id, "refused", detail=type(exc).__name__)
         raise
@@ -77,27 +86,32 @@ def enforce(agreement, lake_root, *, today: dt.date | None = None, spark=None) -
     deleted = [t for t, v in summary["tables"].items() if v["deleted"]]
     detail = f"cutoff {summary['cutoff']}; " + (f"rows deleted in {', '.join(deleted)}" if deleted
                                                 else "nothing older than the cutoff")
-    log.record(lake.root, "retention", agreement.agreement_id, "done", detail=detail)
+    pending.finish(lake.root, "retention", agreement.agreement_id, "done", detail=detail)
     return summary
 
 
-def _enforce(spark, lake: Lake, agreement, cutoff: dt.date) -> dict:
+def _enforce(spark, lake: Lake, agreement, cutoff: dt.date, pending: log.Pending) -> dict:
     tables = [t for t in catalog.tables(lake) if t.personal]
+    earlier = pending.earlier_done().get(DELETED, {})  # deleted by an interrupted run: not found again now
     result: dict[str, dict] = {}
     for table in tables:
         if table.time_column:
-            deleted = _delete(spark, table, _old_rows(table, cutoff))
+            deleted = _delete(spark, table, _old_rows(table, cutoff), pending)
             result[table.label] = {"deleted": deleted, "by": table.time_column}
         elif table.holds_raw_records:
             received = run_finish_dates(lake.root)
             expired = sorted(r for r, day in received.items() if day < cutoff)
-            deleted = _delete(spark, table, F.col("run_id").isin(expired)) if expired else False
+            deleted = _delete(spark, table, F.col("run_id").isin(expired), pending) if expired else False
             result[table.label] = {"deleted": deleted, "by": "date received (run finished)"}
     for table in tables:  # after the activity tables, so their deletions count
         if table.name == "subscribers" and table.subject_column == "pseudonym":
-            deleted = _orphans(spark, lake, table, tables)
+            deleted = _orphans(spark, lake, table, tables, pending)
             result[table.label] = {"deleted": deleted, "by": "no events or payments kept"}
+    for label, entry in result.items():
+        entry["deleted"] = entry["deleted"] or bool(earlier.get(label))
+    faults.point("retention:before-purge")
     files = purge(spark, tables)
+    faults.point("retention:after-purge")
     for label, n in files.items():
         result.setdefault(label, {"deleted": False, "by": None})["files_removed"] = n
     return {"cutoff": cutoff.isoformat(), "tables": result,
@@ -105,7 +119,8 @@ def _enforce(spark, lake: Lake, agreement, cutoff: dt.date) -> dict:
             "files_removed": sum(files.values())}
 
 
-def _orphans(spark, lake: Lake, subscribers: catalog.Table, tables: list[catalog.Table]) -> bool:
+def _orphans(spark, lake: Lake, subscribers: catalog.Table, tables: list[catalog.Table],
+             pending: log.Pending) -> bool:
     from delta.tables import DeltaTable
 
     activity = [t for t in tables if t.zone == subscribers.zone and t.name in ACTIVITY_TABLES]
@@ -123,7 +138,9 @@ def _orphans(spark, lake: Lake, subscribers: catalog.Table, tables: list[catalog
         .select(F.col("pseudonym").alias("_orphan")).distinct().localCheckpoint()
     if orphans.isEmpty():
         return False
+    pending.note(DELETED, subscribers.label, True)
     DeltaTable.forPath(spark, str(subscribers.path)).alias("t").merge(
         orphans.alias("s"), "t.pseudonym = s._orphan").whenMatchedDelete().execute()
+    faults.point("retention:after-delete")
     return True
 
