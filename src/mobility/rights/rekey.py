@@ -358,5 +358,7 @@ def _rotate(agreement: Agreement, lake: Lake, old: PseudonymKey, new: PseudonymK
     report.record = str(record)
     faults.point("rotate:after-record")
     shutil.rmtree(folder)  # the map: linkable old and new names, never kept
+    if not any(folder.parent.iterdir()):
+        folder.parent.rmdir()
     log.record(lake.root, "key_rotation", agreement.agreement_id, "done",
                detail=f"{old.key_id} -> {new.key_id}; {len(report.tables_rewritten)} tables rewritten")
