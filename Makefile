@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: setup demo lint test test-fast bench bench-tumult-env clean airflow-venv
+.PHONY: setup demo lint test test-fast bench reliability bench-tumult-env clean airflow-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ airflow-venv: $(AIRFLOW_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# docs/reliability.md: the fault-matrix, bad-input and executor-loss tests (two pytest runs), then a key
+# rotation of a lake of 1m events (bench/reliability.py). Options, e.g. RELIABILITY_ARGS="--skip-rotation".
+reliability: $(STAMP)
+	$(BIN)/python -m bench.reliability $(RELIABILITY_ARGS)
 
 # Tumult Analytics for the accuracy comparison only (bench/peer_accuracy.py): it pins pyspark<3.6 and
 # pandas<2 on Python 3.11, so it gets its own environment and exchanges data with .venv as Parquet.
