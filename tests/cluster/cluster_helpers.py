@@ -287,3 +287,33 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except (OSError, IndexError):
         return True
+
+
+def synthetic_population(root: Path, *, subscribers: int, months: int, start: str, seed: int,
+                         behaviours: dict[str, float]) -> dict:
+    """A small synthetic operator extract under ``root/input``, its agreement and a fresh key (hex)."""
+    import secrets
+
+    from agreement_helpers import make_agreement
+    from mobility.synth import generate
+
+    generate(root / "input", subscribers=subscribers, months=months, start=start, home_country="PHL", seed=seed,
+             fault_rate=0.02, events_per_day=3.0, behaviours=behaviours)
+    agreement = make_agreement(root, max_invalid_share=0.2)
+    return {"root": root, "input": root / "input", "agreement": agreement, "key": secrets.token_hex(32)}
+
+
+def anonymize_locally(population: dict, lake: Path, spark) -> None:
+    """The reference anonymization in-process; the key is set only while it runs (the office stages
+    that follow must not need it)."""
+    from mobility.anonymize.job import run as anonymize
+
+    previous = os.environ.get("MOBILITY_KEY_TEST")
+    os.environ["MOBILITY_KEY_TEST"] = population["key"]
+    try:
+        anonymize(population["agreement"], population["input"], lake, spark=spark)
+    finally:
+        if previous is None:
+            os.environ.pop("MOBILITY_KEY_TEST", None)
+        else:
+            os.environ["MOBILITY_KEY_TEST"] = previous

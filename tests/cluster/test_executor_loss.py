@@ -22,14 +22,20 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from agreement_helpers import make_agreement
-from cluster_helpers import Standalone, kill_executor, start_submit, submit, wait_for
+from cluster_helpers import (
+    Standalone,
+    anonymize_locally,
+    kill_executor,
+    start_submit,
+    submit,
+    synthetic_population,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.faults, pytest.mark.timeout(2400)]
 
@@ -59,28 +65,17 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory):
-    from mobility.synth import generate
-
-    root = tmp_path_factory.mktemp("executor-loss")
-    generate(root / "input", subscribers=20, months=MONTHS, start=START, home_country="PHL", seed=31,
-             fault_rate=0.02, events_per_day=3.0, behaviours=SHARES)
-    agreement = make_agreement(root, max_invalid_share=0.2)
-    return {"root": root, "input": root / "input", "agreement": agreement, "key": secrets.token_hex(32)}
+    return synthetic_population(tmp_path_factory.mktemp("executor-loss"), subscribers=20, months=MONTHS, start=START,
+                                seed=31, behaviours=SHARES)
 
 
 @pytest.fixture(scope="module")
 def local_lake(population, spark):
     """The reference: the same two stages in-process on local Spark."""
-    from mobility.anonymize.job import run as anonymize
     from mobility.residence.job import run as residence
 
     lake = population["root"] / "local-lake"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOBILITY_KEY_TEST", population["key"])
-    try:
-        anonymize(population["agreement"], population["input"], lake, spark=spark)
-    finally:
-        mp.undo()
+    anonymize_locally(population, lake, spark)
     residence(population["agreement"], lake, spark=spark)
     return lake
 

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import secrets
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from agreement_helpers import make_agreement
-from cluster_helpers import REPO, Standalone, submit
+from cluster_helpers import REPO, Standalone, anonymize_locally, submit, synthetic_population
 
 # The first test's setup runs the pipeline twice (local, then on the cluster): give it more than CI's
 # per-test default, since on a 2-core machine shared with other work that setup took 27 minutes.
@@ -41,29 +39,18 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory):
-    from mobility.synth import generate
-
-    root = tmp_path_factory.mktemp("cluster-run")
-    generate(root / "input", subscribers=30, months=MONTHS, start=START, home_country="PHL", seed=23,
-             fault_rate=0.02, events_per_day=3.0, behaviours=SHARES)
-    agreement = make_agreement(root, max_invalid_share=0.2)
-    return {"root": root, "input": root / "input", "agreement": agreement, "key": secrets.token_hex(32)}
+    return synthetic_population(tmp_path_factory.mktemp("cluster-run"), subscribers=30, months=MONTHS, start=START,
+                                seed=23, behaviours=SHARES)
 
 
 @pytest.fixture(scope="module")
 def local_run(population, spark):
     """The same stages in-process on local Spark: the reference."""
-    from mobility.anonymize.job import run as anonymize
     from mobility.release.flows import release_flows
     from mobility.residence.job import run as residence
 
     lake = population["root"] / "local-lake"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOBILITY_KEY_TEST", population["key"])
-    try:
-        anonymize(population["agreement"], population["input"], lake, spark=spark)
-    finally:
-        mp.undo()  # the office stages must not need the key
+    anonymize_locally(population, lake, spark)  # the office stages must not need the key
     residence(population["agreement"], lake, spark=spark)
     release = release_flows(population["agreement"], lake, PERIOD, purpose="migration-statistics",
                             requested_by="cluster-test", rho=0.5, by="sex,age_band", spark=spark)
