@@ -262,7 +262,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
         skipped_names = {s["file"] for s in skipped}
         new_files = {name: [f for f in fs if f.name not in skipped_names] for name, fs in files.items()}
         run_id = run_id or inp.derive_run_id(agreement.agreement_id, [f.fingerprint for f in all_files])
-        _check_key_id(lake, agreement, key.key_id, completed)
+        _check_key_id(lake, agreement, key.key_id)
         if run_id in completed:
             lake.started_marker(run_id).unlink(missing_ok=True)  # left by a crash right after the commit marker
             return AnonymizeResult(run_id, completed[run_id], lake.run_manifest(OFFICE, run_id), already_done=True)
@@ -352,19 +352,17 @@ def _is_under(path: str, folder: str | Path) -> bool:
         return False
 
 
-def _check_key_id(lake: Lake, agreement: Agreement, key_id: str, completed: dict[str, dict]) -> None:
+def _check_key_id(lake: Lake, agreement: Agreement, key_id: str) -> None:
     """Refuse a key id other than the one the office zone's pseudonyms were made with: new records would
     get other pseudonyms, and the 12/16-month rule would see the same people as new subscribers."""
-    del completed  # the lake reads its runs and its key rotations itself
-    current = lake.key_id(agreement.agreement_id)
-    stored = [current] if current else []
-    if stored and key_id != stored[-1]:
+    stored = lake.key_id(agreement.agreement_id)  # of its latest completed run or key rotation
+    if stored is not None and key_id != stored:
         raise KeyMaterialError(
             f"agreement {agreement.agreement_id} names key id {key_id!r}, but the office zone's pseudonyms were "
-            f"made with key id {stored[-1]!r} (its latest run or key rotation); pseudonyms under another key would not "
+            f"made with key id {stored!r} (its latest run or key rotation); pseudonyms under another key would not "
             "match them; nothing was read or written",
             where=str(lake.office_manifests),
-            hint=f"if the key id is a typo, set key.key_id back to {stored[-1]!r}; a real key change needs the "
+            hint=f"if the key id is a typo, set key.key_id back to {stored!r}; a real key change needs the "
                  "office tables rewritten to the new pseudonyms first: `mobility keys rotate` (docs/operations.md)")
 
 
