@@ -137,7 +137,11 @@ def _writes(ctx: RunContext, quarantine: list[DataFrame], new_cells: pd.DataFram
     writes = []
 
     def add(table: str, write) -> None:  # a crash test may kill the process right after this table's commit
-        writes.append(lambda: (write(), faults.point(f"anonymize:after-{table}")))
+        def then_point() -> None:
+            write()
+            faults.point(f"anonymize:after-{table}")
+
+        writes.append(then_point)
 
     if quarantine:
         rows = reduce(DataFrame.unionByName, quarantine)

@@ -242,7 +242,8 @@ def _rewrite_suppression_file(agreement: Agreement, mapping: DataFrame) -> None:
     if not listed:
         return
     path = Path(agreement.suppression_list)  # type: ignore[arg-type]
-    found = dict(mapping.where(F.col(OLD).isin(listed)).select(OLD, NEW).collect())  # a short list: a few people
+    rows = mapping.where(F.col(OLD).isin(listed)).select(OLD, NEW).collect()  # a short list: a few people
+    found: dict[str, str] = {row[OLD]: row[NEW] for row in rows}
     lines = [found.get(p, p) for p in listed]  # an entry already renamed (resumed run) is kept as it is
     tmp = path.with_name(f".{path.name}.rotating")
     tmp.write_text("".join(f"{p}\n" for p in lines), encoding="utf-8")
