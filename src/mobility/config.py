@@ -198,6 +198,15 @@ class Agreement(_Strict):
             raise ValueError(f"home_country {self.home_country} must be in 'countries'")
         return self
 
+    def listed_suppressions(self) -> list[str]:
+        """The pseudonyms of the ``suppression_list`` file (one per line, ``#`` comments), lower-case,
+        sorted, without repeats; [] when the agreement names no file or it does not exist yet."""
+        path = self.suppression_list
+        if path is None or not Path(path).is_file():
+            return []
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        return sorted({ln.strip().lower() for ln in lines if ln.strip() and not ln.startswith("#")})
+
     @property
     def home_region(self) -> str:
         """ISO alpha-2 region for national-format phone numbers."""

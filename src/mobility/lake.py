@@ -257,18 +257,12 @@ class Lake:
         """Operations of the commits after ``version`` (oldest first), from the Delta log; None when
         the log no longer holds every one of them (Delta's log cleanup removes old commit files), so
         that what happened since cannot be told."""
-        log = self.table(spec) / "_delta_log"
-        commits = {int(c.stem): c for c in log.glob("*.json") if c.stem.isdigit()}
+        commits = commit_files(self.table(spec))
         later = sorted(v for v in commits if v > version)
         if later and later != list(range(version + 1, later[-1] + 1)):
             return None
-        found = []
-        for v in later:
-            for line in commits[v].read_text(encoding="utf-8").splitlines():
-                info = json.loads(line).get("commitInfo") if line.strip() else None
-                if info:
-                    found.append(str(info.get("operation", "")))
-        return found
+        infos = [commit_info(commits[v]) for v in later]
+        return [str(info.get("operation", "")) for info in infos if info]
 
     def versions(self, *specs: TableSpec) -> dict[str, int]:
         """Current Delta version of each table that exists, by name (what manifests record)."""
@@ -284,6 +278,21 @@ def anonymize_txn_id(run_id: str) -> str:
 
 def is_delta(path: Path) -> bool:
     return (Path(path) / "_delta_log").is_dir()
+
+
+def commit_files(path: Path) -> dict[int, Path]:
+    """The JSON commit files still in a table's Delta log, by version."""
+    log = Path(path) / "_delta_log"
+    return {int(c.stem): c for c in log.glob("*.json") if c.stem.isdigit()} if log.is_dir() else {}
+
+
+def commit_info(commit: Path) -> dict | None:
+    """The ``commitInfo`` action of one commit file (operation, metrics, userMetadata), if it has one."""
+    for line in commit.read_text(encoding="utf-8").splitlines():
+        info = json.loads(line).get("commitInfo") if line.strip() else None
+        if info:
+            return info
+    return None
 
 
 def has_commit(path: Path) -> bool:

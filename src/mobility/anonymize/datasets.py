@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -56,11 +55,9 @@ def suppressed_pseudonyms(ctx: RunContext) -> DataFrame:
     if ctx.lake.exists(SUPPRESSION_TABLE):
         frames.append(ctx.lake.read(ctx.spark, SUPPRESSION_TABLE)
                       .filter(F.col("key_id") == ctx.key.key_id).select(PSEUDONYM))
-    path = ctx.agreement.suppression_list
-    if path is not None and Path(path).is_file():
-        lines = [ln.strip().lower() for ln in Path(path).read_text().splitlines() if ln.strip()
-                 and not ln.startswith("#")]
-        frames.append(ctx.spark.createDataFrame([(x,) for x in lines], SUPPRESSION_SCHEMA))
+    listed = ctx.agreement.listed_suppressions()
+    if listed:
+        frames.append(ctx.spark.createDataFrame([(x,) for x in listed], SUPPRESSION_SCHEMA))
     if not frames:
         return ctx.spark.createDataFrame([], SUPPRESSION_SCHEMA).withColumn("_suppressed", F.lit(True))
     out = frames[0]

@@ -289,3 +289,16 @@ def run(agreement: str | Agreement, lake_root: str | Path, through: str | None =
 def current_state(lake: Lake, agreement_id: str) -> dict | None:
     """The residence manifest whose tables are the current ones (None: the next run rebuilds)."""
     return _state(lake, agreement_id)
+
+
+def carry_state(lake: Lake, state: dict | None, suffix: str, reason: str) -> None:
+    """Keep ``state`` (a ``current_state`` taken before the tables were rewritten without changing their
+    results, e.g. renamed by a key rotation) current: a manifest naming the tables' new versions, so the
+    next run stays incremental. Nothing when there was no current state (the next run rebuilds)."""
+    if not state:
+        return
+    carried = dict(state, run_id=f"{state['run_id']}-{suffix}", mode="carried over", reason=reason,
+                   recomputed_months=[], finished=dt.datetime.now(dt.UTC).isoformat(),
+                   office_versions=lake.versions(EVENTS_TABLE, PRESENCE_TABLE, HOME_CELLS_TABLE, CHANGES_TABLE))
+    write_json_atomic(lake.residence_manifests / f"{carried['run_id']}.json", carried)
+

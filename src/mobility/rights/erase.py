@@ -89,8 +89,7 @@ def _suppress(spark, lake: Lake, agreement, subject: Subject) -> list[str]:
     path = agreement.suppression_list
     if path is not None:
         path = Path(path)
-        lines = path.read_text().splitlines() if path.is_file() else []
-        if subject.pseudonym not in (ln.strip().lower() for ln in lines):
+        if subject.pseudonym not in agreement.listed_suppressions():
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as fh:
                 fh.write(subject.pseudonym + "\n")

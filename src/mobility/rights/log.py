@@ -11,9 +11,9 @@ makes every entry unlinkable while the audit trail (what, when, outcome) stays.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import uuid
@@ -109,12 +109,12 @@ class Pending:
         self.request_id: str = str(self.earlier.get("request_id") or uuid.uuid4())
         self.state: dict = {"request": request, "agreement_id": agreement_id, "request_id": self.request_id,
                             "started": self.earlier.get("started") or datetime.now(timezone.utc).isoformat(),
-                            "done": json.loads(json.dumps(self.earlier.get("done") or {}))}
+                            "done": copy.deepcopy(self.earlier.get("done") or {})}
         write_json_atomic(self.path, self.state)
 
     def earlier_done(self) -> dict:
         """What the interrupted attempt(s) noted, by kind (e.g. rows_deleted) then table."""
-        return json.loads(json.dumps(self.earlier.get("done") or {}))
+        return copy.deepcopy(self.earlier.get("done") or {})
 
     def note(self, kind: str, key: str, value) -> None:
         """Record what is about to be done (before the commit that does it)."""

@@ -26,12 +26,12 @@ Run it when no other job writes to the lake, like erasure. See docs/operations.m
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -42,7 +42,7 @@ from mobility.anonymize.pseudonymize import PseudonymKey, load_key
 from mobility.anonymize.rotation import NEW, OLD, pseudonym_map
 from mobility.config import Agreement, KeySource, as_agreement
 from mobility.errors import KeyMaterialError, MobilityError
-from mobility.lake import Lake, read_json, write_json_atomic
+from mobility.lake import Lake, commit_files, commit_info, read_json, write_json_atomic
 from mobility.rights import catalog, log
 from mobility.rights.history import purge
 from mobility.rights.matching import read
@@ -107,13 +107,8 @@ def tag(agreement_id: str, old: str, new: str) -> str:
 
 def _tagged_commit(path: Path, label: str) -> dict | None:
     """The commitInfo of the table's commit tagged ``label``, if the log has one."""
-    log_dir = Path(path) / "_delta_log"
-    for commit in sorted(log_dir.glob("*.json")) if log_dir.is_dir() else []:
-        for line in commit.read_text(encoding="utf-8").splitlines():
-            info = json.loads(line).get("commitInfo") if line.strip() else None
-            if info and info.get("userMetadata") == label:
-                return info
-    return None
+    infos = (commit_info(c) for _, c in sorted(commit_files(path).items()))
+    return next((info for info in infos if info and info.get("userMetadata") == label), None)
 
 
 def _rows_written(info: dict | None) -> int:
@@ -145,18 +140,7 @@ def _ours(table: catalog.Table, agreement_id: str, old_key_id: str):
 def _stored_pseudonyms(spark: SparkSession, tables: list[catalog.Table], agreement_id: str, old: str) -> DataFrame:
     frames = [read(spark, t).where(_ours(t, agreement_id, old)).select(F.col(c).alias(OLD))
               for t in tables for c in _identifier_columns(t)]
-    out = frames[0]
-    for f in frames[1:]:
-        out = out.unionByName(f)
-    return out.where(F.col(OLD).isNotNull()).distinct()
-
-
-def _suppression_file_pseudonyms(agreement: Agreement) -> list[str]:
-    path = agreement.suppression_list
-    if path is None or not Path(path).is_file():
-        return []
-    return sorted({ln.strip().lower() for ln in Path(path).read_text(encoding="utf-8").splitlines()
-                   if ln.strip() and not ln.startswith("#")})
+    return reduce(DataFrame.unionByName, frames).where(F.col(OLD).isNotNull()).distinct()
 
 
 def _complete_map(spark: SparkSession, agreement: Agreement, lake: Lake, old: PseudonymKey, new: PseudonymKey,
@@ -164,7 +148,7 @@ def _complete_map(spark: SparkSession, agreement: Agreement, lake: Lake, old: Ps
     """Write the completed map (every stored pseudonym -> its new one) to ``folder``, atomically."""
     numbers = numbers.dropDuplicates([OLD]).localCheckpoint(eager=True)
     stored = _stored_pseudonyms(spark, tables, agreement.agreement_id, old.key_id)
-    listed = _suppression_file_pseudonyms(agreement)
+    listed = agreement.listed_suppressions()
     if listed:
         stored = stored.unionByName(spark.createDataFrame([(p,) for p in listed], f"{OLD} STRING")).distinct()
     # a suppression entry without its number would let an erased person back in with the next delivery
@@ -173,10 +157,7 @@ def _complete_map(spark: SparkSession, agreement: Agreement, lake: Lake, old: Ps
     if listed:
         suppressed.append(spark.createDataFrame([(p,) for p in listed], f"{OLD} STRING"))
     if suppressed:
-        every = suppressed[0]
-        for f in suppressed[1:]:
-            every = every.unionByName(f)
-        missing = every.distinct().join(numbers, OLD, "left_anti").count()
+        missing = reduce(DataFrame.unionByName, suppressed).distinct().join(numbers, OLD, "left_anti").count()
         if missing:
             raise RotationError(
                 f"{missing} suppression entr(y/ies) (erasures, opt-outs) have no number among those given, so "
@@ -238,7 +219,7 @@ def _rewrite(spark: SparkSession, table: catalog.Table, mapping: DataFrame, agre
 
 
 def _rewrite_suppression_file(agreement: Agreement, mapping: DataFrame) -> None:
-    listed = _suppression_file_pseudonyms(agreement)
+    listed = agreement.listed_suppressions()
     if not listed:
         return
     path = Path(agreement.suppression_list)  # type: ignore[arg-type]
@@ -251,19 +232,6 @@ def _rewrite_suppression_file(agreement: Agreement, mapping: DataFrame) -> None:
 
 
 # ---- the whole rotation -----------------------------------------------------------------------------
-
-def _carry_residence_state(lake: Lake, state: dict | None, old: str, new: str) -> None:
-    """The residence state stays current: same results, renamed; the next monthly run stays incremental."""
-    if not state:
-        return
-    from mobility.schemas import CHANGES_TABLE, EVENTS_TABLE, HOME_CELLS_TABLE, PRESENCE_TABLE
-
-    carried = dict(state, run_id=f"{state['run_id']}-rekeyed-{new}", mode="key rotation", recomputed_months=[],
-                   reason=f"pseudonyms renamed from key {old} to key {new}; results unchanged",
-                   office_versions=lake.versions(EVENTS_TABLE, PRESENCE_TABLE, HOME_CELLS_TABLE, CHANGES_TABLE),
-                   finished=dt.datetime.now(dt.UTC).isoformat())
-    write_json_atomic(lake.residence_manifests / f"{carried['run_id']}.json", carried)
-
 
 def rotate(agreement: str | Agreement, lake_root: str | Path, new_key_id: str, *,
            new_key: KeySource | None = None, inputs: list[Path] | None = None, numbers: list[Path] | None = None,
@@ -307,7 +275,7 @@ def rotate(agreement: str | Agreement, lake_root: str | Path, new_key_id: str, *
 
 def _rotate(agreement: Agreement, lake: Lake, old: PseudonymKey, new: PseudonymKey, inputs: list[Path],
             numbers: list[Path], spark: SparkSession | None, report: RotationReport) -> None:
-    from mobility.residence.job import current_state
+    from mobility.residence.job import carry_state, current_state
     from mobility.spark import get_spark
 
     spark = spark or get_spark("mobility-key-rotation")
@@ -348,7 +316,8 @@ def _rotate(agreement: Agreement, lake: Lake, old: PseudonymKey, new: PseudonymK
     report.files_removed = purge(spark, tables)
     faults.point("rotate:after-purge")
     saved = read_json(folder / "residence_state.json") or {}
-    _carry_residence_state(lake, saved.get("state"), old.key_id, new.key_id)
+    carry_state(lake, saved.get("state"), f"rekeyed-{new.key_id}",
+                f"pseudonyms renamed from key {old.key_id} to key {new.key_id}; results unchanged")
     record = lake.key_rotations / f"{agreement.agreement_id}-{new.key_id}.json"
     write_json_atomic(record, {
         "stage": RECORD_STAGE, "agreement_id": agreement.agreement_id, "old_key_id": old.key_id,
