@@ -171,6 +171,8 @@ class Agreement(_Strict):
     valid_to: date | None = None
     # a directory outside the lake that another party controls: every ledger append is witnessed there
     ledger_witness: Path | None = None
+    # the operator's delivery format (mobility.anonymize.formats; docs/contracts.md, "Operators' formats")
+    input_format: Literal["native", "multimno", "flowdb"] = "native"
     # SHA-256 of the file the agreement was loaded from (set by load_agreement)
     _source_sha256: str | None = PrivateAttr(default=None)
 

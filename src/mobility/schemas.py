@@ -21,7 +21,10 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-EVENT_TYPES = ("call_out", "call_in", "sms_out", "sms_in", "data")
+EVENT_TYPES = ("call_out", "call_in", "sms_out", "sms_in", "data")  # what the native contract's operators deliver
+# ... and ``signal``: a network event of no known service (signalling data, as multimno delivers), and
+# ``topup``: a credit recharge at a cell (FlowDB's events.topups): both place the subscriber, neither is a call
+ACCEPTED_EVENT_TYPES = (*EVENT_TYPES, "signal", "topup")
 SEXES = ("F", "M", "X")
 CHANNELS = ("mobile_money", "card", "agent", "bank")
 # Channels whose location is the payer's own presence (agent desk, card terminal).

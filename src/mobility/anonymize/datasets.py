@@ -11,12 +11,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from mobility.anonymize import formats
 from mobility.anonymize import inputs as inp
 from mobility.anonymize import validate as v
+from mobility.anonymize.formats import SOURCE_REASON
 from mobility.anonymize.pseudonymize import PseudonymKey, drop_key_pads, e164_column, hmac_sha256, with_key_pads
 from mobility.anonymize.spatial import bin_cells, locate_points, plmn_table
 from mobility.config import Agreement
@@ -45,6 +47,17 @@ class RunContext:
 
     def with_pseudonym(self, df: DataFrame, e164_col: str, out: str) -> DataFrame:
         return df.withColumn(out, hmac_sha256(F.col(e164_col)))
+
+    def read(self, files: list[inp.InputFile], contract) -> DataFrame:
+        """The rows of ``files`` in the native contract, read by the agreement's ``input_format``."""
+        return formats.read(self.spark, files, contract, self.agreement.input_format, self.agreement)
+
+    def subscriber_id(self, raw: Column) -> Column:
+        """What is keyed: the number in E.164 (null when not a valid number), or, for a format whose ids
+        are the operator's own pseudonyms, the id as delivered (null when blank): no number check."""
+        if formats.id_kind(self.agreement.input_format) == formats.PSEUDONYMS:
+            return F.when(~v.blank(raw), raw)
+        return e164_column(raw, self.region)
 
 
 # ---- the suppression list -------------------------------------------------------------------
@@ -83,18 +96,23 @@ def _blank_if_suppressed(df: DataFrame, suppression: DataFrame, column: str) -> 
 
 def binned_cells(ctx: RunContext, files: list[inp.InputFile]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """The cell list binned on H3, its rejected rows (with a reason) and its per-file counts."""
-    raw: pd.DataFrame = inp.read(ctx.spark, files, CELLS).toPandas()  # the cell list is small by nature
+    raw: pd.DataFrame = ctx.read(files, CELLS).toPandas()  # the cell list is small by nature
+    # in file-name order, so that the first of a cell's copies is always the same row (the earliest file's)
+    raw = raw.sort_values(inp.SOURCE_FILE, kind="stable").reset_index(drop=True)
     raw[inp.SOURCE_FILE] = raw[inp.SOURCE_FILE].map(dict(enumerate(inp.file_names(files))))
-    dup = raw.duplicated(subset=list(CELLS.columns), keep="first")
-    corrupt = raw[inp.CORRUPT].notna() & ~dup
+    dup = raw.duplicated(subset=[*CELLS.columns, SOURCE_REASON], keep="first")
+    flagged = raw[SOURCE_REASON].notna() & ~dup  # the format's own reason comes first
+    corrupt = raw[inp.CORRUPT].notna() & ~dup & ~flagged
     text = raw[list(CELLS.columns)].astype("string")
     # the checks on raw text that the other datasets make in Spark (validate.encoding_and_length_checks)
-    garbled = text.apply(lambda c: c.str.contains(v.REPLACEMENT_CHAR, regex=False)).any(axis=1) & ~dup & ~corrupt
+    garbled = text.apply(lambda c: c.str.contains(v.REPLACEMENT_CHAR, regex=False)).any(axis=1) \
+        & ~dup & ~flagged & ~corrupt
     too_long = (text.apply(lambda c: c.str.len()).max(axis=1).fillna(0) > v.MAX_FIELD_CHARS) \
-        & ~dup & ~corrupt & ~garbled
-    usable = ~dup & ~corrupt & ~garbled & ~too_long
+        & ~dup & ~flagged & ~corrupt & ~garbled
+    usable = ~dup & ~flagged & ~corrupt & ~garbled & ~too_long
     binned, rejected = bin_cells(raw[usable].reset_index(drop=True), ctx.agreement.h3_resolution, ctx.boundaries)
-    rejected = pd.concat([rejected, raw[corrupt].assign(reason="malformed_row"),
+    rejected = pd.concat([rejected, raw[flagged].assign(reason=raw.loc[flagged, SOURCE_REASON]),
+                          raw[corrupt].assign(reason="malformed_row"),
                           raw[garbled].assign(reason="invalid_encoding"),
                           raw[too_long].assign(reason="field_too_long")], ignore_index=True)
     counts = []
@@ -135,14 +153,31 @@ def _plmns(ctx: RunContext) -> tuple[DataFrame, DataFrame]:
 def _kept(contract) -> list:
     """Bookkeeping columns every builder returns: status, reason, source file, the raw row of a
     quarantined record (operator zone only), the row's hashes and an id for finding copies."""
-    raw = F.to_json(F.struct(*[F.col(c) for c in contract.columns], F.col(inp.CORRUPT)))
+    raw = F.to_json(F.struct(*[F.col(c) for c in formats.read_columns(contract)], F.col(inp.CORRUPT)))
     return [F.col(v.STATUS), F.col(v.REASON), F.col(inp.SOURCE_FILE),
             F.when(F.col(v.STATUS) == v.QUARANTINED, raw).alias("_record"),
             F.col(v.ROW_HASH_1), F.col(v.ROW_HASH_2), F.monotonically_increasing_id().alias(v.ROW_ID)]
 
 
+def _point_locator(ctx: RunContext):
+    """A pandas UDF: (latitude, longitude) text -> H3 cell and country, located on the boundaries."""
+    res, boundaries = ctx.agreement.h3_resolution, ctx.boundaries
+
+    # pyspark's stubs lack the decorator form whose UDF type comes from the function's type hints
+    @F.pandas_udf("h3_cell string, location_country string")  # type: ignore[call-overload]
+    def _locate(lat: pd.Series, lon: pd.Series) -> pd.DataFrame:
+        return locate_points(lat, lon, res, boundaries)
+
+    return _locate
+
+
+def _with_reason(checks: list) -> Column:
+    """The format's own reason first (``formats.SOURCE_REASON``), then the native checks'."""
+    return F.coalesce(F.col(SOURCE_REASON), v.first_reason(checks))
+
+
 def cdr_frame(ctx: RunContext, files: list[inp.InputFile], cells: DataFrame, suppression: DataFrame) -> DataFrame:
-    df = v.with_row_hashes(inp.read(ctx.spark, files, CDR), CDR)
+    df = v.with_row_hashes(ctx.read(files, CDR), CDR)
     df = df.withColumn("_ts", v.parse_time(F.col("event_time")))
     df = df.withColumn("_local_date", F.to_date(F.col("_ts")))  # session zone = the agreement's
     cell_match = ((F.trim(F.col("cell_id")) == F.col("c_id"))
@@ -152,24 +187,33 @@ def cdr_frame(ctx: RunContext, files: list[inp.InputFile], cells: DataFrame, sup
     full, mcc = _plmns(ctx)
     df = df.join(F.broadcast(full), F.trim(F.col("visited_plmn")) == F.col("p_key"), "left")
     df = df.join(F.broadcast(mcc), F.substring(F.trim(F.col("visited_plmn")), 1, 3) == F.col("m_key"), "left")
-    plmn_country = F.coalesce(F.col("p_country"), F.col("m_country"))
-    # The Python UDF runs between the joins and the keyed hash and checks: Spark's generated code
+    # the country a format's reader gave for the visited network (its own MCC table), else the public PLMN list's
+    plmn_country = F.coalesce(F.col("visited_country"), F.col("p_country"), F.col("m_country"))
+    # The Python UDFs run between the joins and the keyed hash and checks: Spark's generated code
     # for the stage then comes in two halves instead of one method so large that the JIT spent
     # some 20 CPU-s compiling it, twice over, in every fresh JVM (BENCHMARKS.md).
-    df = df.withColumn("_e164", e164_column(F.col("msisdn"), ctx.region))
+    df = df.withColumn("_e164", ctx.subscriber_id(F.col("msisdn")))
+    # An event located by its coordinates (no cell, not roaming): only those rows' points go to the
+    # UDF, every other row passes nulls, and files without coordinate columns skip it altogether.
+    if formats.locates_points(ctx.agreement.input_format):
+        lat, lon = v.coordinates()
+        usable = v.located_by_point() & lat.isNotNull() & lon.isNotNull()
+        df = df.withColumn("_pt", _point_locator(ctx)(F.when(usable, lat), F.when(usable, lon)))
+    else:
+        df = df.withColumn("_pt", F.lit(None).cast("struct<h3_cell:string,location_country:string>"))
     df = with_key_pads(ctx.spark, df, ctx.key)
     df = ctx.with_pseudonym(df, "_e164", PSEUDONYM)
     if ctx.agreement.counterpart == "pseudonymize":
-        df = df.withColumn("_cp164", e164_column(F.col("counterpart_msisdn"), ctx.region))
+        df = df.withColumn("_cp164", ctx.subscriber_id(F.col("counterpart_msisdn")))
         df = ctx.with_pseudonym(df, "_cp164", "counterpart_pseudonym")
         df = _blank_if_suppressed(df, suppression, "counterpart_pseudonym")
     else:
         df = df.withColumn("counterpart_pseudonym", F.lit(None).cast("string"))
     df = drop_key_pads(df)
     df = _flag_suppressed(df, suppression, PSEUDONYM)
-    reason = v.first_reason(v.cdr_checks(F.col("_e164"), F.col("_ts"), F.col("c_id").isNotNull(),
-                                         F.col("c_reason"), plmn_country, ctx.latest))
-    df = v.finish(df, reason, F.col("_suppressed"))
+    checks = v.cdr_checks(F.col("_e164"), F.col("_ts"), F.col("c_id").isNotNull(), F.col("c_reason"),
+                          plmn_country, ctx.latest, F.col("_pt.location_country"))
+    df = v.finish(df, _with_reason(checks), F.col("_suppressed"))
     coarse = "day" if ctx.agreement.time_resolution == "day" else "hour"
     roaming = ~v.blank(F.col("visited_plmn"))
     return df.select(
@@ -177,23 +221,24 @@ def cdr_frame(ctx: RunContext, files: list[inp.InputFile], cells: DataFrame, sup
         F.col(PSEUDONYM),
         F.date_trunc(coarse, F.col("_ts")).alias("event_hour"),
         F.lower(F.trim(F.col("event_type"))).alias("event_type"),
-        F.when(roaming, F.lit(None)).otherwise(F.col("c_h3")).alias("h3_cell"),
-        F.when(roaming, plmn_country).otherwise(F.col("c_country")).alias("country"),
+        F.when(roaming, F.lit(None)).otherwise(F.coalesce(F.col("c_h3"), F.col("_pt.h3_cell"))).alias("h3_cell"),
+        F.when(roaming, plmn_country).otherwise(F.coalesce(F.col("c_country"), F.col("_pt.location_country")))
+        .alias("country"),
         F.col("counterpart_pseudonym"),
         F.date_format(F.col("_ts"), "yyyy-MM").alias("month"),  # the local month
     )
 
 
 def subscribers_frame(ctx: RunContext, files: list[inp.InputFile], suppression: DataFrame) -> DataFrame:
-    df = v.with_row_hashes(inp.read(ctx.spark, files, SUBSCRIBERS), SUBSCRIBERS)
-    df = df.withColumn("_e164", e164_column(F.col("msisdn"), ctx.region))
+    df = v.with_row_hashes(ctx.read(files, SUBSCRIBERS), SUBSCRIBERS)
+    df = df.withColumn("_e164", ctx.subscriber_id(F.col("msisdn")))
     df = drop_key_pads(ctx.with_pseudonym(with_key_pads(ctx.spark, df, ctx.key), "_e164", PSEUDONYM))
     df = _flag_suppressed(df, suppression, PSEUDONYM)
     checks = v.subscriber_checks(F.col("_e164"), dt.date.today().year)
     # One person, two differing registrations: neither can be trusted (exact copies are not a conflict).
     df = df.withColumn("_conflict", F.col("_e164").isNotNull() & v.differing_rows(F.col("_e164")))
     checks.append((F.col("_conflict"), "conflicting_subscriber_record"))
-    df = v.finish(df, v.first_reason(checks), F.col("_suppressed"))
+    df = v.finish(df, _with_reason(checks), F.col("_suppressed"))
     sex = F.upper(F.trim(F.col("sex")))
     return df.select(
         *_kept(SUBSCRIBERS), F.col(PSEUDONYM),
@@ -203,9 +248,9 @@ def subscribers_frame(ctx: RunContext, files: list[inp.InputFile], suppression: 
 
 
 def payments_frame(ctx: RunContext, files: list[inp.InputFile], suppression: DataFrame) -> DataFrame:
-    df = v.with_row_hashes(inp.read(ctx.spark, files, PAYMENTS), PAYMENTS)
-    df = df.withColumn("_s164", e164_column(F.col("sender_msisdn"), ctx.region))
-    df = df.withColumn("_r164", e164_column(F.col("receiver_msisdn"), ctx.region))
+    df = v.with_row_hashes(ctx.read(files, PAYMENTS), PAYMENTS)
+    df = df.withColumn("_s164", ctx.subscriber_id(F.col("sender_msisdn")))
+    df = df.withColumn("_r164", ctx.subscriber_id(F.col("receiver_msisdn")))
     df = df.withColumn("_ts", v.parse_time(F.col("txn_time")))
     df = with_key_pads(ctx.spark, df, ctx.key)
     df = ctx.with_pseudonym(df, "_s164", PSEUDONYM)
@@ -215,15 +260,8 @@ def payments_frame(ctx: RunContext, files: list[inp.InputFile], suppression: Dat
     checks = v.payment_checks(F.col("_s164"), F.col("_r164"), F.col("_ts"), ctx.latest)
     df = df.withColumn("_reused_id", v.differing_rows(F.trim(F.col("txn_id"))))  # one id, differing rows
     checks.append((F.col("_reused_id"), "duplicate_txn_id"))
-    df = v.finish(df, v.first_reason(checks), F.col("_suppressed"))
-    res, boundaries = ctx.agreement.h3_resolution, ctx.boundaries
-
-    # pyspark's stubs lack the decorator form whose UDF type comes from the function's type hints
-    @F.pandas_udf("h3_cell string, location_country string")  # type: ignore[call-overload]
-    def _locate(lat: pd.Series, lon: pd.Series) -> pd.DataFrame:
-        return locate_points(lat, lon, res, boundaries)
-
-    loc = _locate(F.col("latitude"), F.col("longitude"))
+    df = v.finish(df, _with_reason(checks), F.col("_suppressed"))
+    loc = _point_locator(ctx)(F.col("latitude"), F.col("longitude"))
     coarse = "day" if ctx.agreement.time_resolution == "day" else "hour"
     txn_hour = F.date_trunc(coarse, F.col("_ts"))  # local hour (or day) start: session zone is the agreement's
     num = lambda c: F.expr(f"try_cast(trim({c}) AS DOUBLE)")  # noqa: E731

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from mobility.errors import InputContractError
 from mobility.schemas import INPUTS, InputContract
 
+ID_KIND = "numbers"  # the subscriber columns hold phone numbers (mobility.anonymize.formats)
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet",)
 SOURCE_FILE = "_source_file"  # the file's position in ``file_names``: a number costs less to carry than its name
@@ -145,6 +146,13 @@ def _content_fingerprint(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def make_input_file(root: Path, dataset: str, path: Path, fmt: str, columns: tuple[str, ...],
+                    types: tuple[str, ...] = ()) -> InputFile:
+    """An ``InputFile`` for ``path`` under the input folder ``root``, with both its fingerprints."""
+    return InputFile(dataset, path.resolve(), fmt, columns, _fingerprint(path), path.relative_to(root).as_posix(),
+                     _content_fingerprint(path), types)
+
+
 _OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "pipes"}
 
 # Parquet columns whose type decides whether their values survive the cast to text.
@@ -252,11 +260,12 @@ def discover(input_dir: str | Path) -> dict[str, list[InputFile]]:
             _check_columns(contract, path, cols)
             if fmt == "parquet":
                 _check_parquet_types(contract, path, schema)
-            found[name].append(InputFile(name, path.resolve(), fmt, cols, _fingerprint(path),
-                                         path.relative_to(root).as_posix(), _content_fingerprint(path), types))
+            found[name].append(make_input_file(root, name, path, fmt, cols, types))
     if not found.get("cdr") and not found.get("payments"):
         raise InputContractError("no CDR or payment files found", where=str(root),
-                                 hint="put CDR files under cdr/ and payment files under payments/")
+                                 hint="put CDR files under cdr/ and payment files under payments/; if the operator "
+                                      "delivers another format (multimno, FlowDB), name it in the agreement's "
+                                      "input_format (docs/contracts.md, 'Operators' formats')")
     if found.get("cdr") and not found.get("cells"):
         raise InputContractError("CDR files found but no cell table", where=str(root),
                                  hint="put the operator's cell list under cells/ (cell_id, latitude, longitude)")
@@ -311,12 +320,26 @@ def _source_names(spark: SparkSession, files: list[InputFile]) -> DataFrame:
     return spark.createDataFrame(rows, f"_uri STRING, {SOURCE_FILE} INT")
 
 
+def attach_source(df: DataFrame, names: DataFrame) -> DataFrame:
+    """``df`` (read with its ``_metadata`` column) with ``SOURCE_FILE``, from ``names``, the broadcast
+    ``source_names`` of the files it was read from. A row no file claims fails the job: never dropped."""
+    df = df.withColumn("_uri", F.col("_metadata.file_path")).join(names, "_uri", "left")
+    # Every row must be attributed to its file (per-file reconciliation): fail, never drop.
+    return df.withColumn(SOURCE_FILE, F.coalesce(F.col(SOURCE_FILE), F.raise_error(F.concat(
+        F.lit("cannot attribute a row to one of the listed input files: "), F.col("_uri")))))
+
+
+def source_names(spark: SparkSession, files: list[InputFile]) -> DataFrame:
+    """File URI -> the file's position in ``file_names(files)``, broadcast: for ``attach_source``."""
+    return F.broadcast(_source_names(spark, files))
+
+
 def read(spark: SparkSession, files: list[InputFile], contract: InputContract) -> DataFrame:
     """All files of one dataset as one DataFrame of strings with the contract's columns,
     the source file (its position in ``file_names(files)``), and ``_corrupt_record`` for rows
     that do not parse as CSV."""
     frames = []
-    names = F.broadcast(_source_names(spark, files))
+    names = source_names(spark, files)
     by_header: dict[tuple, list[InputFile]] = defaultdict(list)
     for f in files:  # Parquet files of one schema: Spark reads a group with the schema of one of its files
         by_header[(f.fmt, f.columns, f.types)].append(f)
@@ -333,10 +356,7 @@ def read(spark: SparkSession, files: list[InputFile], contract: InputContract) -
             df = spark.read.parquet(*paths)
             df = df.select(*[_as_text(df, c) for c in columns], "_metadata")
             df = df.withColumn(CORRUPT, F.lit(None).cast("string"))
-        df = df.withColumn("_uri", F.col("_metadata.file_path")).join(names, "_uri", "left")
-        # Every row must be attributed to its file (per-file reconciliation): fail, never drop.
-        df = df.withColumn(SOURCE_FILE, F.coalesce(F.col(SOURCE_FILE), F.raise_error(F.concat(
-            F.lit("cannot attribute a row to one of the listed input files: "), F.col("_uri")))))
+        df = attach_source(df, names)
         for c in contract.columns:
             if c not in columns:
                 df = df.withColumn(c, F.lit(None).cast("string"))

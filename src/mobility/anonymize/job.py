@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
 from mobility import faults, progress
+from mobility.anonymize import formats
 from mobility.anonymize import inputs as inp
 from mobility.anonymize import validate as v
 from mobility.anonymize.datasets import (
@@ -258,7 +259,7 @@ def run(agreement: str | Agreement, input_dir: str | Path, lake_root: str | Path
     agreement = as_agreement(agreement)
     key = load_key(agreement.key)  # fail before any Spark work when the key is missing
     try:  # a full, read-only or forbidden file system: one refusal naming the lake or input path (exit 2)
-        files = inp.discover(input_dir)
+        files = formats.discover(input_dir, agreement.input_format)  # the operator's format (the agreement's)
         lake = Lake(lake_root).ensure()
         completed = lake.completed_runs()
         all_files = [f for fs in files.values() for f in fs]

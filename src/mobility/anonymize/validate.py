@@ -15,8 +15,9 @@ import pycountry
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from mobility.anonymize.formats import SOURCE_REASON, read_columns
 from mobility.anonymize.inputs import CORRUPT, SOURCE_FILE
-from mobility.schemas import CDR, CHANNELS, EVENT_TYPES, PAYMENTS, SUBSCRIBERS, InputContract
+from mobility.schemas import ACCEPTED_EVENT_TYPES, CDR, CHANNELS, PAYMENTS, SUBSCRIBERS, InputContract
 
 STATUS, REASON = "_status", "_reason"
 ROW_HASH_1, ROW_HASH_2, ROW_ID = "_h1", "_h2", "_row_id"
@@ -77,8 +78,11 @@ def with_row_hashes(df: DataFrame, contract: InputContract) -> DataFrame:
 
     Copies are found by these two numbers instead of the values themselves (``is_copy``): a false
     match needs a 96-bit collision (about 1e-9 over 1e10 rows). NUL stands in for a missing value
-    so that nulls in different columns do not hash alike."""
-    values = [F.coalesce(F.col(c), F.lit("\u0000")) for c in contract.columns]
+    so that nulls in different columns do not hash alike. A format's own reason for the row
+    (``formats.SOURCE_REASON``) is part of the row: two rows that differ in their source only
+    where the native columns cannot show it are not copies."""
+    extra = [SOURCE_REASON] if SOURCE_REASON in df.columns else []
+    values = [F.coalesce(F.col(c), F.lit("\u0000")) for c in (*read_columns(contract), *extra)]
     return df.withColumn(ROW_HASH_1, F.xxhash64(*values)).withColumn(ROW_HASH_2, F.hash(*values))
 
 
@@ -109,10 +113,27 @@ def finish(df: DataFrame, reason: Column, suppressed: Column) -> DataFrame:
             .withColumn(REASON, F.when(F.col(STATUS) == QUARANTINED, F.col("_failed"))).drop("_failed"))
 
 
-def cdr_checks(e164: Column, event_ts: Column, cell_known: Column, cell_reason: Column,
-               plmn_country: Column, latest: dt.datetime) -> list[tuple[Column, str]]:
+def coordinates() -> tuple[Column, Column]:
+    """``latitude`` and ``longitude`` as numbers, null when not a number or out of range."""
+    lat = F.expr("try_cast(trim(latitude) AS DOUBLE)")
+    lon = F.expr("try_cast(trim(longitude) AS DOUBLE)")
+    return F.when(lat.between(-90, 90), lat), F.when(lon.between(-180, 180), lon)
+
+
+def located_by_point() -> Column:
+    """An event without a cell and not served abroad that carries coordinates: located by them."""
+    return (blank(F.col("cell_id")) & blank(F.col("visited_plmn"))
+            & ~(blank(F.col("latitude")) & blank(F.col("longitude"))))
+
+
+def cdr_checks(e164: Column, event_ts: Column, cell_known: Column, cell_reason: Column, plmn_country: Column,
+               latest: dt.datetime, point_country: Column | None = None) -> list[tuple[Column, str]]:
+    """``point_country``: the country of an event located by its coordinates (null outside every boundary)."""
     cell, plmn, duration = F.col("cell_id"), F.col("visited_plmn"), F.col("duration_s")
     seconds = F.expr("try_cast(trim(duration_s) AS INT)")
+    lat, lon = coordinates()
+    by_point = located_by_point()
+    point_country = F.lit(None).cast("string") if point_country is None else point_country
     return [
         (F.col(CORRUPT).isNotNull(), "malformed_row"),
         *encoding_and_length_checks(CDR),
@@ -120,12 +141,14 @@ def cdr_checks(e164: Column, event_ts: Column, cell_known: Column, cell_reason: 
         (e164.isNull(), "invalid_msisdn"),
         (event_ts.isNull(), "invalid_event_time"),
         (implausible_time(event_ts, latest), "implausible_event_time"),
-        (~F.lower(F.trim(F.col("event_type"))).isin(*EVENT_TYPES) | F.col("event_type").isNull(),
+        (~F.lower(F.trim(F.col("event_type"))).isin(*ACCEPTED_EVENT_TYPES) | F.col("event_type").isNull(),
          "unknown_event_type"),
         (~blank(duration) & (F.coalesce(seconds, F.lit(-1)) < 0), "invalid_duration"),
         (~blank(duration) & (seconds > MAX_DURATION_S), "implausible_duration"),
         (~blank(cell) & ~blank(plmn), "conflicting_location"),
-        (blank(cell) & blank(plmn), "missing_location"),
+        (blank(cell) & blank(plmn) & ~by_point, "missing_location"),
+        (by_point & (lat.isNull() | lon.isNull()), "invalid_coordinates"),
+        (by_point & point_country.isNull(), "coordinates_outside_boundaries"),
         (~blank(plmn) & (~F.trim(plmn).rlike(r"^\d{5,6}$") | plmn_country.isNull()), "invalid_visited_plmn"),
         (~blank(cell) & ~cell_known, "unknown_cell"),
         (~blank(cell) & (cell_reason == "cell_outside_boundaries"), "cell_outside_boundaries"),
