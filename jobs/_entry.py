@@ -163,14 +163,10 @@ def _finish(record: dict, started: float, lake: str | None, zone: str, log: Logg
     if not lake:
         return None
     try:
-        from mobility.lake import Lake
+        from mobility.lake import Lake, write_json_atomic
 
-        folder = Lake(lake).job_runs(zone)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{record['job_run_id']}.json"
-        tmp = folder / f".tmp-{record['job_run_id']}.json"
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)  # a collector never reads half a record
+        path = Lake(lake).job_runs(zone) / f"{record['job_run_id']}.json"
+        write_json_atomic(path, record)  # a collector never reads half a record (a rename, or one PUT)
         return path
     except OSError as exc:  # a record that cannot be written must not hide the job's own outcome
         log.event("record_not_written", reason=scrub(str(exc)))

@@ -1,7 +1,8 @@
 """The lake: every zone path, every manifest and every stage's Delta write, in one place.
 
 One root holds both zones in a demo; in production the operator zone sits on the operator's
-premises and only ``office/`` is handed over. The tables themselves are declared in
+premises and only ``office/`` is handed over. The root is a local folder or ``s3://bucket/prefix``
+on S3-compatible object storage (``mobility.storage``, ADR 0014). The tables themselves are declared in
 ``mobility.schemas`` (name, zone, schema, partitioning); this module says where they are and
 writes them. See docs/architecture.md, section 2.
 """
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mobility import storage
+from mobility.errors import StorageError
 from mobility.schemas import MONTH as MONTH_COLUMN
 from mobility.schemas import OFFICE, OPERATOR, TableSpec, conform
 
@@ -27,7 +30,13 @@ class Lake:
     root: Path
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        object.__setattr__(self, "root", Path(root).resolve())
+        # a local folder stays a resolved pathlib.Path; s3://bucket/prefix is a UPath (mobility.storage)
+        object.__setattr__(self, "root", storage.lake_path(root))
+
+    @property
+    def local(self) -> bool:
+        """False for a lake on object storage."""
+        return storage.is_local(self.root)
 
     # ---- zones and tables ------------------------------------------------------------------
     # operator zone: raw-facing, where the key is used; never leaves the operator
@@ -159,6 +168,19 @@ class Lake:
         return self.root / "derived" / "annual"
 
     def ensure(self) -> "Lake":
+        if not self.local:  # prefixes need no creating; a missing bucket is not created by accident
+            bucket = storage.uri(self.root).removeprefix("s3://").split("/", 1)[0]
+            try:
+                found = storage.bucket_exists(self.root)
+            except OSError as exc:
+                raise StorageError(f"the object store cannot be reached: {type(exc).__name__}: {exc}",
+                                   where=storage.uri(self.root),
+                                   hint="check AWS_ENDPOINT_URL, AWS_REGION and the credentials (AWS_ACCESS_KEY_ID, "
+                                        "AWS_SECRET_ACCESS_KEY) in the environment") from None
+            if not found:
+                raise StorageError(f"bucket {bucket!r} does not exist", where=storage.uri(self.root),
+                                   hint="create the bucket first (the lake's prefix inside it is created by writing)")
+            return self
         for p in (self.operator, self.office, self.releases):
             p.mkdir(parents=True, exist_ok=True)
         return self
@@ -170,11 +192,19 @@ class Lake:
     def version(self, spec: TableSpec) -> int | None:
         return delta_version(self.table(spec))
 
+    def _spark_path(self, spark: "SparkSession", spec: TableSpec) -> str:
+        """The table's address for Spark (s3:// is served by S3A: ``mobility.spark``)."""
+        if not self.local:
+            from mobility.spark import require_object_store
+
+            require_object_store(spark, storage.uri(self.root))
+        return storage.uri(self.table(spec))
+
     def read(self, spark: "SparkSession", spec: TableSpec, version: int | None = None) -> "DataFrame":
         reader = spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(str(self.table(spec)))
+        return reader.load(self._spark_path(spark, spec))
 
     def committed(self, spark: "SparkSession", spec: TableSpec, agreement_id: str,
                   version: int | None = None) -> "DataFrame":
@@ -198,14 +228,24 @@ class Lake:
             writer = writer.partitionBy(*spec.partition_by)
         return writer
 
+    def _save(self, df: "DataFrame", spec: TableSpec, mode: str, txn_app_id: str | None,
+              **options: str) -> None:
+        """One Spark Delta write; on object storage under the lake's writer lease (Delta's S3 log store
+        is single-driver: ``storage.writer_lease``)."""
+        path = self._spark_path(df.sparkSession, spec)
+        with storage.writer_lease(self.root, f"Delta {mode} of {spec.name}"):
+            writer = self._writer(df, spec, mode, txn_app_id)
+            for key, value in options.items():
+                writer = writer.option(key, value)
+            writer.save(path)
+
     def append(self, df: "DataFrame", spec: TableSpec, *, txn_app_id: str | None = None) -> None:
         """Append the table's declared columns (idempotent when ``txn_app_id`` is given)."""
-        self._writer(conform(df, spec.schema), spec, "append", txn_app_id).save(str(self.table(spec)))
+        self._save(conform(df, spec.schema), spec, "append", txn_app_id)
 
     def overwrite(self, df: "DataFrame", spec: TableSpec, *, txn_app_id: str | None = None) -> None:
         """Replace the table's contents with ``df`` (its declared columns) in one Delta commit."""
-        writer = self._writer(conform(df, spec.schema), spec, "overwrite", txn_app_id)
-        writer.option("overwriteSchema", "true").save(str(self.table(spec)))
+        self._save(conform(df, spec.schema), spec, "overwrite", txn_app_id, overwriteSchema="true")
 
     def replace(self, spark: "SparkSession", df: "DataFrame", spec: TableSpec) -> "DataFrame":
         """Overwrite the table with ``df`` and read it back: later steps read the stored rows, not the plan."""
@@ -218,13 +258,15 @@ class Lake:
         from delta.tables import DeltaTable
 
         df = conform(df, spec.schema)
-        if not self.exists(spec):
-            self._writer(df, spec, "append", None).save(str(self.table(spec)))
-            return
-        (DeltaTable.forPath(spark, str(self.table(spec))).alias("t")
-         .merge(df.alias("s"), " AND ".join(f"t.{k} = s.{k}" for k in keys))
-         .whenMatchedUpdate(set={c: f"s.{c}" for c in update})
-         .whenNotMatchedInsertAll().execute())
+        path = self._spark_path(spark, spec)
+        with storage.writer_lease(self.root, f"Delta merge into {spec.name}"):
+            if not self.exists(spec):
+                self._writer(df, spec, "append", None).save(path)
+                return
+            (DeltaTable.forPath(spark, path).alias("t")
+             .merge(df.alias("s"), " AND ".join(f"t.{k} = s.{k}" for k in keys))
+             .whenMatchedUpdate(set={c: f"s.{c}" for c in update})
+             .whenNotMatchedInsertAll().execute())
 
     def replace_months(self, spark: "SparkSession", df: "DataFrame", spec: TableSpec,
                        months: list[str]) -> None:
@@ -234,11 +276,10 @@ class Lake:
             return
         rows = conform(df, spec.schema)
         if not self.exists(spec):
-            self._writer(rows, spec, "overwrite", None).save(str(self.table(spec)))
+            self._save(rows, spec, "overwrite", None)
             return
         listed = ", ".join("'" + m.replace("'", "") + "'" for m in sorted(months))
-        (self._writer(rows, spec, "overwrite", None).option("replaceWhere", f"{MONTH_COLUMN} IN ({listed})")
-         .save(str(self.table(spec))))
+        self._save(rows, spec, "overwrite", None, replaceWhere=f"{MONTH_COLUMN} IN ({listed})")
 
     def months_written(self, spec: TableSpec, txn_app_id: str) -> list[str]:
         """The ``month`` partitions the commit tagged ``txn_app_id`` added files to, read from the Delta
@@ -277,12 +318,12 @@ def anonymize_txn_id(run_id: str) -> str:
 
 
 def is_delta(path: Path) -> bool:
-    return (Path(path) / "_delta_log").is_dir()
+    return (storage.as_path(path) / "_delta_log").is_dir()
 
 
 def commit_files(path: Path) -> dict[int, Path]:
     """The JSON commit files still in a table's Delta log, by version."""
-    log = Path(path) / "_delta_log"
+    log = storage.as_path(path) / "_delta_log"
     return {int(c.stem): c for c in log.glob("*.json") if c.stem.isdigit()} if log.is_dir() else {}
 
 
@@ -299,10 +340,10 @@ def has_commit(path: Path) -> bool:
     """A Delta table Delta itself can open: its log holds a commit or a checkpoint. A first write
     that fails before its commit (a lost executor, a killed job) leaves ``_delta_log`` without one;
     the rerun must then create the table, not MERGE into it (tests/cluster/test_executor_loss.py)."""
-    log = Path(path) / "_delta_log"
-    if not log.is_dir():
+    log = storage.as_path(path) / "_delta_log"
+    if storage.is_local(log) and not log.is_dir():
         return False
-    return any(name[:20].isdigit() and name.endswith((".json", ".parquet")) for name in os.listdir(log))
+    return any(name[:20].isdigit() and name.endswith((".json", ".parquet")) for name in storage.names(log))
 
 
 def delta_version(path: Path) -> int | None:
@@ -313,7 +354,7 @@ def delta_version(path: Path) -> int | None:
     from deltalake.exceptions import DeltaProtocolError
 
     try:  # delta-rs reads the log directly: a Spark history query took about 0.3 s a table
-        return int(DeltaTable(str(path)).version())
+        return int(DeltaTable(storage.uri(path), storage_options=storage.delta_options(path)).version())
     except DeltaProtocolError:  # a table feature delta-rs cannot read: ask the session's Delta
         from delta.tables import DeltaTable as SparkDeltaTable
         from pyspark.sql import SparkSession
@@ -321,11 +362,15 @@ def delta_version(path: Path) -> int | None:
         spark = SparkSession.getActiveSession()
         if spark is None:
             raise
-        return int(SparkDeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"])
+        return int(SparkDeltaTable.forPath(spark, storage.uri(path)).history(1).collect()[0]["version"])
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write a manifest or record whole or not at all (temporary file, then an atomic rename)."""
+    """Write a manifest or record whole or not at all (temporary file, then an atomic rename; on object
+    storage one PUT, which readers see whole or not at all)."""
+    if not storage.is_local(path):
+        storage.write_bytes(path, json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8"))
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -21,7 +21,7 @@ def budget():
 @click.option("--years", type=click.IntRange(1, 50), default=None,
               help="years of monthly runs to fit into the caps (default: the agreement's budget.plan_years)")
 @click.option("--start", default=None, help="first data month of the schedule, YYYY-MM (default: this month)")
-@click.option("--lake", default=None, type=options.FOLDER,
+@click.option("--lake", default=None, type=options.LAKE,
               help="also count what the ledger of this lake has spent (scheduled releases already charged once)")
 @options.as_json
 def budget_plan(agreement, years, start, lake, as_json):

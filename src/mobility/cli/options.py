@@ -9,7 +9,22 @@ import click
 FOLDER = click.Path(file_okay=False, path_type=Path)
 FILE = click.Path(dir_okay=False, path_type=Path)
 
-lake = click.option("--lake", required=True, type=FOLDER, help="lake root")
+
+class _Lake(click.ParamType):
+    """A lake root: a folder, or s3://bucket/prefix on S3-compatible object storage (kept as text)."""
+
+    name = "FOLDER|s3://BUCKET/PREFIX"
+
+    def convert(self, value, param, ctx):
+        from mobility import storage
+
+        if isinstance(value, str) and storage.is_uri(value):
+            return value
+        return FOLDER.convert(value, param, ctx)
+
+
+LAKE = _Lake()
+lake = click.option("--lake", required=True, type=LAKE, help="lake root: a folder or s3://bucket/prefix")
 agreement = click.option("--agreement", required=True, help="agreement id or file (conf/agreements/ID.yaml)")
 as_json = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow.parquet as pq
 
+from mobility import storage
 from mobility.config import Agreement, BudgetCaps
 from mobility.errors import ConfigError, LedgerIntegrityError
 from mobility.lake import Lake, is_delta
@@ -151,7 +152,7 @@ class VerifyReport:
 def _open_table(path: Path) -> Any:
     from deltalake import DeltaTable
 
-    return DeltaTable(str(path))
+    return DeltaTable(storage.uri(path), storage_options=storage.delta_options(path))
 
 
 def _history_problems(path: Path, entries: list[LedgerEntry]) -> list[Problem]:
@@ -230,10 +231,12 @@ def _referenced(table: Path) -> tuple[set[str], list[str]]:
     parquet += sorted((log / "_sidecars").glob("*.parquet")) if (log / "_sidecars").is_dir() else []
     for path in parquet:
         try:
-            handle = pq.ParquetFile(path)
-            if "add" not in handle.schema_arrow.names:
-                continue
-            for add in handle.read(columns=["add"]).column("add").to_pylist():
+            with storage.open_binary(path) as stream:  # a local file, or an object on object storage
+                handle = pq.ParquetFile(stream)
+                if "add" not in handle.schema_arrow.names:
+                    continue
+                adds = handle.read(columns=["add"]).column("add").to_pylist()
+            for add in adds:
                 if isinstance(add, dict) and isinstance(add.get("path"), str):
                     found.add(_relative(table, add["path"]))
         except (OSError, ValueError, KeyError) as exc:
@@ -250,7 +253,8 @@ def _data_files(table: Path) -> list[str]:
 def _orphan(table: Path, name: str, by_seq: dict[int, LedgerEntry], last_seq: int) -> tuple[Problem | None, str]:
     """Why a data file no commit references is there: a problem (rollback) or a note (lost commit race)."""
     try:
-        rows = pq.ParquetFile(table / name).read().to_pylist()
+        with storage.open_binary(table / name) as stream:  # a local file, or an object on object storage
+            rows = pq.ParquetFile(stream).read().to_pylist()
         entry = LedgerEntry.from_record(rows[0]) if len(rows) == 1 else None
     except (OSError, ValueError, KeyError, TypeError):
         entry = None

@@ -14,6 +14,10 @@ A crash anywhere after the charge is completed by running the same request again
 when one was written (the noise is never drawn again once it was persisted), by drawing the noise
 under the existing charge when nothing was persisted, never by a second charge.
 
+On a lake on object storage nothing is renamed (ADR 0014): the stage and the release are written
+file by file, ``stage.json`` and ``manifest.json`` last, each the commit marker of its folder; a
+release folder without its manifest is an interrupted write, removed and written again from the stage.
+
 Every published figure carries its 95% interval (``low_95``, ``high_95``): for a measurement, the
 exact interval of its noise law (``privacy_budget.intervals``); for a consistent cell, the same
 interval of the cell's measurement widened to include the consistent value; for a total, the
@@ -41,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from mobility import faults
+from mobility import faults, storage
 from mobility.config import Agreement
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
@@ -415,9 +419,10 @@ def _manifest_text(manifest: dict) -> str:
 STAGE_RECORD = "stage.json"
 def _write_stage(lake: Lake, charge: LedgerEntry, measured: dict[str, pd.DataFrame]) -> None:
     """Persist the measurements as drawn before any other output: written into a temporary folder and
-    renamed into place whole, so a stage is either complete or absent (a leftover ``.tmp`` is not one)."""
+    renamed into place whole, so a stage is either complete or absent (a leftover ``.tmp`` is not one).
+    On object storage the files are copied one by one, ``stage.json`` last: without it, no stage."""
     final = lake.release_stage(charge.release_id)
-    work = Path(tempfile.mkdtemp(prefix=f"{final.name}@tmp-", dir=lake.releases))
+    work = Path(tempfile.mkdtemp(prefix=f"{final.name}@tmp-", dir=lake.releases if lake.local else None))
     for name, frame in measured.items():
         pq.write_table(pa.Table.from_pandas(frame[[c for c in frame.columns if c not in (LOW, HIGH)]],
                                             preserve_index=False), work / f"{name}.parquet")
@@ -427,7 +432,32 @@ def _write_stage(lake: Lake, charge: LedgerEntry, measured: dict[str, pd.DataFra
     for path in work.iterdir():
         with open(path, "rb") as fh:
             os.fsync(fh.fileno())
-    os.rename(work, final)
+    if lake.local:
+        os.rename(work, final)
+        return
+    try:
+        storage.upload_folder(work, final, last=STAGE_RECORD)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    if storage.is_local(path):
+        return pq.read_table(path).to_pandas()
+    with storage.open_binary(path) as handle:
+        return pq.read_table(handle).to_pandas()
+
+
+def _staged(lake: Lake, release_id: str) -> bool:
+    """A complete stage (on object storage: its ``stage.json``, written last, is there)."""
+    stage = lake.release_stage(release_id)
+    return stage.is_dir() if lake.local else (stage / STAGE_RECORD).is_file()
+
+
+def _written(lake: Lake, release_id: str) -> bool:
+    """The release folder is in place (on object storage: its manifest, written last, is there)."""
+    target = lake.release_dir(release_id)
+    return target.is_dir() if lake.local else (target / MANIFEST).is_file()
 
 
 def _read_stage(lake: Lake, charge: LedgerEntry, checked: dict[str, tuple[list[str], pd.DataFrame]]
@@ -436,7 +466,7 @@ def _read_stage(lake: Lake, charge: LedgerEntry, checked: dict[str, tuple[list[s
     stage = lake.release_stage(charge.release_id)
     try:
         record = json.loads((stage / STAGE_RECORD).read_text(encoding="utf-8"))
-        frames = {name: pq.read_table(stage / f"{name}.parquet").to_pandas() for name in checked}
+        frames = {name: _read_parquet(stage / f"{name}.parquet") for name in checked}
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise LedgerIntegrityError(f"the stage of release {charge.release_id!r} cannot be read: {exc}",
                                    where=str(stage), hint="run `mobility ledger verify`; do not delete the stage "
@@ -454,7 +484,11 @@ def _read_stage(lake: Lake, charge: LedgerEntry, checked: dict[str, tuple[list[s
 
 
 def _unfinished_stages(lake: Lake, release_id: str) -> list[Path]:
-    """Stages of ``release_id`` whose writing was interrupted ('@' is never part of a release id)."""
+    """Stages of ``release_id`` whose writing was interrupted ('@' is never part of a release id; on object
+    storage: files of the stage without its ``stage.json``)."""
+    if not lake.local:
+        stage = lake.release_stage(release_id)
+        return [stage] if stage.is_dir() and not _staged(lake, release_id) else []
     return sorted(lake.releases.glob(f"{lake.release_stage(release_id).name}@tmp-*"))
 
 
@@ -537,7 +571,7 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
         privacy_unit=request.privacy_unit, mechanism=plan.mechanism, epsilon=plan.epsilon, delta=plan.delta,
         rho=plan.rho, input_versions=dict(request.input_versions), data_months=tuple(request.data_months))
 
-    lake.releases.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(lake.releases)
     ledger = Ledger(lake.ledger, witness=policy.witness)
     target = lake.release_dir(request.release_id)
     with _one_publisher_per_host(lake, lock_timeout, ledger.shared):
@@ -548,12 +582,13 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
                 raise ReleaseRefusedError(
                     f"release_id {request.release_id!r} was already charged (seq {existing.seq}) for a different "
                     f"request; differing fields: {', '.join(diff)}", hint="use a new release_id")
-            if target.is_dir():
+            if _written(lake, request.release_id):
                 result = _stored(lake, ledger, existing)
-                shutil.rmtree(lake.release_stage(request.release_id), ignore_errors=True)
+                storage.remove_tree(lake.release_stage(request.release_id))
                 return result
             stage = lake.release_stage(request.release_id)
-            if not stage.is_dir() and (ledger.shared or _unfinished_stages(lake, request.release_id)):
+            staged = _staged(lake, request.release_id)
+            if not staged and (ledger.shared or _unfinished_stages(lake, request.release_id)):
                 raise ReleaseRefusedError(
                     f"release_id {request.release_id!r} was charged (seq {existing.seq}) but "
                     + ("is not published and has no stage: another host may be publishing it now"
@@ -564,7 +599,7 @@ def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mappi
             # completed from its stage (no new noise), or, when nothing was persisted, drawn now under
             # the existing charge (no second charge)
             return _publish_charged(lake, ledger, request, plan, checked, keys, totals, ledger_query, existing,
-                                    policy, derive, stage if stage.is_dir() else None)
+                                    policy, derive, stage if staged else None)
         if target.exists():
             raise LedgerIntegrityError("release directory exists without a ledger entry", where=str(target),
                                        hint="run `mobility ledger verify`; remove the directory only after review")
@@ -584,8 +619,11 @@ def _publish_charged(lake: Lake, ledger: Ledger, request: ReleaseRequest, plan: 
     """Everything after the charge: noise (drawn and staged, or read from ``stage``), post-processing,
     files, the rename into place, the ``published`` entry, the stage removed."""
     target = lake.release_dir(request.release_id)
-    for leftover in lake.releases.glob(f".tmp-{request.release_id}@*"):  # a crashed write, derived from the stage
-        shutil.rmtree(leftover, ignore_errors=True)
+    if lake.local:
+        for leftover in lake.releases.glob(f".tmp-{request.release_id}@*"):  # a crashed write, from the stage
+            shutil.rmtree(leftover, ignore_errors=True)
+    else:  # files of a write interrupted before its manifest (the commit marker): written again below
+        storage.remove_tree(target)
     claims = privacy_claims(charge, ledger.read()[0], policy)
     if stage is None:
         measured = _measured(checked, plan)
@@ -604,17 +642,21 @@ def _publish_charged(lake: Lake, ledger: Ledger, request: ReleaseRequest, plan: 
                                    hint="fix the derive function and run the same request again")
     frames.update({name: frame for name, (frame, _) in derived.items()})
     described.update({name: {"role": DERIVED_ROLE, "derived": dict(info)} for name, (_, info) in derived.items()})
-    work = Path(tempfile.mkdtemp(prefix=f".tmp-{request.release_id}@", dir=lake.releases))
+    work = Path(tempfile.mkdtemp(prefix=f".tmp-{request.release_id}@", dir=lake.releases if lake.local else None))
     try:
         manifest = _write_release(work, request, plan, frames, described, charge, ledger_query,
                                   consistency_description(totals, estimates), claims,
                                   witnessed=ledger.witness is not None, resumed=stage is not None)
-        os.rename(work, target)
+        if lake.local:
+            os.rename(work, target)
+        else:  # one object per file, the manifest last: readers trust a release only with its manifest
+            storage.upload_folder(work, target, last=MANIFEST)
+            shutil.rmtree(work, ignore_errors=True)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     faults.point("release:after-rename")
     publication = ledger.record_publication(request.release_id, sha256_hex((target / MANIFEST).read_bytes()))
     faults.point("release:after-publication")
-    shutil.rmtree(lake.release_stage(request.release_id), ignore_errors=True)
+    storage.remove_tree(lake.release_stage(request.release_id))
     return ReleaseResult(request.release_id, target, manifest, charge, publication, frames, reused=stage is not None)

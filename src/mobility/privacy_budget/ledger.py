@@ -13,8 +13,10 @@ See docs/auditor-guide.md for what this proves and how to check it without this 
 Appends are atomic across hosts: each one is committed against the exact Delta version its checks
 read (no automatic retry), so a writer that lost the race gets a conflict, reads the ledger again
 and checks again (ADR 0004). The host file lock next to the table only spares that retry where
-all writers share a host; with ``MOBILITY_SHARED_LAKE=1`` none is taken. After each commit the
-entries a witness outside the lake has not seen are appended to it (``witness``).
+all writers share a host; with ``MOBILITY_SHARED_LAKE=1`` none is taken, nor on a lake on object
+storage, where each commit is a PUT with ``If-None-Match: *`` (put-if-absent; a store that ignores it
+is refused: ``storage.require_conditional_put``; ADR 0014). After each commit the entries a witness
+outside the lake has not seen are appended to it (``witness``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
+from mobility import storage
 from mobility.config import Agreement, BudgetCaps
 from mobility.errors import BudgetExceededError, LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake, is_delta
@@ -83,7 +86,7 @@ def sha256_hex(data: bytes) -> str:
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with (open(path, "rb") if storage.is_local(path) else storage.open_binary(path)) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -222,14 +225,28 @@ def _read_rows(path: Path) -> tuple[list[dict], int | None]:
         return [], None
     from deltalake import DeltaTable
 
-    table = DeltaTable(str(path))
+    table = DeltaTable(storage.uri(path), storage_options=storage.delta_options(path))
     rows: list[dict] = []
     for uri in table.file_uris():
-        rows.extend(_file_rows(uri.removeprefix("file://")))
+        rows.extend(_file_rows(uri.removeprefix("file://")) if storage.is_local(path) else _object_rows(uri))
     return rows, table.version()
 
 
 _FILE_ROWS: dict[tuple[str, int, int], list[dict]] = {}
+_OBJECT_ROWS: dict[str, list[dict]] = {}
+
+
+def _object_rows(uri: str) -> list[dict]:
+    """Rows of one ledger data file on object storage, read once per process (delta-rs names each data
+    file uniquely and never writes it again; ``mobility ledger verify`` reads every one afresh)."""
+    rows = _OBJECT_ROWS.get(uri)
+    if rows is None:
+        with storage.open_binary(storage.as_path(uri)) as handle:
+            rows = pq.ParquetFile(handle).read().to_pylist()
+        if len(_OBJECT_ROWS) > 100_000:
+            _OBJECT_ROWS.clear()
+        _OBJECT_ROWS[uri] = rows
+    return [dict(r) for r in rows]
 
 
 def _file_rows(path: str) -> list[dict]:
@@ -276,10 +293,12 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike, *, lock_timeout: float = 600.0,
                  witness: str | os.PathLike | None = None):
-        self.path = Path(path).resolve()
+        self.path = storage.as_path(path)
+        self.path = self.path.resolve() if storage.is_local(self.path) else self.path
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock_timeout = lock_timeout
-        self.shared = shared_lake()
+        # no host lock on object storage: there is no file lock, and the commit alone is atomic there
+        self.shared = shared_lake() or not storage.is_local(self.path)
         self.witness = Witness(witness) if witness is not None else None
 
     @classmethod
@@ -320,7 +339,7 @@ class Ledger:
             return None
         from deltalake import DeltaTable
 
-        return str(DeltaTable(str(self.path)).metadata().id)
+        return str(DeltaTable(storage.uri(self.path), storage_options=storage.delta_options(self.path)).metadata().id)
 
     # ---- writing -------------------------------------------------------------------------
     @contextmanager
@@ -371,13 +390,15 @@ class Ledger:
         commit = CommitProperties(custom_metadata={"mobility.seq": str(entry.seq),
                                                    "mobility.entry_hash": entry.entry_hash},
                                   max_commit_retries=0)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        storage.makedirs(self.path.parent)
+        storage.require_conditional_put(self.path)  # on object storage: put-if-absent makes the commit atomic
+        options = storage.delta_options(self.path)
         try:
             if version is None:  # the first entry creates the table, unless another writer just did
-                write_deltalake(str(self.path), table, mode="error", commit_properties=commit,
-                                configuration=TABLE_PROPERTIES)
+                write_deltalake(storage.uri(self.path), table, mode="error", commit_properties=commit,
+                                configuration=TABLE_PROPERTIES, storage_options=options)
             else:
-                current = DeltaTable(str(self.path), version=version)
+                current = DeltaTable(storage.uri(self.path), version=version, storage_options=options)
                 # an older ledger gains the format-2 columns with its first format-2 entry
                 legacy = [f.name for f in current.schema().fields] == LEGACY_COLUMNS
                 write_deltalake(current, table, mode="append", commit_properties=commit,

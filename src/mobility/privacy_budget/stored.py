@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mobility import storage
 from mobility.errors import InputContractError, LedgerIntegrityError
 from mobility.lake import Lake
 from mobility.privacy_budget.ledger import MANIFEST, Ledger, LedgerEntry, release_dir_problems, release_entries
@@ -50,7 +51,11 @@ def read_tables(folder: Path, manifest: dict) -> dict[str, pd.DataFrame]:
     for name in manifest.get("tables", {}):
         path = folder / f"{name}.parquet"
         try:
-            tables[name] = pq.ParquetFile(path).read().to_pandas()
+            if storage.is_local(path):
+                tables[name] = pq.ParquetFile(path).read().to_pandas()
+            else:
+                with storage.open_binary(path) as handle:
+                    tables[name] = pq.ParquetFile(handle).read().to_pandas()
         except (OSError, pa.ArrowException) as exc:
             raise InputContractError(
                 f"table {name!r} listed in the manifest has no readable Parquet file: {exc}", where=str(path),

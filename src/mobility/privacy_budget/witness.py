@@ -45,6 +45,11 @@ class Witness:
     """The witness directory; ``record`` appends what it has not seen, ``lines`` reads it back."""
 
     def __init__(self, directory: str | os.PathLike):
+        if str(directory).startswith(("s3:", "s3a:")):  # lines are appended in place: a file system's job
+            raise LedgerIntegrityError("the ledger witness must be a folder (local or mounted), not object storage",
+                                       where=str(directory),
+                                       hint="name a folder the auditor controls as ledger_witness; the lake itself "
+                                            "may be on object storage; nothing was charged")
         self.directory = Path(directory)
 
     def path_for(self, ledger_id: str) -> Path:

@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mobility import faults
+from mobility import faults, storage
 from mobility.config import Agreement, as_agreement
 from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
@@ -199,9 +199,11 @@ def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agree
     year = int(year)
     sources = monthly_sources(lake_root, agreement.agreement_id, year)
     identifier = annual_id(agreement.agreement_id, year, sources)
-    root = Lake(lake_root).derived_annual
+    lake = Lake(lake_root)
+    root = lake.derived_annual
     target = root / identifier
-    if target.is_dir():
+    # on object storage the manifest, written last, is the folder's commit marker (ADR 0014)
+    if target.is_dir() if lake.local else (target / MANIFEST).is_file():
         stored = locate(lake_root, identifier)
         return AnnualResult(identifier, target, stored.manifest, stored.tables, reused=True)
     annual = sum_months(sources)
@@ -229,10 +231,13 @@ def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agree
     info[TOTALS] = {"role": CONSISTENT, "count_column": COUNT, "key_columns": ["total"], **intervals,
                     "interval": "the exact 95% interval of the weighted least-squares estimate of the total from "
                                 "the annual measurements, widened to include the consistent value"}
-    root.mkdir(parents=True, exist_ok=True)
-    for leftover in root.glob(f".tmp-{identifier}-*"):  # an earlier attempt killed before its rename
-        shutil.rmtree(leftover, ignore_errors=True)
-    work = Path(tempfile.mkdtemp(prefix=f".tmp-{identifier}-", dir=root))
+    storage.makedirs(root)
+    if lake.local:
+        for leftover in root.glob(f".tmp-{identifier}-*"):  # an earlier attempt killed before its rename
+            shutil.rmtree(leftover, ignore_errors=True)
+    else:  # files of an upload interrupted before its manifest: written again
+        storage.remove_tree(target)
+    work = Path(tempfile.mkdtemp(prefix=f".tmp-{identifier}-", dir=root if lake.local else None))
     try:
         described = {}
         for name, frame in tables.items():
@@ -277,7 +282,11 @@ def build_annual(lake_root: str | os.PathLike, year: int, agreement: str | Agree
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         faults.point("annual:before-rename")
-        os.rename(work, target)  # all files in place at once, or none
+        if lake.local:
+            os.rename(work, target)  # all files in place at once, or none
+        else:  # one object per file, the manifest last
+            storage.upload_folder(work, target, last=MANIFEST)
+            shutil.rmtree(work, ignore_errors=True)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mobility import faults
-from mobility.errors import InputContractError
+from mobility.errors import InputContractError, StorageError
 from mobility.privacy_budget.ledger import sha256_file
 from mobility.publish import structure as S
 from mobility.publish import tidy as T
@@ -108,6 +108,10 @@ def export_release(lake_root: str | os.PathLike, release_id: str, fmt: str,
     """Write release ``release_id`` to ``out_dir`` in ``fmt`` (sdmx-csv, csv or parquet)."""
     if fmt not in FORMATS:
         raise InputContractError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+    if str(out_dir).startswith(("s3:", "s3a:")):  # the lake may be on object storage, an export is not
+        raise StorageError("an export is written to a folder, not to object storage", where=str(out_dir),
+                           hint="give --out a local (or mounted) folder; copy the files from there to the bucket "
+                                "that publishes them, the export record last")
     source = locate(lake_root, release_id)
     tables = dict(sorted(source.tables.items(), key=lambda item: _order(source, item[0])))
     tidy = {name: T.to_tidy(source, name, frame) for name, frame in tables.items()}

@@ -7,6 +7,11 @@ from every data file, and with it the log could be joined to any surviving copy 
 log secret is a random per-lake file (0600) separate from the pseudonymization key; whoever holds
 it and the number can confirm that a person made a request, nobody else can, and destroying it
 makes every entry unlinkable while the audit trail (what, when, outcome) stays.
+
+On a lake on object storage (ADR 0014) the log is the same Delta table (delta-rs commits with
+put-if-absent), the secret an object created only if absent (its access is the bucket's policy: there
+is no file mode); the requests that rewrite data (erasure, rectification, retention, key rotation)
+are refused there (``require_file_system``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mobility import faults
+from mobility import faults, storage
 from mobility.lake import Lake, is_delta, read_json, write_json_atomic
 from mobility.rights.subject import Subject
 
@@ -38,8 +43,26 @@ LOG_SCHEMA = pa.schema([
 ])
 
 
+def require_file_system(lake: Lake, request: str) -> None:
+    """Refuse a request that rewrites data on a lake on object storage (ADR 0014): its Spark writes go
+    around the lake's writer lease, and erasure, retention and key rotation also purge superseded files and
+    scrub Delta logs through the file system (renames, local listings)."""
+    storage.require_local(lake.root, f"the {request} request (it rewrites tables, and purges their history, "
+                                     "through the file system)",
+                          hint=f"nothing was changed; {request} is not yet available for a lake on object storage: "
+                               "keep a lake whose subjects may ask for it in a folder (local or mounted); see "
+                               "docs/operations.md, 'Lake on object storage'")
+
+
 def _secret(lake: Lake) -> bytes:
     path = lake.rights_log_secret
+    if not lake.local:  # created once, by whichever process comes first
+        if not path.is_file():
+            try:
+                storage.create_exclusive(path, secrets.token_hex(32).encode("ascii"))
+            except storage.AlreadyExists:
+                pass
+        return bytes.fromhex(path.read_text().strip())
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -69,8 +92,9 @@ def record(lake_root: str | Path | None, request: str, agreement_id: str, outcom
     entry = {"request_id": request_id or str(uuid.uuid4()), "entry_time": datetime.now(timezone.utc).isoformat(),
              "request": request, "agreement_id": agreement_id, "outcome": outcome,
              "subject_ref": subject_ref(lake, subject) if subject is not None else None, "detail": detail}
-    lake.rights_log.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(lake.rights_log), pa.Table.from_pylist([entry], schema=LOG_SCHEMA), mode="append")
+    storage.makedirs(lake.rights_log.parent)
+    write_deltalake(storage.uri(lake.rights_log), pa.Table.from_pylist([entry], schema=LOG_SCHEMA), mode="append",
+                    storage_options=storage.delta_options(lake.rights_log))
     return entry
 
 
@@ -80,7 +104,8 @@ def read(lake_root: str | Path) -> list[dict]:
         return []
     from deltalake import DeltaTable
 
-    rows = DeltaTable(str(lake.rights_log)).to_pyarrow_table().to_pylist()
+    rows = DeltaTable(storage.uri(lake.rights_log),
+                      storage_options=storage.delta_options(lake.rights_log)).to_pyarrow_table().to_pylist()
     return sorted(rows, key=lambda r: r["entry_time"])
 
 
@@ -130,4 +155,4 @@ class Pending:
             record(lake_root, request, agreement_id, outcome, subject=subject, detail=detail,
                    request_id=self.request_id)
         faults.point(f"{request}:after-log")
-        self.path.unlink(missing_ok=True)
+        storage.remove(self.path)
