@@ -34,9 +34,10 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Day-to-day subset: local Spark only; no cluster, browser, Airflow DagBag or slow end-to-end runs.
+# Day-to-day subset: local Spark only; no cluster, browser, Airflow, object store or slow end-to-end runs.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not cluster and not browser and not airflow and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not cluster and not browser and not airflow and not airflow_run and not objectstore \
+	  and not slow" $(PYTEST_ARGS)
 
 # Airflow pins clash with our pandas/pyspark, so it gets a venv of its own; only the DAG test uses it.
 $(AIRFLOW_STAMP):
