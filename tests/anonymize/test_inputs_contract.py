@@ -76,3 +76,21 @@ def test_the_command_exits_2_without_a_traceback(tmp_path, monkeypatch, record_p
     assert not (tmp_path / "lake" / "office").exists()
     record_property("bad_input", json.dumps({"kind": "header separated by semicolons, tabs or pipes",
                                              "outcome": "refused", "detail": "exit 2, no traceback"}))
+
+
+@pytest.mark.spark
+def test_a_line_with_a_field_too_many_is_malformed_also_when_the_file_has_extra_columns(tmp_path, spark):
+    # Spark parses only the columns a query selects unless told otherwise: the extra column 'note'
+    # is not selected, and a line with one field too many must still be flagged, not read as sound
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "cells.csv").write_text(
+        "cell_id,latitude,longitude,note\n"
+        "C1,14.6,121.0,fine\n"
+        "C2,14.7,121.1,fine,one too many\n"
+        "C3,14.8\n", encoding="utf-8")
+    path = tmp_path / "cells" / "cells.csv"
+    f = inp.InputFile("cells", path.resolve(), "csv", ("cell_id", "latitude", "longitude", "note"),
+                      "fp", "cells/cells.csv")
+    rows = {r["cell_id"]: r[inp.CORRUPT] for r in inp.read(spark, [f], inp.INPUTS["cells"]).collect()}
+    assert rows["C1"] is None
+    assert rows["C2"] is not None and rows["C3"] is not None

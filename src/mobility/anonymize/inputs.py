@@ -351,6 +351,9 @@ def read(spark: SparkSession, files: list[InputFile], contract: InputContract) -
                   .option("header", True).option("enforceSchema", True)
                   .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
                   .option("multiLine", False).option("escape", '"')
+                  # every field parsed, also of the columns the contract ignores: with pruning, a line with a
+                  # field too many or too few is read as a sound row when the file has extra columns
+                  .option("columnPruning", False)
                   .csv(paths))
         else:
             df = spark.read.parquet(*paths)
