@@ -21,7 +21,7 @@ def _step(n: int, title: str) -> float:
     return time.time()
 
 
-def _demo_agreement(workdir: Path) -> Path:
+def _demo_agreement(workdir: Path, input_format: str = "native") -> Path:
     """The demo agreement with a fresh random key in a 0600 file on the 'operator' side, and the
     ledger's witness in a folder outside the lake (in real use, one the auditor controls)."""
     secrets_dir = workdir / "operator-secrets"
@@ -34,13 +34,15 @@ def _demo_agreement(workdir: Path) -> Path:
     data = yaml.safe_load(DEMO_AGREEMENT.read_text())
     data["key"] = {"file": str(key_file.resolve()), "key_id": data["key"]["key_id"]}
     data["ledger_witness"] = str((workdir / "auditor-witness").resolve())
+    if input_format != "native":
+        data["input_format"] = input_format
     path = workdir / "conf" / "agreements" / "demo-phl-2026.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
-def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
+def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7, input_format: str = "native") -> None:
     from mobility.anonymize.job import run as anonymize
     from mobility.privacy_budget import Ledger
     from mobility.privacy_budget import verify as verify_ledger
@@ -60,14 +62,15 @@ def run_demo(workdir: Path, subscribers: int = 400, seed: int = 7) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     inputs, lake = workdir / "input", workdir / "lake"
-    agreement_path = _demo_agreement(workdir)
+    agreement_path = _demo_agreement(workdir, input_format)
     agreement = load_agreement(agreement_path)
     # the budgets of the monthly schedule, fitted into the agreement's caps (`mobility budget plan`)
     flows_rho, remittances_rho = planned_rho(agreement, "flows"), planned_rho(agreement, "remittances")
 
-    t = _step(1, f"Synthetic population: {subscribers} subscribers of a Philippine operator, 24 months")
+    delivered = "" if input_format == "native" else f", delivered as {input_format} tables"
+    t = _step(1, f"Synthetic population: {subscribers} subscribers of a Philippine operator, 24 months{delivered}")
     summary = generate(inputs, subscribers=subscribers, months=24, start="2024-01", home_country="PHL", seed=seed,
-                       fault_rate=0.02, events_per_day=4.0)
+                       fault_rate=0.02, events_per_day=4.0, input_format=input_format)
     print(f"    wrote {summary.to_dict().get('events', 0):,} CDR events and truth to {inputs} "
           f"({time.time() - t:.0f}s)")
 

@@ -19,13 +19,17 @@ from mobility.cli import options
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--fault-rate", default=0.02, show_default=True, type=click.FloatRange(0, 0.5))
 @click.option("--events-per-day", default=6.0, show_default=True, type=click.FloatRange(0.1, 500))
-def synth(out_dir, subscribers, months, start, home_country, seed, fault_rate, events_per_day):
+@click.option("--format", "input_format", default="native", show_default=True,
+              type=click.Choice(["native", "flowdb", "multimno"]),
+              help="write the records as the native contract, as FlowDB CSV tables, or as multimno's bronze "
+                   "Parquet (docs/contracts.md, 'Operators' formats'); anonymize them with that input_format")
+def synth(out_dir, subscribers, months, start, home_country, seed, fault_rate, events_per_day, input_format):
     """Write a synthetic population (CDRs, cells, subscribers, payments) with ground truth."""
     from mobility.synth import generate
 
     summary = generate(out_dir, subscribers=subscribers, months=months, start=start,
                        home_country=home_country.upper(), seed=seed, fault_rate=fault_rate,
-                       events_per_day=events_per_day)
+                       events_per_day=events_per_day, input_format=input_format)
     click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
 
 
@@ -33,8 +37,11 @@ def synth(out_dir, subscribers, months, start, home_country, seed, fault_rate, e
 @click.option("--workdir", default="demo-out", show_default=True, type=options.FOLDER)
 @click.option("--subscribers", default=400, show_default=True, type=click.IntRange(50, 100_000))
 @click.option("--seed", default=7, show_default=True, type=int)
-def demo(workdir, subscribers, seed):
+@click.option("--format", "input_format", default="native", show_default=True, type=click.Choice(["native", "flowdb"]),
+              help="the operator's delivery format: the native contract or FlowDB's tables (multimno's bronze data "
+                   "has no subscriber register, payments or numbers, which the demo's later steps need)")
+def demo(workdir, subscribers, seed, input_format):
     """Run the whole pipeline end to end on a small synthetic population and say what it produced."""
     from mobility.demo import run_demo
 
-    run_demo(workdir, subscribers=subscribers, seed=seed)
+    run_demo(workdir, subscribers=subscribers, seed=seed, input_format=input_format)

@@ -13,7 +13,7 @@ import numpy as np
 from mobility.config import iso3 as check_iso3
 from mobility.errors import ConfigError
 from mobility.reference import plmns_of
-from mobility.synth import events, payments, truth
+from mobility.synth import events, formats, payments, truth
 from mobility.synth.cells import make_cells
 from mobility.synth.clock import TimeRenderer, daily_offsets, make_calendar, zone_of
 from mobility.synth.faults import CDR_MALFORMED, PAYMENT_MALFORMED, build_table, corrupt_rows, plan_person_faults
@@ -78,8 +78,14 @@ def _check(home: str, subscribers: int, seed: int, fault_rate: float, events_per
 
 def generate(out_dir, subscribers: int, months: int, start: str, home_country: str, seed: int,
              fault_rate: float = 0.02, events_per_day: float = 6.0, corridors: dict[str, float] | None = None,
-             behaviours: dict[str, float] | None = None, time_zone: str | None = None) -> SynthSummary:
-    """Write a synthetic operator extract and its truth under ``out_dir``; same arguments, same bytes."""
+             behaviours: dict[str, float] | None = None, time_zone: str | None = None,
+             input_format: str = "native") -> SynthSummary:
+    """Write a synthetic operator extract and its truth under ``out_dir``; same arguments, same bytes.
+
+    ``input_format``: ``native`` (the project's contract), ``flowdb`` or ``multimno`` (``synth.formats``):
+    the same population and records, as that format writes them; the truth is the same."""
+    if input_format not in formats.FORMATS:
+        raise ConfigError(f"unknown format {input_format!r}", hint=f"use one of {', '.join(formats.FORMATS)}")
     try:
         home = check_iso3(home_country)
         chosen = None if corridors is None else {check_iso3(k): v for k, v in corridors.items()}
@@ -92,18 +98,26 @@ def generate(out_dir, subscribers: int, months: int, start: str, home_country: s
         "subscribers": subscribers, "months": months, "start": start, "home_country": home, "seed": seed,
         "fault_rate": fault_rate, "events_per_day": events_per_day, "corridors": corridor_weights,
         "behaviour_shares": dict(DEFAULT_BEHAVIOUR_SHARES if behaviours is None else behaviours),
-        "behaviours": behaviour_counts(subscribers, behaviours), "time_zone": time_zone or zone_of(home)}
+        "behaviours": behaviour_counts(subscribers, behaviours), "time_zone": time_zone or zone_of(home),
+        "format": input_format}
     world, cells_table = _world(cal, params, behaviours)
     out = Path(out_dir)
     summary = SynthSummary(out, params, behaviours=params["behaviours"])
     _clear_parts(out)
-    summary.files["cells"] = ["cells/cells.csv"]
-    summary.rows["cells"] = write_csv(out / "cells/cells.csv", cells_table)
-    summary.files["subscribers"] = ["subscribers/subscribers.csv"]
-    summary.rows["subscribers"] = write_csv(out / "subscribers/subscribers.csv",
-                                            truth.subscribers(world, stream(seed, "subscribers")))
-    spill_written = _write_cdr(world, out, events_per_day, summary)
-    _write_payments(world, out, summary)
+    writer = None if input_format == "native" else formats.writer_for(input_format, world, out)
+    if writer is None:
+        summary.files["cells"] = ["cells/cells.csv"]
+        summary.rows["cells"] = write_csv(out / "cells/cells.csv", cells_table)
+    else:
+        rel, summary.rows["cells"] = writer.cells(cells_table)
+        summary.files["cells"] = [rel]
+    subscribers_table = truth.subscribers(world, stream(seed, "subscribers"))
+    if input_format != "multimno":  # multimno has no subscriber register (FlowDB neither: the native file goes along)
+        summary.files["subscribers"] = ["subscribers/subscribers.csv"]
+        summary.rows["subscribers"] = write_csv(out / "subscribers/subscribers.csv", subscribers_table)
+    spill_written = _write_cdr(world, out, events_per_day, summary, writer)
+    if input_format != "multimno":  # nor payments
+        _write_payments(world, out, summary)
     _write_truth(world, out, summary, spill_written)
     (out / "synth.json").write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return summary
@@ -130,10 +144,11 @@ def _world(cal, params: dict, behaviours: dict | None):
 
 
 def _clear_parts(out: Path) -> None:
-    """Remove month files of an earlier run in the same folder, so no stale month survives."""
-    for folder in ("cdr", "payments"):
-        for old in sorted((out / folder).glob("part-*.csv.gz")):
-            old.unlink()
+    """Remove the record files of an earlier run in the same folder, in any format, and its subscriber file,
+    so that no stale month (nor another format's copy of the records) survives."""
+    formats.clear_outputs(out)
+    for old in [*sorted((out / "payments").glob("part-*.csv.gz")), out / "subscribers" / "subscribers.csv"]:
+        old.unlink(missing_ok=True)
 
 
 def _merge(total: dict[str, int], more: dict[str, int]) -> None:
@@ -141,7 +156,9 @@ def _merge(total: dict[str, int], more: dict[str, int]) -> None:
         total[kind] = total.get(kind, 0) + count
 
 
-def _write_cdr(world: World, out: Path, events_per_day: float, summary: SynthSummary) -> np.ndarray:
+def _write_cdr(world: World, out: Path, events_per_day: float, summary: SynthSummary,
+               writer: formats.FlowdbWriter | formats.MultimnoWriter | None = None) -> np.ndarray:
+    """The CDRs month by month, in the native contract or (``writer``) in another format."""
     faults = {k: 0 for k in (*CDR_MALFORMED, "duplicate")}
     spill_written = np.zeros(len(world.faults.spill_person), dtype=np.int64)
     summary.files["cdr"], summary.rows["cdr"] = [], 0
@@ -149,19 +166,34 @@ def _write_cdr(world: World, out: Path, events_per_day: float, summary: SynthSum
            "unknown_cell_id": world.unknown_cells}
     for month, label in enumerate(world.cal.months):
         rel = f"cdr/part-{label}.csv.gz"
-        with CsvWriter(out / rel, events.CDR_COLUMNS) as writer:
-            for block, (lo, hi) in enumerate(events.blocks(world, month, events_per_day)):
-                rng = stream(world.seed, "cdr", month, block)
-                draw = events.draw_events(world, rng, month, lo, hi)
-                spill_written += np.bincount(draw.spill[draw.spill >= 0], minlength=len(spill_written))
-                columns = events.render(world, rng, draw)
-                order, counts = corrupt_rows(rng, columns, world.fault_rate, CDR_MALFORMED, bad)
-                _merge(faults, counts)
-                writer.write(build_table(columns, order))
-        summary.files["cdr"].append(rel)
-        summary.rows["cdr"] += writer.rows
+        native = CsvWriter(out / rel, events.CDR_COLUMNS) if writer is None else None
+        for block, (lo, hi) in enumerate(events.blocks(world, month, events_per_day)):
+            rng = stream(world.seed, "cdr", month, block)
+            draw = events.draw_events(world, rng, month, lo, hi)
+            spill_written += np.bincount(draw.spill[draw.spill >= 0], minlength=len(spill_written))
+            columns = events.render(world, rng, draw)
+            order, counts = corrupt_rows(rng, columns, world.fault_rate, CDR_MALFORMED, bad)
+            _merge(faults, counts)
+            if native is not None:
+                native.write(build_table(columns, order))
+            else:
+                assert writer is not None
+                writer.block(label, block, columns, order, draw)
+        if native is not None:
+            native.close()
+            summary.files["cdr"].append(rel)
+            summary.rows["cdr"] += native.rows
+        else:
+            assert writer is not None
+            writer.month_done()
+    if writer is None:
+        summary.events = summary.rows["cdr"] - faults["duplicate"]
+    else:  # what the format could not say is left out: counted, and its copies with it
+        summary.files["cdr"] = sorted(writer.files)
+        summary.rows["cdr"] = writer.rows
+        faults["not_in_format"] = writer.left_out
+        summary.events = writer.rows - writer.duplicates
     summary.faults["cdr"] = faults
-    summary.events = summary.rows["cdr"] - faults["duplicate"]
     return spill_written
 
 
