@@ -39,7 +39,9 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not cluster and not browser and not airflow and not airflow_run and not objectstore \
 	  and not slow" $(PYTEST_ARGS)
 
-# Airflow pins clash with our pandas/pyspark, so it gets a venv of its own; only the DAG test uses it.
+# Airflow pins clash with our pandas/pyspark, so it gets a venv of its own; only the DAG tests use it
+# (tests/infra/test_airflow_dag.py loads the DAG, tests/infra/test_dag_run.py runs it with `airflow dags test`).
+# apache-airflow 3 brings the standard provider (BashOperator), the only one the DAG needs.
 $(AIRFLOW_STAMP):
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip

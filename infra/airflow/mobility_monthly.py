@@ -73,11 +73,14 @@ def remittances_period(month: str) -> str:
 SUBMIT = (
     "spark-submit --master {{ params.spark_master }} --deploy-mode client "
     "--properties-file {{ params.repo }}/infra/spark-defaults.conf "
-    "--conf spark.pyspark.python={{ params.python }} "
+    "--conf spark.pyspark.python={{ params.python }} {{ params.spark_options }} "
     "{{ params.repo }}/jobs/"
 )
-# data_interval_end is the run time under Airflow 3's cron timetable and Airflow 2's alike.
-MONTH = "{{ data_month(data_interval_end) }}"
+# When the run is for: data_interval_end, the run time under Airflow 3's cron timetable and Airflow 2's alike.
+# A run triggered in Airflow 3 without a logical date (`airflow dags trigger`, the UI's button) has no data
+# interval, and data_interval_end is then undefined: such a run is for the time it was triggered (run_after).
+RUN_TIME = "(data_interval_end if data_interval_end is defined else dag_run.run_after)"
+MONTH = "{{ data_month(" + RUN_TIME + ") }}"
 COMMON_OFFICE = "--agreement {{ params.agreement }} --lake {{ params.office_lake }} --log-format json"
 RELEASE = "--purpose {purpose} --requested-by {{{{ params.requested_by }}}} --rho {rho}"
 
@@ -104,8 +107,13 @@ with DAG(
         "repo": "/opt/mobility",
         "python": "/opt/mobility/venv/bin/python",  # has mobility installed, on driver and executors
         "spark_master": "spark://spark-master:7077",
+        # more spark-submit options (a --conf here beats the properties file): this deployment's sizing
+        # (--executor-memory 8g --conf spark.sql.shuffle.partitions=2000), --jars, a log4j file
+        "spark_options": "",
         "agreement": "/opt/mobility/conf/agreements/demo-phl-2026.yaml",
         "input_root": "/data/operator/extracts",
+        # the handover: OPERATOR_LAKE/office and OFFICE_LAKE/office are one shared folder (docs/operations.md
+        # section 3); anonymize writes it, the office's tasks read it
         "operator_lake": "/data/operator/lake",
         "office_lake": "/data/office/lake",
         "requested_by": "nso-migration-unit",
@@ -131,7 +139,7 @@ with DAG(
         queue="office",
         retries=1,
         bash_command=SUBMIT + "release_flows.py " + COMMON_OFFICE
-        + " --period {{ flows_period(data_month(data_interval_end)) }} --by sex,age_band "
+        + " --period {{ flows_period(data_month(" + RUN_TIME + ")) }} --by sex,age_band "
         + RELEASE.format(purpose="migration-statistics", rho="{{ params.flows_rho }}"),
     )
     release_remittances = BashOperator(
@@ -139,19 +147,19 @@ with DAG(
         queue="office",
         retries=1,
         bash_command=SUBMIT + "release_remittances.py " + COMMON_OFFICE
-        + " --period {{ remittances_period(data_month(data_interval_end)) }} "
+        + " --period {{ remittances_period(data_month(" + RUN_TIME + ")) }} "
         + RELEASE.format(purpose="remittance-statistics", rho="{{ params.remittances_rho }}"),
     )
     retention_office = BashOperator(
         task_id="retention_office",
         queue="office",
-        bash_command=SUBMIT + "retention.py " + COMMON_OFFICE + " --today {{ data_interval_end | ds }}",
+        bash_command=SUBMIT + "retention.py " + COMMON_OFFICE + " --today {{ " + RUN_TIME + " | ds }}",
     )
     retention_operator = BashOperator(
         task_id="retention_operator",
         queue="operator",
         bash_command=SUBMIT + "retention.py --agreement {{ params.agreement }} --lake {{ params.operator_lake }} "
-        "--side operator --log-format json --today {{ data_interval_end | ds }}",
+        "--side operator --log-format json --today {{ " + RUN_TIME + " | ds }}",
     )
 
     anonymize >> residence >> [release_flows, release_remittances] >> retention_office

@@ -4,6 +4,7 @@ print, as JSON, what the DAG test checks: import errors, schedule, tasks and ren
 import datetime as dt
 import json
 import sys
+from types import SimpleNamespace
 
 try:
     from airflow.dag_processing.dagbag import DagBag  # Airflow 3
@@ -18,12 +19,16 @@ if dag is not None:
     env = dag.get_template_env()
     context = {"params": {k: dag.params[k] for k in dag.params}, "data_interval_end": run_time,
                **(dag.user_defined_macros or {})}
+    # a run triggered in Airflow 3 without a logical date: no data_interval_end in its context, only run_after
+    triggered = {**{k: v for k, v in context.items() if k != "data_interval_end"},
+                 "dag_run": SimpleNamespace(run_after=run_time)}
     out.update(
         schedule=str(getattr(dag.timetable, "_expression", None) or repr(dag.timetable)),
         catchup=dag.catchup, max_active_runs=dag.max_active_runs,
         doc=dag.doc_md or "",
         tasks={t.task_id: {"retries": t.retries, "queue": t.queue, "downstream": sorted(t.downstream_task_ids),
                            "operator": type(t).__name__,
-                           "command": env.from_string(t.bash_command).render(**context)}
+                           "command": env.from_string(t.bash_command).render(**context),
+                           "command_triggered": env.from_string(t.bash_command).render(**triggered)}
                for t in dag.tasks})
 print(json.dumps(out, default=str))
