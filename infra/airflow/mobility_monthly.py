@@ -162,5 +162,6 @@ with DAG(
         "--side operator --log-format json --today {{ " + RUN_TIME + " | ds }}",
     )
 
-    anonymize >> residence >> [release_flows, release_remittances] >> retention_office
-    anonymize >> retention_operator
+    # The two retentions last and one after the other: where the office zone is handed over as one shared
+    # folder both cut its tables, and a delete and purge must not run under residence, a release or each other.
+    anonymize >> residence >> [release_flows, release_remittances] >> retention_office >> retention_operator

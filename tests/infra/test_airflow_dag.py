@@ -24,7 +24,7 @@ TASKS = {"anonymize", "residence", "release_flows", "release_remittances", "rete
          "retention_operator"}
 EDGES = {("anonymize", "residence"), ("residence", "release_flows"), ("residence", "release_remittances"),
          ("release_flows", "retention_office"), ("release_remittances", "retention_office"),
-         ("anonymize", "retention_operator")}
+         ("retention_office", "retention_operator")}
 OPERATOR_TASKS = {"anonymize", "retention_operator"}
 RUN_TIME = dt.datetime(2026, 3, 5, 3, 0, tzinfo=dt.timezone.utc)
 DAG_MODULE, _ = load_dag_module(DAG_FILE)
