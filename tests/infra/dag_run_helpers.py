@@ -162,27 +162,25 @@ class DagRun:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def task_rows(db: Path) -> list[dict]:
-    """The DAG's task instances as Airflow recorded them (state, try, start and end)."""
+def _query(db: Path, sql: str) -> list[dict]:
+    """Rows of Airflow's metadata database (read-only) about this DAG, as dictionaries."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         con.row_factory = sqlite3.Row
-        return [dict(r) for r in con.execute(
-            "SELECT run_id, task_id, state, try_number, start_date, end_date FROM task_instance "
-            "WHERE dag_id = ? ORDER BY start_date", (DAG_ID,))]
+        return [dict(r) for r in con.execute(sql, (DAG_ID,))]
     finally:
         con.close()
+
+
+def task_rows(db: Path) -> list[dict]:
+    """The DAG's task instances as Airflow recorded them (state, try, start and end)."""
+    return _query(db, "SELECT run_id, task_id, state, try_number, start_date, end_date FROM task_instance "
+                      "WHERE dag_id = ? ORDER BY start_date")
 
 
 def dag_runs(db: Path) -> list[dict]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        con.row_factory = sqlite3.Row
-        return [dict(r) for r in con.execute(
-            "SELECT run_id, state, logical_date, data_interval_end, start_date, end_date FROM dag_run "
-            "WHERE dag_id = ?", (DAG_ID,))]
-    finally:
-        con.close()
+    return _query(db, "SELECT run_id, state, logical_date, data_interval_end, start_date, end_date FROM dag_run "
+                      "WHERE dag_id = ?")
 
 
 def run_dag(world: World, master: str, timeout: float = 2400) -> DagRun:
