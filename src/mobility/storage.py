@@ -239,6 +239,18 @@ def names(folder: Path) -> list[str]:
         return []
 
 
+def files(folder: Path) -> list[Path]:
+    """Every file (object) under ``folder``, at any depth ([] when there is none)."""
+    if is_local(folder):
+        return [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    prefix = _key(folder).rstrip("/") + "/"
+    try:
+        found = _fs(folder).find(prefix)
+    except FileNotFoundError:
+        return []
+    return [folder / key[len(prefix):] for key in sorted(found) if key.startswith(prefix) and key != prefix]
+
+
 def open_binary(path: Path) -> IO[bytes]:
     """``path`` opened for reading bytes (pyarrow reads Parquet from it)."""
     return cast(IO[bytes], path.open("rb"))

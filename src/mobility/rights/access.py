@@ -139,7 +139,7 @@ def _summarize(rows, table: catalog.Table, base: dict, days: int, lake: Lake) ->
         r = rows.agg(F.count(F.lit(1)).alias("n"), F.min(column).alias("lo"), F.max(column).alias("hi")).collect()[0]
         first, last = r["lo"], r["hi"]
     elif table.holds_raw_records:
-        received = run_finish_dates(lake.root)
+        received = run_finish_dates(lake)
         runs = [x["run_id"] for x in rows.select("run_id").distinct().collect()]
         dates = sorted(received[x] for x in runs if x in received)
         r = {"n": rows.count()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mobility import storage
 from mobility.lake import Lake, is_delta
 
 ZONES = ("operator", "office")
@@ -93,7 +94,8 @@ def delta_dirs(root: Path) -> list[Path]:
 def _columns(path: Path) -> tuple[str, ...]:
     from deltalake import DeltaTable
 
-    return tuple(f.name for f in DeltaTable(str(path)).schema().fields)
+    schema = DeltaTable(storage.uri(path), storage_options=storage.delta_options(path)).schema()
+    return tuple(f.name for f in schema.fields)
 
 
 def tables(lake: Lake, *, include_rights: bool = False) -> list[Table]:

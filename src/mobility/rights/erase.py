@@ -141,6 +141,7 @@ def _erase_table(spark, table: catalog.Table, subject: Subject, report: ErasureR
     return touched
 
 
+@log.under_writer_lease("erasure")
 def erase(agreement, lake_root: str | Path, *, msisdn: str | None = None, pseudonym: str | None = None,
           spark=None) -> ErasureReport:
     """Delete every row about one person in both zones, physically, and keep them out of later ingests.

@@ -4,6 +4,10 @@ A Delta DELETE only writes a new version; the old Parquet files stay for time tr
 JSON commits, checkpoints and version checksums (.crc) of ``_delta_log`` carry per-file min/max
 statistics whose string prefixes (32 characters) are enough to identify a pseudonym or a raw
 number. See docs/adr/0005-erasure-reaches-delta-history.md.
+
+On a lake on object storage (ADR 0014) the same steps act on objects: the vacuum deletes them, and a
+scrubbed log file is written back in one PUT (readers see the old object or the new one, never a part;
+there is no rename). The caller holds the lake's writer lease throughout (``log.under_writer_lease``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from mobility import faults
+from mobility import faults, storage
 from mobility.rights.catalog import Table
 from mobility.spark import session_conf
 
@@ -22,6 +26,8 @@ STATS_KEYS = ("minValues", "maxValues")
 
 def data_files(path: Path) -> set[Path]:
     """Data files of a table (not its log, not Hadoop's hidden checksum sidecars)."""
+    if not storage.is_local(path):
+        return {p for p in storage.files(path) if "_delta_log" not in p.parts and not p.name.startswith(".")}
     return {p for p in Path(path).rglob("*") if p.is_file() and "_delta_log" not in p.parts
             and not p.name.startswith(".")}
 
@@ -62,9 +68,12 @@ def _vacuum_now(path: Path, delta) -> None:
     from deltalake import DeltaTable
 
     try:
-        DeltaTable(str(path)).vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
+        DeltaTable(storage.uri(path), storage_options=storage.delta_options(path)).vacuum(
+            retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
     except Exception:  # noqa: BLE001  (a table feature delta-rs does not support)
         delta.vacuum(0.0)
+    if not storage.is_local(path):
+        return  # S3A writes no checksum sidecars
     for sidecar in Path(path).rglob(".*.crc"):  # Hadoop checksums of files that are gone
         if "_delta_log" not in sidecar.parts and not sidecar.with_name(sidecar.name[1:-4]).exists():
             sidecar.unlink()
@@ -75,7 +84,8 @@ def _uses_deletion_vectors(path: Path, delta) -> bool:
     from deltalake import DeltaTable
 
     try:
-        config = DeltaTable(str(path)).metadata().configuration or {}
+        table = DeltaTable(storage.uri(path), storage_options=storage.delta_options(path))
+        config = table.metadata().configuration or {}
     except Exception:  # noqa: BLE001  (a table feature delta-rs cannot read)
         config = delta.detail().collect()[0]["properties"] or {}
     return str(config.get("delta.enableDeletionVectors", "false")).lower() == "true"
@@ -126,6 +136,9 @@ def _scrub_action(node, columns: tuple[str, ...]):
 
 
 def _replace(path: Path, data: bytes) -> None:
+    if not storage.is_local(path):  # one PUT: readers get the old object or the new one, never a part
+        storage.write_bytes(path, data)
+        return
     tmp = path.with_name(f".{path.name}.scrub-tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -144,7 +157,7 @@ def _scrub_parquet(path: Path, columns: tuple[str, ...]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    table = pq.read_table(path if storage.is_local(path) else pa.BufferReader(path.read_bytes()))
     rows = table.to_pylist()
     scrubbed = [_scrub_action(r, columns) for r in rows]
     if scrubbed != rows:
@@ -161,6 +174,9 @@ def scrub_log(table_path: Path, columns: tuple[str, ...]) -> None:
     """
     if not columns:
         return
+    if not storage.is_local(table_path):
+        _scrub_objects(storage.as_path(table_path) / "_delta_log", columns)
+        return
     log_dir = Path(table_path) / "_delta_log"
     for leftover in log_dir.rglob(".*.scrub-tmp"):  # a scrub killed between its write and its rename
         leftover.unlink()
@@ -169,6 +185,19 @@ def scrub_log(table_path: Path, columns: tuple[str, ...]) -> None:
             continue
         if path.suffix == ".crc":
             path.unlink()
+        elif path.suffix == ".json":
+            _scrub_json_lines(path, columns)
+        elif path.suffix == ".parquet":
+            _scrub_parquet(path, columns)
+
+
+def _scrub_objects(log_dir: Path, columns: tuple[str, ...]) -> None:
+    """``scrub_log`` on object storage: each log object rewritten in one PUT, version checksums deleted."""
+    for path in storage.files(log_dir):
+        if path.name.startswith("."):
+            continue
+        if path.suffix == ".crc":
+            storage.remove(path)
         elif path.suffix == ".json":
             _scrub_json_lines(path, columns)
         elif path.suffix == ".parquet":

@@ -10,24 +10,30 @@ makes every entry unlinkable while the audit trail (what, when, outcome) stays.
 
 On a lake on object storage (ADR 0014) the log is the same Delta table (delta-rs commits with
 put-if-absent), the secret an object created only if absent (its access is the bucket's policy: there
-is no file mode); the requests that rewrite data (erasure, rectification, retention, key rotation)
-are refused there (``require_file_system``).
+is no file mode). Erasure, rectification and retention run there too, each holding the lake's writer
+lease from its first write to its purge (``under_writer_lease``); key rotation is refused there
+(``require_file_system``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import hmac
+import inspect
 import os
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import pyarrow as pa
 
 from mobility import faults, storage
+from mobility.errors import MobilityError
 from mobility.lake import Lake, is_delta, read_json, write_json_atomic
 from mobility.rights.subject import Subject
 
@@ -44,14 +50,42 @@ LOG_SCHEMA = pa.schema([
 
 
 def require_file_system(lake: Lake, request: str) -> None:
-    """Refuse a request that rewrites data on a lake on object storage (ADR 0014): its Spark writes go
-    around the lake's writer lease, and erasure, retention and key rotation also purge superseded files and
-    scrub Delta logs through the file system (renames, local listings)."""
-    storage.require_local(lake.root, f"the {request} request (it rewrites tables, and purges their history, "
-                                     "through the file system)",
+    """Refuse key rotation on a lake on object storage (ADR 0014): it rewrites every table under a new
+    key in several stages and keeps its work map in folders, through the file system."""
+    storage.require_local(lake.root, f"the {request} request (it rewrites every table in stages, through the "
+                                     "file system)",
                           hint=f"nothing was changed; {request} is not yet available for a lake on object storage: "
-                               "keep a lake whose subjects may ask for it in a folder (local or mounted); see "
+                               "keep a lake whose key must be rotated in a folder (local or mounted); see "
                                "docs/operations.md, 'Lake on object storage'")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def under_writer_lease(request: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run a request that rewrites data (its ``lake_root`` argument names the lake) holding the lake's
+    writer lease from start to end, on a lake on object storage (``storage.writer_lease``; nothing on a
+    local lake): Delta's S3 log store is single-driver, so its deletes and updates must not meet another
+    Spark writer, and its purge (a vacuum that keeps no history) must not remove the files of a write
+    that has not committed yet. Re-entrant: the Delta writes inside it do not wait for it."""
+    def wrap(func: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            root = signature.bind_partial(*args, **kwargs).arguments.get("lake_root")
+            try:
+                lake = Lake(root) if root is not None else None
+                shared = lake is not None and not lake.local and lake.root.is_dir()
+            except (MobilityError, OSError):  # no such lake, no store: the request refuses it itself
+                shared = False
+            if not shared or lake is None:
+                return func(*args, **kwargs)
+            with storage.writer_lease(lake.root, f"the {request} request"):
+                return func(*args, **kwargs)
+        return run
+    return wrap
 
 
 def _secret(lake: Lake) -> bytes:

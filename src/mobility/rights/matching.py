@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from mobility.lake import Lake
 from mobility.rights.catalog import Table
 from mobility.rights.subject import Subject
 
@@ -62,10 +62,12 @@ def other_party_rows(spark: SparkSession, table: Table, subject: Subject, column
     return read(spark, table).where(F.col(column) == F.lit(subject.pseudonym))
 
 
-def run_finish_dates(lake_root: Path) -> dict[str, dt.date]:
-    """Finish date of each anonymization run: when quarantined rows were received."""
+def run_finish_dates(lake: Lake) -> dict[str, dt.date]:
+    """Finish date of each anonymization run (when its quarantined rows were received), from the operator's
+    run manifests, on a local lake or on object storage."""
     out = {}
-    for path in sorted((Path(lake_root) / "operator" / "manifests").glob("*.json")):
+    folder = lake.operator_manifests
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
             out[manifest["run_id"]] = dt.datetime.fromisoformat(manifest["finished"]).date()

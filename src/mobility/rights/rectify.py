@@ -93,6 +93,7 @@ def _value(name: str, value) -> str | int:
     return year
 
 
+@log.under_writer_lease("rectification")
 def rectify(agreement, lake_root: str | Path, *, msisdn: str | None = None, pseudonym: str | None = None,
             changes=None, spark=None) -> RectificationReport:
     """Correct sex and/or birth year of one person in every table that holds them."""

@@ -240,6 +240,7 @@ def rotate(agreement: str | Agreement, lake_root: str | Path, new_key_id: str, *
     started = time.time()
     agreement = as_agreement(agreement)
     lake = Lake(lake_root)
+    log.require_file_system(lake, "key rotation")
     if not lake.root.is_dir():
         raise RotationError("no lake here", where=str(lake.root), hint="check --lake; nothing was changed")
     source = new_key or KeySource(env="MOBILITY_NEW_KEY", key_id=new_key_id)

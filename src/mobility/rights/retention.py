@@ -14,6 +14,9 @@ an exact monthly count of changes. It is printed, logged and kept in the rights 
 Killed part-way, the same command run again completes it: expired rows already deleted are not found
 again, the purge follows, and ``log.Pending`` (the tables the interrupted attempt deleted from, noted
 before each delete) lets the one rights-log entry say what the whole run deleted.
+
+On a lake on object storage (ADR 0014) the run holds the lake's writer lease from its first delete to
+the end of its purge (``log.under_writer_lease``).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ def _delete(spark, table: catalog.Table, condition, pending: log.Pending) -> boo
     return True
 
 
+@log.under_writer_lease("retention")
 def enforce(agreement, lake_root, *, today: dt.date | None = None, spark=None) -> dict:
     """Delete expired rows in every table of both zones, then purge; returns, per table, whether rows were
     deleted and how many files were removed."""
@@ -99,7 +103,7 @@ def _enforce(spark, lake: Lake, agreement, cutoff: dt.date, pending: log.Pending
             deleted = _delete(spark, table, _old_rows(table, cutoff), pending)
             result[table.label] = {"deleted": deleted, "by": table.time_column}
         elif table.holds_raw_records:
-            received = run_finish_dates(lake.root)
+            received = run_finish_dates(lake)
             expired = sorted(r for r, day in received.items() if day < cutoff)
             deleted = _delete(spark, table, F.col("run_id").isin(expired), pending) if expired else False
             result[table.label] = {"deleted": deleted, "by": "date received (run finished)"}
