@@ -19,7 +19,7 @@ from mobility.lake import Lake, is_delta
 from mobility.rights import catalog, log
 from mobility.rights import registry as reg
 from mobility.rights.matching import other_party_rows, run_finish_dates, subject_rows
-from mobility.rights.subject import RightsRequestError, Subject, resolve
+from mobility.rights.subject import RightsRequestError, Subject, raw_id, resolve
 
 ZONE_KEYS: dict[str, DataZone] = {"operator": "operator_zone", "office": "office_zone"}
 
@@ -27,9 +27,9 @@ ZONE_KEYS: dict[str, DataZone] = {"operator": "operator_zone", "office": "office
 @dataclass
 class AccessReport:
     agreement_id: str
-    subject: str  # masked number or pseudonym prefix: never the full number
+    subject: str  # masked number or operator id, or pseudonym prefix: never the full number or id
     pseudonym: str
-    side: str  # operator (by number) or office (by pseudonym)
+    side: str  # operator (by number or operator id) or office (by pseudonym)
     holdings: list[dict] = field(default_factory=list)
     purposes: list[dict] = field(default_factory=list)
     suppressed: bool = False
@@ -124,7 +124,8 @@ def _holding(spark, lake: Lake, agreement, table: catalog.Table, subject: Subjec
     out = []
     rows = subject_rows(spark, table, subject)
     if rows is not None:
-        role = "raw quarantined rows mentioning the number" if table.holds_raw_records else "records about the person"
+        role = f"raw quarantined rows mentioning the {raw_id(agreement)}" if table.holds_raw_records \
+            else "records about the person"
         out.append(_summarize(rows, table, dict(base, role=role), agreement.retention_days, lake))
     for column in table.other_party_columns:
         rows = other_party_rows(spark, table, subject, column)
@@ -151,12 +152,13 @@ def _summarize(rows, table: catalog.Table, base: dict, days: int, lake: Lake) ->
 
 
 def access(agreement, lake_root: str | Path, *, msisdn: str | None = None, pseudonym: str | None = None,
-           spark=None) -> AccessReport:
-    """Report what the lake stores about one person (by number on the operator side, by pseudonym elsewhere)."""
+           operator_id: str | None = None, spark=None) -> AccessReport:
+    """Report what the lake stores about one person (by number, or by operator id for an agreement of operator
+    ids, on the operator side; by pseudonym elsewhere)."""
     agreement = as_agreement(agreement)
     lake = Lake(lake_root)
     try:
-        subject = resolve(agreement, msisdn=msisdn, pseudonym=pseudonym)
+        subject = resolve(agreement, msisdn=msisdn, pseudonym=pseudonym, operator_id=operator_id)
         if not lake.root.is_dir():
             raise RightsRequestError("no lake here", where=str(lake.root), hint="check --lake")
     except MobilityError as exc:
@@ -166,15 +168,15 @@ def access(agreement, lake_root: str | Path, *, msisdn: str | None = None, pseud
 
     spark = spark or get_spark("mobility-rights")
     report = AccessReport(agreement.agreement_id, subject.masked, subject.pseudonym,
-                          "operator" if subject.has_number else "office",
+                          "operator" if subject.has_identifier else "office",
                           purposes=[p.model_dump() for p in agreement.purposes],
                           retention_days=agreement.retention_days)
     for table in catalog.tables(lake):
         if table.personal:
             report.holdings += _holding(spark, lake, agreement, table, subject)
     report.suppressed = _on_suppression_list(lake, subject)
-    if not subject.has_number and is_delta(lake.quarantine):
-        report.notes.append("quarantined raw rows in the operator zone can only be searched by number, "
+    if not subject.has_identifier and is_delta(lake.quarantine):
+        report.notes.append(f"quarantined raw rows in the operator zone can only be searched by {raw_id(agreement)}, "
                             "on the operator side")
     outcome = "done" if report.stored else "nothing_stored"
     detail = "; ".join(f"{h['table']}: {h['records']}" for h in report.holdings) or None

@@ -31,7 +31,7 @@ from mobility.lake import Lake, is_delta
 from mobility.rights import catalog, log
 from mobility.rights.history import purge
 from mobility.rights.matching import read, subject_rows
-from mobility.rights.subject import RightsRequestError, Subject, from_msisdn, from_pseudonym
+from mobility.rights.subject import RightsRequestError, Subject, resolve, takes_operator_ids
 
 SUPPRESSION_SCHEMA = StructType([StructField("pseudonym", StringType(), False),
                                  StructField("key_id", StringType(), False),
@@ -143,19 +143,17 @@ def _erase_table(spark, table: catalog.Table, subject: Subject, report: ErasureR
 
 @log.under_writer_lease("erasure")
 def erase(agreement, lake_root: str | Path, *, msisdn: str | None = None, pseudonym: str | None = None,
-          spark=None) -> ErasureReport:
+          operator_id: str | None = None, spark=None) -> ErasureReport:
     """Delete every row about one person in both zones, physically, and keep them out of later ingests.
 
-    By number on the operator side (quarantined raw rows included); by pseudonym where only the office
-    zone is at hand. Run it when no other job writes to the lake (see ``history.purge``).
+    By number (or, for an agreement whose deliveries carry the operator's own ids, by operator id) on the
+    operator side, quarantined raw rows included; by pseudonym where only the office zone is at hand.
+    Run it when no other job writes to the lake (see ``history.purge``).
     """
     agreement = as_agreement(agreement)
     lake = Lake(lake_root)
     try:
-        if (msisdn is None) == (pseudonym is None):
-            raise RightsRequestError("give exactly one of --msisdn or --pseudonym", where="subject",
-                                     hint="nothing was changed")
-        subject = from_msisdn(agreement, msisdn) if msisdn is not None else from_pseudonym(agreement, pseudonym)
+        subject = resolve(agreement, msisdn=msisdn, pseudonym=pseudonym, operator_id=operator_id)
         if not lake.root.is_dir():
             raise RightsRequestError("no lake here", where=str(lake.root), hint="check --lake; nothing was changed")
     except MobilityError as exc:
@@ -174,9 +172,10 @@ def erase(agreement, lake_root: str | Path, *, msisdn: str | None = None, pseudo
     earlier = pending.earlier_done()  # deleted before an interruption: not found again now
     report.rows_deleted = _in_table_order({**earlier.get(ROWS_DELETED, {}), **report.rows_deleted}, personal)
     report.values_blanked = _in_table_order({**earlier.get(VALUES_BLANKED, {}), **report.values_blanked}, personal)
-    if not subject.has_number and any(t.holds_raw_records for t in personal):
-        report.notes.append("quarantined raw rows hold numbers, not pseudonyms: erase by --msisdn on the operator "
-                            "side to remove them too")
+    if not subject.has_identifier and any(t.holds_raw_records for t in personal):
+        by = ("operator ids, not pseudonyms: erase by --operator-id" if takes_operator_ids(agreement)
+              else "numbers, not pseudonyms: erase by --msisdn")
+        report.notes.append(f"quarantined raw rows hold {by} on the operator side to remove them too")
     faults.point("erase:before-purge")
     # every personal table is purged, touched or not: earlier versions may still hold the person
     report.files_removed = purge(spark, personal)

@@ -1,4 +1,4 @@
-"""Finding a person's rows: by pseudonym in pseudonymized tables, by number in raw quarantined rows."""
+"""Finding a person's rows: by pseudonym in pseudonymized tables, by number or operator id in raw quarantined rows."""
 
 from __future__ import annotations
 
@@ -16,29 +16,48 @@ from mobility.rights.subject import Subject
 
 # A run of digits with the separators people write numbers with ("+63 917-123 4567", "(0917) 123 4567").
 _PHONE_LIKE = re.compile(r"\+?\d[\d\s\-().]{5,}\d")
+# A whole run of letters and digits: an operator id is matched as one such token, never inside a longer one.
+_ID_LIKE = re.compile(r"[0-9A-Za-z]+")
 
 
 def phone_tokens(text: str) -> set[str]:
     return {re.sub(r"\D", "", m) for m in _PHONE_LIKE.findall(text)}
 
 
+def id_tokens(text: str) -> set[str]:
+    return {m.lower() for m in _ID_LIKE.findall(text)}
+
+
+def _values(record: str) -> list:
+    try:
+        return list(json.loads(record).values())
+    except (ValueError, AttributeError):
+        return [record]
+
+
 def record_mentions(record: str | None, forms: frozenset[str]) -> bool:
     """True when any value of a raw row (its JSON) is the number in one of its written forms."""
     if not record:
         return False
-    try:
-        values = json.loads(record).values()
-    except (ValueError, AttributeError):
-        values = [record]
-    return any(isinstance(v, str) and phone_tokens(v) & forms for v in values)
+    return any(isinstance(v, str) and phone_tokens(v) & forms for v in _values(record))
+
+
+def record_names_id(record: str | None, operator_id: str) -> bool:
+    """True when any value of a raw row (its JSON) holds the operator id as a whole token (any case)."""
+    if not record:
+        return False
+    return any(isinstance(v, str) and operator_id.lower() in id_tokens(v) for v in _values(record))
 
 
 def raw_match(subject: Subject) -> Column:
-    """A boolean column over ``record``: the quarantined row mentions the subject's number."""
+    """A boolean column over ``record``: the quarantined row mentions the subject's number or operator id."""
     forms = frozenset(subject.number_forms())
+    operator_id = subject.operator_id
 
     @F.pandas_udf("boolean")  # type: ignore[call-overload]  # pyspark's stubs lack the type-hint form
     def _mentions(records: pd.Series) -> pd.Series:
+        if operator_id is not None:
+            return records.map(lambda r: record_names_id(r, operator_id)).astype(bool)
         return records.map(lambda r: record_mentions(r, forms)).astype(bool)
 
     return _mentions(F.col("record"))
@@ -53,7 +72,7 @@ def subject_rows(spark: SparkSession, table: Table, subject: Subject) -> DataFra
     df = read(spark, table)
     if table.subject_column:
         return df.where(F.col(table.subject_column) == F.lit(subject.pseudonym))
-    if table.holds_raw_records and subject.has_number:
+    if table.holds_raw_records and subject.has_identifier:
         return df.where(raw_match(subject))
     return None
 

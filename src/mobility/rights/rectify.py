@@ -95,13 +95,13 @@ def _value(name: str, value) -> str | int:
 
 @log.under_writer_lease("rectification")
 def rectify(agreement, lake_root: str | Path, *, msisdn: str | None = None, pseudonym: str | None = None,
-            changes=None, spark=None) -> RectificationReport:
+            operator_id: str | None = None, changes=None, spark=None) -> RectificationReport:
     """Correct sex and/or birth year of one person in every table that holds them."""
     agreement = as_agreement(agreement)
     lake = Lake(lake_root)
     try:
         values = parse_changes(changes)
-        subject = resolve(agreement, msisdn=msisdn, pseudonym=pseudonym)
+        subject = resolve(agreement, msisdn=msisdn, pseudonym=pseudonym, operator_id=operator_id)
         if not lake.root.is_dir():
             raise RightsRequestError("no lake here", where=str(lake.root), hint="check --lake; nothing was changed")
     except MobilityError as exc:

@@ -2,8 +2,9 @@
 
 A new HMAC key gives every subscriber a new pseudonym; without a rotation the office would lose the
 16-month history the 12/16-month rule needs (the same person would look like a new subscriber). The
-operator computes the old-to-new map from the numbers it still holds (``anonymize.rotation``); this
-module completes it and rewrites both zones with it:
+operator computes the old-to-new map from the numbers (or, for an agreement of operator ids such as
+multimno's, the ids) it still holds (``anonymize.rotation``); this module completes it and rewrites
+both zones with it:
 
 1. **The map.** Every pseudonym stored under the old key (both zones, every column naming a person,
    the suppression list included) gets its new pseudonym from the operator's map. A stored pseudonym
@@ -39,7 +40,7 @@ from pyspark.sql import functions as F
 
 from mobility import faults, progress
 from mobility.anonymize.pseudonymize import PseudonymKey, load_key
-from mobility.anonymize.rotation import NEW, OLD, pseudonym_map
+from mobility.anonymize.rotation import NEW, OLD, operator_ids, pseudonym_map
 from mobility.config import Agreement, KeySource, as_agreement
 from mobility.errors import KeyMaterialError, MobilityError
 from mobility.lake import Lake, commit_files, commit_info, read_json, write_json_atomic
@@ -159,13 +160,16 @@ def _complete_map(spark: SparkSession, agreement: Agreement, lake: Lake, old: Ps
     if suppressed:
         missing = reduce(DataFrame.unionByName, suppressed).distinct().join(numbers, OLD, "left_anti").count()
         if missing:
+            what = "operator id" if operator_ids(agreement) else "number"
+            register = ("a CSV with an 'operator_id' column listing the operator's ids (for multimno, user_id in "
+                        "hex) of its subscribers, or of the erasure requests," if operator_ids(agreement) else
+                        "the operator's subscriber register (or the numbers of the erasure requests)")
             raise RotationError(
-                f"{missing} suppression entr(y/ies) (erasures, opt-outs) have no number among those given, so "
+                f"{missing} suppression entr(y/ies) (erasures, opt-outs) have no {what} among those given, so "
                 "their new pseudonyms cannot be computed and the persons would be ingested again under the new "
                 "key; nothing was changed",
                 where=str(lake.suppression),
-                hint="give the operator's subscriber register (or the numbers of the erasure requests) with "
-                     "--numbers FILE and run the rotation again")
+                hint=f"give {register} with --numbers FILE and run the rotation again")
     completed = stored.join(numbers, OLD, "left").select(
         OLD,
         # no number: a random name, unlinkable to the old key (sha2 of two random UUIDs: 64 hex digits)
@@ -292,7 +296,7 @@ def _rotate(agreement: Agreement, lake: Lake, old: PseudonymKey, new: PseudonymK
         folder.mkdir(parents=True, exist_ok=True)
         progress.say("keys", "computing the new pseudonym of every number held")
         write_json_atomic(folder / "residence_state.json", {"state": current_state(lake, agreement.agreement_id)})
-        mapped = pseudonym_map(spark, agreement.home_region, old, new, inputs, numbers)
+        mapped = pseudonym_map(spark, agreement, old, new, inputs, numbers)
         _complete_map(spark, agreement, lake, old, new, tables, mapped, folder)
         faults.point("rotate:after-map")
     mapping = spark.read.parquet(str(folder / "map"))
