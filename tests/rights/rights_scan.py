@@ -41,3 +41,16 @@ def find(root: Path, needles: dict[str, re.Pattern]) -> list[tuple[str, str]]:
             hits += [(path.relative_to(root).as_posix(), name) for name, pattern in needles.items()
                      if pattern.search(text)]
     return sorted(set(hits))
+
+
+def with_old_and_new_keys():
+    """A MonkeyPatch (undo it at the end) holding a fresh agreement key (MOBILITY_KEY_TEST) and a fresh key
+    to rotate to (MOBILITY_NEW_KEY): what a module's lake under rotation needs."""
+    import secrets
+
+    import pytest
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MOBILITY_KEY_TEST", secrets.token_hex(32))
+    mp.setenv("MOBILITY_NEW_KEY", secrets.token_hex(32))
+    return mp

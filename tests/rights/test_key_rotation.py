@@ -13,7 +13,6 @@ import gzip
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -27,7 +26,7 @@ import pytest
 from deltalake import DeltaTable
 
 from agreement_helpers import make_agreement
-from rights_scan import find
+from rights_scan import find, with_old_and_new_keys
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -100,9 +99,7 @@ def world(tmp_path_factory, spark):
     from mobility.synth import generate
 
     root = tmp_path_factory.mktemp("rotation")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOBILITY_KEY_TEST", secrets.token_hex(32))
-    mp.setenv("MOBILITY_NEW_KEY", secrets.token_hex(32))
+    mp = with_old_and_new_keys()
     generate(root / "all", subscribers=50, months=MONTHS, start=START, home_country="PHL", seed=11,
              fault_rate=0.0, events_per_day=3.0)
     d1 = _delivery(root / "all", root / "d1", 1, FIRST, registers=True)

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from deltalake import DeltaTable
 
 from agreement_helpers import make_agreement
-from rights_scan import find
+from rights_scan import find, with_old_and_new_keys
 
 FORMATS_TESTS = Path(__file__).parents[1] / "anonymize" / "formats"
 if str(FORMATS_TESTS) not in sys.path:  # the multimno fixtures live beside the format's own tests
@@ -178,9 +178,7 @@ def world(tmp_path_factory, spark):
     from mobility.rights.erase import erase
 
     root = tmp_path_factory.mktemp("rights-multimno")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOBILITY_KEY_TEST", secrets.token_hex(32))
-    mp.setenv("MOBILITY_NEW_KEY", secrets.token_hex(32))
+    mp = with_old_and_new_keys()
     d1, d2 = root / "d1", root / "d2"
     mm.write_delivery(d1, DAY1_EVENTS)
     mm.write_delivery(d2, DAY2_EVENTS)
