@@ -77,7 +77,7 @@ def _flows_tables(rng: random.Random) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def _mean_amount(noisy):
+def _mean_amount(noisy, _consistent, _terms):
     """Mean amount per transfer from the two measurements, with its interval (like remittances' cost_pct)."""
     keys = [*CORRIDOR, "channel"]
     volume, transfers = (noisy[n].set_index(keys) for n in ("volume_usd", "transfers"))

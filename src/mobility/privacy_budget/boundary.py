@@ -51,6 +51,7 @@ from mobility.errors import LedgerIntegrityError, ReleaseRefusedError
 from mobility.lake import Lake
 from mobility.privacy_budget import accountant, accounts, blocks
 from mobility.privacy_budget.consistency import Part, Total
+from mobility.privacy_budget.intervals import Term
 from mobility.privacy_budget.ledger import (
     MANIFEST,
     NOT_PUBLISHED,
@@ -529,14 +530,16 @@ def _one_publisher_per_host(lake: Lake, timeout: float, shared: bool) -> Iterato
 
 def publish(lake_root: str | os.PathLike, request: ReleaseRequest, tables: Mapping[str, pd.DataFrame],
             policy: Policy | Agreement, *, lock_timeout: float = 600.0,
-            derive: Callable[[Mapping[str, pd.DataFrame]], Mapping[str, tuple[pd.DataFrame, dict]]] | None = None,
+            derive: Callable[[Mapping[str, pd.DataFrame], Mapping[str, pd.DataFrame], Mapping[str, list[Term]]],
+                             Mapping[str, tuple[pd.DataFrame, dict]]] | None = None,
             ) -> ReleaseResult:
     """Charge the ledger, add OpenDP noise to every cell and publish ``releases/RELEASE_ID``.
 
     ``derive`` (optional) is post-processing: it receives only the noisy measurements (table name ->
-    key columns, ``noisy_count``, ``low_95``, ``high_95``) and returns extra tables (name -> (frame,
-    description for the manifest)), such as ratios of two noisy counts, written and hashed beside
-    them at no privacy cost.
+    key columns, ``noisy_count``, ``low_95``, ``high_95``), the consistent tables computed from them
+    (the ``totals`` table included) and the noise of one cell of each measurement (public laws), and
+    returns extra tables (name -> (frame, description for the manifest)), such as ratios of two noisy
+    counts or estimates of people, written and hashed beside them at no privacy cost.
 
     Re-running a published release_id returns the stored files without new noise or charge.
     A release_id charged but not published (a crash after the charge) is completed by re-running
@@ -634,14 +637,18 @@ def _publish_charged(lake: Lake, ledger: Ledger, request: ReleaseRequest, plan: 
     consistent, totals_frame, estimates = reconcile(measured, {n: cell_terms(plan, n) for n in measured}, totals)
     frames = {**{measurement_table(n): f for n, f in measured.items()}, **consistent, TOTALS: totals_frame}
     described = _describe_tables(request, plan, keys, totals)
-    derived = dict(derive({n: f.copy() for n, f in measured.items()})) if derive is not None else {}
+    derived = dict(derive({n: f.copy() for n, f in measured.items()},
+                          {**{n: f.copy() for n, f in consistent.items()}, TOTALS: totals_frame.copy()},
+                          {n: cell_terms(plan, n) for n in measured})) if derive is not None else {}
     clash = sorted(n for n in derived if n in frames or not isinstance(n, str) or not _TABLE_NAME.match(n))
     if clash:
         raise LedgerIntegrityError(f"derived table names {clash} clash with noisy tables or are not file names; "
                                    f"release {request.release_id!r} is charged but unpublished",
                                    hint="fix the derive function and run the same request again")
     frames.update({name: frame for name, (frame, _) in derived.items()})
-    described.update({name: {"role": DERIVED_ROLE, "derived": dict(info)} for name, (_, info) in derived.items()})
+    described.update({name: {"role": DERIVED_ROLE, **({"key_columns": list(info["key_columns"])}
+                                                      if "key_columns" in info else {}), "derived": dict(info)}
+                      for name, (_, info) in derived.items()})
     work = Path(tempfile.mkdtemp(prefix=f".tmp-{request.release_id}@", dir=lake.releases if lake.local else None))
     try:
         manifest = _write_release(work, request, plan, frames, described, charge, ledger_query,

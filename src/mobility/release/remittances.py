@@ -116,7 +116,7 @@ def release_remittances(agreement: str | Agreement, lake_root: str | os.PathLike
         data_months=tuple(payment_data_months(period)), totals=remittance_totals(spec))
     confidence = 1 - 2 * ALPHA  # union bound over numerator and denominator
 
-    def derive(noisy):
+    def derive(noisy, _consistent, _terms):
         return {R.COST_PCT: (R.cost_ratios(noisy, spec, error_bounds), R.ratio_description(error_bounds, confidence))}
 
     return publish(lake_root, request, tables, agreement, derive=derive)
