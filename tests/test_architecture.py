@@ -19,7 +19,7 @@ OPERATOR = "mobility.anonymize"
 # package, directly or through anything they import. Shared modules (config, schemas, lake, spark,
 # reference, errors, progress) are on both sides, so the same holds for them.
 OFFICE_SIDE = ("mobility.residence", "mobility.aggregate", "mobility.release", "mobility.privacy_budget",
-               "mobility.publish", "mobility.report")
+               "mobility.publish", "mobility.report", "mobility.estimate")
 SHARED = ("mobility.config", "mobility.schemas", "mobility.lake", "mobility.spark", "mobility.reference",
           "mobility.errors", "mobility.progress", "mobility.faults", "mobility.cluster_errors")
 

@@ -35,6 +35,11 @@ def test_the_example_agreement_under_conf_is_the_one_the_package_ships():
     # the package's copy is what `mobility demo` and a plain pip install use: they must not drift.
     example = Path(__file__).parents[1] / "conf" / "agreements" / "demo-phl-2026.yaml"
     assert example.read_bytes() == DEMO.read_bytes()
+    # and the public population factors it names resolve, from either place, to the files the package ships
+    shipped = DEMO.parents[1] / "population" / "demo-phl-2026.yaml"
+    for agreement in (example, DEMO):
+        factors = load_agreement(agreement).population_factors
+        assert factors is not None and factors.is_file() and factors.resolve() == shipped.resolve()
 
 
 @pytest.mark.parametrize("field, value, expected", [

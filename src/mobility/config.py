@@ -173,6 +173,8 @@ class Agreement(_Strict):
     ledger_witness: Path | None = None
     # the operator's delivery format (mobility.anonymize.formats; docs/contracts.md, "Operators' formats")
     input_format: Literal["native", "multimno", "flowdb"] = "native"
+    # public expansion factors from subscriptions to people (mobility.estimate.factors; conf/population/)
+    population_factors: Path | None = None
     # SHA-256 of the file the agreement was loaded from (set by load_agreement)
     _source_sha256: str | None = PrivateAttr(default=None)
 
@@ -272,7 +274,7 @@ def load_agreement(ref: str | os.PathLike) -> Agreement:
     """Load an agreement by path, or by id from ``$MOBILITY_CONF/agreements`` or ``./conf/agreements``."""
     path = resolve_agreement_path(ref)
     data = _read_yaml(path)
-    _resolve_relative(data, path.parent, "key.file", "suppression_list", "ledger_witness")
+    _resolve_relative(data, path.parent, "key.file", "suppression_list", "ledger_witness", "population_factors")
     try:
         agreement = Agreement.model_validate(data)
     except ValidationError as exc:

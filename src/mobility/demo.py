@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def _demo_agreement(workdir: Path, input_format: str = "native") -> Path:
         data["input_format"] = input_format
     path = workdir / "conf" / "agreements" / "demo-phl-2026.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
+    population = workdir / "conf" / "population"  # the public factors the agreement names, beside it
+    population.mkdir(parents=True, exist_ok=True)
+    for shipped in (DEMO_AGREEMENT.parents[1] / "population").iterdir():
+        shutil.copyfile(shipped, population / shipped.name)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -93,7 +93,7 @@ def _table_info(source: Source, name: str, rows: int, home: str, freq: str, peri
     info = {"key_columns": source.key_columns(name), "value_column": kind.value_column,
             "interval_columns": list(kind.interval_columns), "value_kind": kind.value_kind,
             "source_file": f"{name}.csv", "rows": rows}
-    base = {S.FREQ: freq, S.REF_AREA: home, S.MEASURE: S.LONG_TERM_MIGRANTS, S.TIME_PERIOD: period,
+    base = {S.FREQ: freq, S.REF_AREA: home, S.MEASURE: kind.measure, S.TIME_PERIOD: period,
             S.VALUE_KIND: kind.value_kind}
     if T.is_totals(source, name):
         placed = T.total_dimensions(source, home)

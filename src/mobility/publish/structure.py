@@ -30,7 +30,8 @@ from pysdmx.model.message import Header
 from mobility.publish import codes as C
 
 AGENCY = "MOBILITY"
-VERSION = "2.0"  # 2.0: VALUE_KIND, LOWER_95 and UPPER_95; OBS_VALUE of a noisy measurement may be negative
+VERSION = "2.1"  # 2.0: VALUE_KIND, LOWER_95 and UPPER_95; OBS_VALUE of a noisy measurement may be negative;
+# 2.1: population estimates (MEASURE LT_MIGR_POP, VALUE_KIND POP_ESTIMATE), subscriptions counted in SUBS
 DSD_ID = "DSD_MIGR_FLOWS"
 DATAFLOW_ID = "DF_MIGR_FLOWS"
 CONCEPTS_ID = "CS_MIGR_FLOWS"
@@ -52,10 +53,12 @@ NUMERIC = (OBS_VALUE, LOWER_95, UPPER_95, ERROR_BOUND_95)  # every other compone
 
 MONTHLY, ANNUAL = "M", "A"
 LONG_TERM_MIGRANTS = "LT_MIGR"
-PERSONS = "PS"
+LONG_TERM_MIGRANTS_POPULATION = "LT_MIGR_POP"
+PERSONS, SUBSCRIPTIONS = "PS", "SUBS"
 FREE = "F"
 # what a row's value is (VALUE_KIND)
 CONSISTENT, NOISY_MEASUREMENT, CLAMPED = "CONSISTENT", "NOISY_MEASUREMENT", "CLAMPED"
+POPULATION_ESTIMATE = "POP_ESTIMATE"
 VALUE_KINDS = {
     CONSISTENT: "Consistent value: post-processing of the noisy measurements into non-negative integers that add "
                 "up (breakdowns to their margins, subnational cells to the national totals); the one to add up "
@@ -65,6 +68,10 @@ VALUE_KINDS = {
     CLAMPED: "Noisy value with negative values set to 0 (releases published before measurements were kept, "
              "manifest format 1, and annual sums of them): each value's interval holds, but sums of such values "
              "are biased upwards and their intervals ignore that",
+    POPULATION_ESTIMATE: "Estimate of people: a consistent value divided by the operator's multi-SIM factor and by its "
+                         "share of the resident population of the value's stratum (public factors named in the "
+                         "release manifest); its 95% interval is the consistent value's, scaled the same way, "
+                         "under the factors' model",
 }
 DP_METHODS = {
     "DGAUSS": "Discrete Gaussian noise (OpenDP), rho-zCDP; VALUE_KIND says what was done after the noise",
@@ -102,8 +109,12 @@ def codelists() -> dict[str, Codelist]:
                        C.age_groups()),
         MEASURE: _codelist("CL_MIGR_MEASURE", "Measure", {
             LONG_TERM_MIGRANTS: "Long-term residence changes (12/16-month rule, UN Recommendations on "
-                                "Statistics of International Migration, Rev. 1, 1998)"}),
-        UNIT_MEASURE: _codelist("CL_UNIT_MEASURE", "Unit of measure", {PERSONS: "Persons"}),
+                                "Statistics of International Migration, Rev. 1, 1998) of one operator's mobile "
+                                "subscriptions",
+            LONG_TERM_MIGRANTS_POPULATION: "Long-term residence changes (12/16-month rule) of people: the "
+                                           "subscriptions expanded to the resident population with public factors"}),
+        UNIT_MEASURE: _codelist("CL_UNIT_MEASURE", "Unit of measure", {
+            PERSONS: "Persons", SUBSCRIPTIONS: "Mobile subscriptions (one pseudonymous SIM each)"}),
         CONF_STATUS: _codelist("CL_CONF_STATUS", "Confidentiality status", {
             FREE: "Free (differentially private; no further disclosure control needed)"}),
         DP_METHOD: _codelist("CL_DP_METHOD", "Differential-privacy method", DP_METHODS),

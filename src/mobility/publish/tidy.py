@@ -47,11 +47,21 @@ _HINT = ("export flows releases and annual flows tables only; other tables (remi
 
 @dataclass(frozen=True)
 class Kind:
-    """How a release table is exported: its VALUE_KIND, value column and interval columns (none: format 1)."""
+    """How a release table is exported: its VALUE_KIND, value column and interval columns (none: format 1),
+    its MEASURE and UNIT_MEASURE (subscriptions, or people for a population estimate)."""
 
     value_kind: str
     value_column: str
     interval_columns: tuple[str, ...]
+    measure: str = S.LONG_TERM_MIGRANTS
+    unit: str = S.SUBSCRIPTIONS
+
+
+def is_people(info: dict) -> bool:
+    """A derived table of population estimates (``estimate.people``): people with intervals, by the keys
+    of the table it was derived from."""
+    derived = info.get("derived")
+    return info.get("role") == DERIVED_ROLE and isinstance(derived, dict) and derived.get("value_column") == "people"
 
 
 def refuse(source: Source, name: str, msg: str, hint: str = _HINT) -> InputContractError:
@@ -67,6 +77,8 @@ def kind_of(source: Source, name: str) -> Kind:
         return Kind(S.NOISY_MEASUREMENT, info.get("value_column", NOISY), (LOW, HIGH))
     if role == CONSISTENT_ROLE:
         return Kind(S.CONSISTENT, info.get("count_column", COUNT), (LOW, HIGH))
+    if is_people(info):
+        return Kind(S.POPULATION_ESTIMATE, "people", (LOW, HIGH), S.LONG_TERM_MIGRANTS_POPULATION, S.PERSONS)
     if role == DERIVED_ROLE or "derived" in info:
         raise refuse(source, name, "is derived post-processing (its own columns, such as ratios with their "
                                    "intervals) and the SDMX structure has no component for it")
@@ -119,7 +131,7 @@ def dp_method(source: Source) -> str:
 
 def is_totals(source: Source, name: str) -> bool:
     info = source.manifest["tables"][name]
-    return info.get("role") == CONSISTENT_ROLE and list(info.get("key_columns") or []) == [TOTAL_COLUMN]
+    return info.get("role") in (CONSISTENT_ROLE, DERIVED_ROLE) and list(info.get("key_columns") or []) == [TOTAL_COLUMN]
 
 
 def _encode(source: Source, name: str, column: str, value) -> str:
@@ -194,14 +206,14 @@ def to_tidy(source: Source, name: str, frame: pd.DataFrame) -> pd.DataFrame:
             raise refuse(source, name, f"totals {unknown} are not described in consistency.totals")
         for dim in BREAKDOWNS:
             tidy[dim] = [placed[str(t)][dim] for t in frame[TOTAL_COLUMN]]
-        fixed = {S.FREQ: freq, S.REF_AREA: home, S.MEASURE: S.LONG_TERM_MIGRANTS, S.TIME_PERIOD: period}
+        fixed = {S.FREQ: freq, S.REF_AREA: home, S.MEASURE: kind.measure, S.TIME_PERIOD: period}
     else:
         keys = source.key_columns(name)
         unmapped = [k for k in keys if k not in KEY_DIMENSIONS]
         if unmapped:
             raise refuse(source, name, f"key column(s) {unmapped} have no SDMX dimension (exportable key columns: "
                                        f"{', '.join(KEY_DIMENSIONS)})")
-        fixed = fixed_dimensions(keys, home, freq, period)
+        fixed = {**fixed_dimensions(keys, home, freq, period), S.MEASURE: kind.measure}
         for column in keys:
             tidy[KEY_DIMENSIONS[column][0]] = [_encode(source, name, column, v) for v in frame[column]]
     for dim, value in fixed.items():
@@ -213,7 +225,7 @@ def to_tidy(source: Source, name: str, frame: pd.DataFrame) -> pd.DataFrame:
     bound = _bound(source, name, kind)
     low, high = _intervals(source, name, kind, frame, bound)
     tidy[S.OBS_VALUE] = values.astype("int64").to_numpy()
-    tidy[S.UNIT_MEASURE] = S.PERSONS
+    tidy[S.UNIT_MEASURE] = kind.unit
     tidy[S.LOWER_95] = low.to_numpy()
     tidy[S.UPPER_95] = high.to_numpy()
     tidy[S.ERROR_BOUND_95] = float("nan") if bound is None else bound

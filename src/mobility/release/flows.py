@@ -33,6 +33,8 @@ from mobility.aggregate.flows import (
 )
 from mobility.config import Agreement, as_agreement
 from mobility.errors import InputContractError
+from mobility.estimate.factors import Factors, load_factors
+from mobility.estimate.people import estimate_tables, people_table
 from mobility.lake import Lake
 from mobility.privacy_budget.blocks import flow_data_months
 from mobility.privacy_budget.boundary import ReleaseRequest, ReleaseResult, publish
@@ -172,6 +174,8 @@ def release_flows(agreement: str | Agreement, lake_root: str | os.PathLike, peri
     budget = check_request(agreement, period, purpose, epsilon, rho)
     by = parse_by(by)
     release_id = release_id or release_id_for("flows", agreement.agreement_id, period, purpose, TABLES, by, budget)
+    factors = load_factors(agreement.population_factors, agreement.agreement_id, D.bands_from(agreement.age_bands)) \
+        if agreement.population_factors is not None else None  # a bad file is refused before anything is read
     progress.say("release", f"exact counts of crossing month {period} on the public domains")
     inputs = read_flow_inputs(agreement, lake_root, period, by, spark=spark, boundaries=boundaries)
     request = ReleaseRequest(
@@ -183,7 +187,18 @@ def release_flows(agreement: str | Agreement, lake_root: str | os.PathLike, peri
         totals=flow_totals(inputs.spec))
     progress.say("release", "charging the ledger, adding OpenDP noise, writing the release",
                  rows=sum(len(t) for t in inputs.tables.values()))
-    return publish(lake_root, request, inputs.tables, agreement)
+    return publish(lake_root, request, inputs.tables, agreement,
+                   derive=people_estimates(inputs.spec, factors) if factors is not None else None)
+
+
+def people_estimates(spec: FlowSpec, factors: Factors):
+    """The release's post-processing into people (``estimate.people``), for ``publish``'s ``derive``."""
+    keys = key_columns(spec)
+
+    def derive(measured, consistent, terms):
+        return estimate_tables(measured, consistent, terms, keys, spec.home, list(spec.by), factors,
+                               international=INTERNATIONAL)
+    return derive
 
 
 def describe(result: ReleaseResult, rows: int = 10) -> str:
@@ -204,6 +219,12 @@ def describe(result: ReleaseResult, rows: int = 10) -> str:
     if "totals" in result.tables:
         for row in result.tables["totals"].itertuples(index=False):
             lines.append(f"  national {row.total}: {row.count:,} (95% interval {row.low_95:,} to {row.high_95:,})")
+    people = result.tables.get(people_table("totals"))
+    if people is not None:
+        for row in people.itertuples(index=False):
+            lines.append(f"  national {row.total} in people (population estimate, factors of "
+                         f"{m['tables'][people_table('totals')]['derived']['factors']['reference_date']}): "
+                         f"{row.people:,} (95% interval {row.low_95:,} to {row.high_95:,})")
     head = result.tables[INTERNATIONAL].head(rows)
     lines.append(f"  {INTERNATIONAL} (first {len(head)} rows, consistent table with 95% intervals):")
     lines.extend("    " + line for line in head.to_string(index=False).splitlines())
