@@ -54,6 +54,6 @@ def main():
 
 
 for command in (operator_side.anonymize, operator_side.retention, operator_side.keys,
-                office.residence, office.release, office.export, office.report, office.releases,
+                office.residence, office.release, office.export, office.report, office.releases, office.estimate,
                 budget.budget, auditor.ledger, rights.rights, newcomer.synth, newcomer.demo):
     main.add_command(command)

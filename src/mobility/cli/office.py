@@ -1,5 +1,5 @@
 """Statistics office, office zone only: `residence`, `release flows|remittances|annual`, `export`, `report`,
-`releases list`."""
+`releases list`, `estimate combine`."""
 
 from __future__ import annotations
 
@@ -127,3 +127,23 @@ def list_releases(lake, as_json):
 
     rows = catalogue(lake)
     click.echo(json.dumps(rows, indent=2) if as_json else format_rows(rows))
+
+
+@click.group("estimate")
+def estimate():
+    """Statistics office: estimates of people from several operators' releases (no budget)."""
+
+
+@estimate.command("combine")
+@click.option("--release", "releases_", multiple=True, required=True, type=click.Path(file_okay=False),
+              metavar="LAKE/releases/RELEASE_ID",
+              help="one flows release per operator, each in its own lake and checked against its own ledger "
+                   "(repeat, at least twice)")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="new folder for the national table")
+@options.as_json
+def combine(releases_, out, as_json):
+    """Pool the population estimates of several operators' flows releases of the same period and query."""
+    from mobility.estimate.combine import combine as run
+
+    result = run(list(releases_), out)
+    click.echo(json.dumps(result.manifest, indent=2) if as_json else result.text())
