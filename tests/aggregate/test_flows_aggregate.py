@@ -158,3 +158,48 @@ def test_mapping_preserves_totals_and_domain(groups):
     unlisted = counts[~counts["from_country"].isin(COUNTRIES) | ~counts["to_country"].isin(COUNTRIES)]
     other = listed[(listed[D.FROM] == D.OTHER) | (listed[D.TO] == D.OTHER)]["count"].sum()
     assert other == unlisted["count"].sum()
+
+
+def test_arrivals_split_into_returning_residents_and_first_arrivals(spark):
+    from test_flows_support import change
+
+    more = [
+        change("p", "PHL", "HKG", "2023-01-10", kind="temporary"),  # a temporary stay abroad is no departure
+        change("p", "HKG", "PHL", "2024-03-10", cell=MANILA),
+        change("q", "PHL", "SGP", "2022-06-01"),  # a long-term departure two years before: returning
+        change("q", "SGP", "PHL", "2024-03-12", cell=CEBU),
+        change("r", "MYS", "PHL", "2024-03-14", cell=CEBU),
+        change("r", "PHL", "MYS", "2024-06-01"),  # a departure after the arrival does not make it a return
+    ]
+    changes = spark.createDataFrame(CHANGES + more, CHANGES_DDL)
+    split = exact_tables(changes, None, spec(by=("arrival_type",)))[INTERNATIONAL]
+    plain = exact_tables(changes, None, spec())[INTERNATIONAL]
+    # the public domain: departures have one value, arrivals two, every cell present
+    departures = split[split[D.FROM] == HOME]
+    arrivals = split[split[D.TO] == HOME]
+    assert set(departures[D.ARRIVAL_TYPE]) == {D.NOT_ARRIVAL}
+    assert set(arrivals[D.ARRIVAL_TYPE]) == set(D.ARRIVAL_TYPES)
+    assert len(split) == len(COUNTRIES) * 3 and (split["count"] == 0).sum() > 0
+    # a breakdown: it adds up to the table without it, pair by pair
+    summed = split.groupby([D.FROM, D.TO], as_index=False)["count"].sum()
+    assert summed.merge(plain, on=[D.FROM, D.TO], suffixes=("", "_plain")).eval("count == count_plain").all()
+    got = {k: v for k, v in nonzero(split).items() if k[1] == HOME}
+    assert got == {("SAU", "PHL", D.RETURNING): 1,  # f left on 02-29 and came back on 03-01
+                   ("SGP", "PHL", D.RETURNING): 1,  # q
+                   ("JPN", "PHL", D.FIRST_ARRIVAL): 1,  # c: no departure seen
+                   ("ARE", "PHL", D.FIRST_ARRIVAL): 1,  # h
+                   ("HKG", "PHL", D.FIRST_ARRIVAL): 1,  # p: the earlier stay abroad was temporary
+                   ("MYS", "PHL", D.FIRST_ARRIVAL): 1}  # r: left only after arriving
+
+
+def test_arrival_type_needs_no_subscribers_and_combines_with_sex(spark):
+    changes = spark.createDataFrame(CHANGES, CHANGES_DDL)
+    profile = subscriber_profile(spark.createDataFrame(SUBSCRIBERS, SUBSCRIBERS_DDL), "test-phl")
+    alone = exact_tables(changes, None, spec(by=("arrival_type",)))[INTERNATIONAL]
+    both = exact_tables(changes, profile, spec(by=("sex", "arrival_type")))[INTERNATIONAL]
+    assert list(both.columns) == [D.FROM, D.TO, "sex", D.ARRIVAL_TYPE, "count"]
+    summed = both.groupby([D.FROM, D.TO, D.ARRIVAL_TYPE], as_index=False)["count"].sum()
+    assert summed.merge(alone, on=[D.FROM, D.TO, D.ARRIVAL_TYPE], suffixes=("", "_alone")) \
+        .eval("count == count_alone").all()
+    with pytest.raises(ValueError, match="distinct values"):
+        spec(by=("arrival_type", "arrival_type"))

@@ -232,7 +232,8 @@ def test_cli_export_names_its_files(by_sex_and_age, tmp_path):
     first_row = next(line.strip().split(",") for line in result.output.splitlines()
                      if line.strip().startswith("dataflow,"))
     assert first_row[7:9] == ["_T", "_T"]  # the national totals and country flows come before the H3 cells
-    assert first_row[12] == S.CONSISTENT  # the consistent values before the measurements
+    # STRUCTURE, STRUCTURE_ID, ACTION, then the dimensions in order
+    assert first_row[3 + S.DIMENSIONS.index(S.VALUE_KIND)] == S.CONSISTENT  # consistent values before measurements
     bad = CliRunner().invoke(main, ["export", "--lake", str(lake), "--release", "nope", "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
 
@@ -256,3 +257,19 @@ def test_tables_without_an_sdmx_structure_are_refused_naming_the_table(tmp_path)
     assert "'remit-like'" in message and "table 'transfers" in message and "sender_country" in message
     assert "What to do:" in message and "CSV or Parquet files" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_a_release_by_arrival_type_exports_returns_and_first_arrivals_on_their_own_dimension(tmp_path):
+    agr, _ = agreement(tmp_path)
+    result = publish_month(tmp_path / "lake", agr, "2025-05", by=("sex", "arrival_type"), national_totals=True)
+    rows = sdmx_rows(tmp_path / "lake", result.release_id, tmp_path / "out")
+    assert validate_sdmx_csv(tmp_path / "out" / f"{result.release_id}.sdmx.csv") == []
+    international = rows[(rows["ORIGIN_H3"] == "_T") & (rows["DESTINATION_H3"] == "_T")
+                         & (rows["ORIGIN"] != "_T") & (rows["DESTINATION"] != "_T")]
+    arrivals, departures = international[international["DESTINATION"] == "PHL"], international[
+        international["ORIGIN"] == "PHL"]
+    assert set(arrivals["ARRIVAL_TYPE"]) == {"RET", "FIRST"} and set(departures["ARRIVAL_TYPE"]) == {"_Z"}
+    assert set(rows.loc[~rows.index.isin(international.index), "ARRIVAL_TYPE"]) == {"_T"}  # cells and totals
+    back = read_export(tmp_path / "out", result.release_id)
+    for table, frame in back.items():
+        assert as_values(frame).equals(as_values(released_csv(tmp_path / "lake", result.release_id, table))), table

@@ -30,7 +30,13 @@ SEXES = ("F", "M", "X")
 SEX_VALUES = SEXES + (UNKNOWN_SEX,)
 AGE_BAND_VALUES = age_band_values(AGE_BANDS)
 
-BY_COLUMNS = ("sex", "age_band")  # the optional breakdowns of the international table, in key order
+BY_COLUMNS = ("sex", "age_band")  # the demographic breakdowns (flows and remittances), in key order
+# Arrivals to the home country split into returning residents (a long-term departure from home of the same
+# pseudonym came before) and first arrivals; a departure's value is NOT_ARRIVAL.
+ARRIVAL_TYPE = "arrival_type"
+RETURNING, FIRST_ARRIVAL, NOT_ARRIVAL = "returning_resident", "first_arrival", "not_applicable"
+ARRIVAL_TYPES = (RETURNING, FIRST_ARRIVAL)
+FLOW_BY_COLUMNS = (*BY_COLUMNS, ARRIVAL_TYPE)  # the optional breakdowns of the international table, in key order
 FROM, TO = "from_country", "to_country"
 ORIGIN_CELL, DESTINATION_CELL = "origin_h3_cell", "destination_h3_cell"
 COUNT = "count"
@@ -80,13 +86,18 @@ def international_domain(countries: Sequence[str], home: str, by: Sequence[str] 
     """
     foreign = foreign_values(countries, home)
     pairs = [(home, c) for c in foreign] + [(c, home) for c in foreign]
-    rows = [pair + combo for pair in pairs for combo in itertools.product(*by_levels(by, age_bands))]
+    rows = [pair + combo for pair in pairs
+            for combo in itertools.product(*by_levels(by, age_bands, arrival=pair[1] == home))]
     return pd.DataFrame(rows, columns=[FROM, TO, *by], dtype=object)
 
 
-def by_levels(by: Sequence[str], age_bands: Sequence[tuple[int, int | None]] = AGE_BANDS) -> list[tuple[str, ...]]:
-    """Public values of each breakdown in ``by``, in that order."""
-    return [{"sex": SEX_VALUES, "age_band": age_band_values(age_bands)}[b] for b in by]
+def by_levels(by: Sequence[str], age_bands: Sequence[tuple[int, int | None]] = AGE_BANDS,
+              arrival: bool = False) -> list[tuple[str, ...]]:
+    """Public values of each breakdown in ``by``, in that order (``arrival``: of an arrival's row, the only
+    rows ``arrival_type`` splits)."""
+    levels = {"sex": SEX_VALUES, "age_band": age_band_values(age_bands),
+              ARRIVAL_TYPE: ARRIVAL_TYPES if arrival else (NOT_ARRIVAL,)}
+    return [levels[b] for b in by]
 
 
 @functools.lru_cache(maxsize=8)

@@ -56,14 +56,19 @@ class FlowSpec:
     home: str
     countries: tuple[str, ...]
     period: str  # crossing month, YYYY-MM
-    by: tuple[str, ...] = ()  # breakdowns of the international table, a subset of domains.BY_COLUMNS
+    by: tuple[str, ...] = ()  # breakdowns of the international table, a subset of domains.FLOW_BY_COLUMNS
     cells: tuple[str, ...] = ()  # home-country H3 cells (without UNKNOWN)
     age_bands: tuple[tuple[int, int | None], ...] = D.AGE_BANDS  # from the agreement's age_bands
 
     def __post_init__(self):
-        unknown = [b for b in self.by if b not in D.BY_COLUMNS]
+        unknown = [b for b in self.by if b not in D.FLOW_BY_COLUMNS]
         if unknown or len(set(self.by)) != len(self.by):
-            raise ValueError(f"by must be distinct values of {list(D.BY_COLUMNS)}, got {list(self.by)}")
+            raise ValueError(f"by must be distinct values of {list(D.FLOW_BY_COLUMNS)}, got {list(self.by)}")
+
+    @property
+    def demographic(self) -> tuple[str, ...]:
+        """The breakdowns that need the subscribers' sex and birth year."""
+        return tuple(b for b in self.by if b in D.BY_COLUMNS)
 
     @property
     def first_day(self) -> dt.date:
@@ -136,10 +141,26 @@ def with_demographics(changes: DataFrame, profile: DataFrame, bands=D.AGE_BANDS,
             .withColumn("age_band", age_band_column(age, bands)))
 
 
+def with_arrival_type(bounded: DataFrame, countable: DataFrame, home: str) -> DataFrame:
+    """Adds ``arrival_type``: an arrival is a returning resident's when the same pseudonym has a long-term
+    departure from home with an earlier crossing date (they were a home resident under the rule before),
+    a first arrival otherwise; a departure is ``not_applicable``. Only the changes in the residence table
+    count: a departure before the data began is not seen (docs/methodology.md, "Return migration")."""
+    first_departure = countable.where(F.col("direction") == DEPARTURE).groupBy(PSEUDONYM) \
+        .agg(F.min("crossing_date").alias("_first_departure"))
+    returning = F.col("_first_departure").isNotNull() & (F.col("_first_departure") < F.col("crossing_date"))
+    kind = F.when(F.col("direction") != ARRIVAL, F.lit(D.NOT_ARRIVAL)) \
+        .when(returning, F.lit(D.RETURNING)).otherwise(F.lit(D.FIRST_ARRIVAL))
+    return bounded.join(first_departure, PSEUDONYM, "left").withColumn(D.ARRIVAL_TYPE, kind).drop("_first_departure")
+
+
 def grouped_counts(changes: DataFrame, profile: DataFrame | None, spec: FlowSpec) -> pd.DataFrame:
     """One Spark group-by of the bounded changes; the result has one row per distinct key combination."""
-    bounded = bounded_changes(countable_changes(changes, spec.home), spec)
-    if spec.by:
+    countable = countable_changes(changes, spec.home)
+    bounded = bounded_changes(countable, spec)
+    if D.ARRIVAL_TYPE in spec.by:
+        bounded = with_arrival_type(bounded, countable, spec.home)
+    if spec.demographic:
         if profile is None:
             raise ValueError("a breakdown by sex or age_band needs the subscribers profile")
         bounded = with_demographics(bounded, profile, spec.age_bands)

@@ -48,7 +48,8 @@ def _planned(agreement, rho, kind: str):
 
 @release.command("flows")
 @options.release("crossing month, YYYY-MM; must be final (16 months of data after it)",
-                 "breakdowns of the international table: sex, age_band or sex,age_band")
+                 "breakdowns of the international table, a comma list of sex, age_band and arrival_type "
+                 "(returning residents and first arrivals)")
 @click.option("--release-id", default=None, help="default: derived from agreement, period, purpose, --by, budget")
 def flows(agreement, lake, period, by, epsilon, rho, purpose, requested_by, release_id):
     """Statistics office: publish differentially private migration flows of one crossing month."""

@@ -16,6 +16,13 @@ TOTAL = "_T"
 UNKNOWN_CODE = "_U"
 OTHER_CODE = "_O"
 
+NOT_APPLICABLE = "_Z"  # SDMX generic code: not applicable (a departure has no arrival type)
+# A release's arrival types -> CL_ARRIVAL_TYPE ids
+ARRIVAL_CODES = {D.RETURNING: "RET", D.FIRST_ARRIVAL: "FIRST", D.NOT_ARRIVAL: NOT_APPLICABLE}
+ARRIVAL_NAMES = {"RET": "Returning residents (a long-term departure from the reporting country seen before)",
+                 "FIRST": "First arrivals (no earlier long-term departure from the reporting country in the data)",
+                 NOT_APPLICABLE: "Not applicable (a departure)", TOTAL: "Total"}
+
 # A release's sex values -> SDMX CL_SEX ids; X (non-binary or indeterminate on the document) is "other".
 SEX_CODES = {"F": "F", "M": "M", "X": OTHER_CODE, D.UNKNOWN_SEX: UNKNOWN_CODE}
 SEX_NAMES = {"F": "Female", "M": "Male", OTHER_CODE: "Other (X on the identity document)",

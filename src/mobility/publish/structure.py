@@ -31,7 +31,8 @@ from mobility.publish import codes as C
 
 AGENCY = "MOBILITY"
 VERSION = "2.1"  # 2.0: VALUE_KIND, LOWER_95 and UPPER_95; OBS_VALUE of a noisy measurement may be negative;
-# 2.1: population estimates (MEASURE LT_MIGR_POP, VALUE_KIND POP_ESTIMATE), subscriptions counted in SUBS
+# 2.1: population estimates (MEASURE LT_MIGR_POP, VALUE_KIND POP_ESTIMATE), subscriptions counted in SUBS,
+# ARRIVAL_TYPE (returning residents, first arrivals)
 DSD_ID = "DSD_MIGR_FLOWS"
 DATAFLOW_ID = "DF_MIGR_FLOWS"
 CONCEPTS_ID = "CS_MIGR_FLOWS"
@@ -42,11 +43,12 @@ STRUCTURE_ID = f"{AGENCY}:{DATAFLOW_ID}({VERSION})"  # the SDMX-CSV STRUCTURE_ID
 FREQ, REF_AREA, ORIGIN, DESTINATION = "FREQ", "REF_AREA", "ORIGIN", "DESTINATION"
 ORIGIN_H3, DESTINATION_H3, SEX, AGE, MEASURE, VALUE_KIND, TIME_PERIOD = (
     "ORIGIN_H3", "DESTINATION_H3", "SEX", "AGE", "MEASURE", "VALUE_KIND", "TIME_PERIOD")
+ARRIVAL_TYPE = "ARRIVAL_TYPE"
 OBS_VALUE = "OBS_VALUE"
 UNIT_MEASURE, LOWER_95, UPPER_95, ERROR_BOUND_95, CONF_STATUS, DP_METHOD, RELEASE_ID = (
     "UNIT_MEASURE", "LOWER_95", "UPPER_95", "ERROR_BOUND_95", "CONF_STATUS", "DP_METHOD", "RELEASE_ID")
-DIMENSIONS = (FREQ, REF_AREA, ORIGIN, DESTINATION, ORIGIN_H3, DESTINATION_H3, SEX, AGE, MEASURE, VALUE_KIND,
-              TIME_PERIOD)
+DIMENSIONS = (FREQ, REF_AREA, ORIGIN, DESTINATION, ORIGIN_H3, DESTINATION_H3, SEX, AGE, ARRIVAL_TYPE, MEASURE,
+              VALUE_KIND, TIME_PERIOD)
 ATTRIBUTES = (UNIT_MEASURE, LOWER_95, UPPER_95, ERROR_BOUND_95, CONF_STATUS, DP_METHOD, RELEASE_ID)
 COLUMNS = DIMENSIONS + (OBS_VALUE,) + ATTRIBUTES
 NUMERIC = (OBS_VALUE, LOWER_95, UPPER_95, ERROR_BOUND_95)  # every other component is text
@@ -105,6 +107,7 @@ def codelists() -> dict[str, Codelist]:
         FREQ: _codelist("CL_FREQ", "Frequency", {ANNUAL: "Annual", MONTHLY: "Monthly"}),
         REF_AREA: area, ORIGIN: area, DESTINATION: area,
         SEX: _codelist("CL_SEX", "Sex (SDMX cross-domain codes)", C.SEX_NAMES),
+        ARRIVAL_TYPE: _codelist("CL_ARRIVAL_TYPE", "Arrival type", C.ARRIVAL_NAMES),
         AGE: _codelist("CL_AGE", "Age group (SDMX style: Y15T24 is 15 to 24 years, Y_GE65 65 years or over)",
                        C.age_groups()),
         MEASURE: _codelist("CL_MIGR_MEASURE", "Measure", {
@@ -130,6 +133,7 @@ _CONCEPTS = {
     ORIGIN: "Country of previous usual residence", DESTINATION: "Country of next usual residence",
     ORIGIN_H3: "H3 cell of previous residence in the reporting country",
     DESTINATION_H3: "H3 cell of next residence in the reporting country", SEX: "Sex", AGE: "Age group at crossing",
+    ARRIVAL_TYPE: "Arrival type (returning residents, first arrivals)",
     MEASURE: "Measure", VALUE_KIND: "Kind of published value (consistent, noisy measurement, clamped)",
     TIME_PERIOD: "Time period of the crossing (YYYY-MM monthly, YYYY annual)",
     OBS_VALUE: "Observation value (differentially private count)", UNIT_MEASURE: "Unit of measure",
@@ -186,7 +190,7 @@ def components() -> Components:
     at_least_0 = Facets(min_value=0)
     return Components([
         dim(FREQ), dim(REF_AREA), dim(ORIGIN), dim(DESTINATION), dim(ORIGIN_H3, facets=h3),
-        dim(DESTINATION_H3, facets=h3), dim(SEX), dim(AGE), dim(MEASURE), dim(VALUE_KIND),
+        dim(DESTINATION_H3, facets=h3), dim(SEX), dim(AGE), dim(ARRIVAL_TYPE), dim(MEASURE), dim(VALUE_KIND),
         dim(TIME_PERIOD, DataType.GREGORIAN_TIME_PERIOD),
         Component(id=OBS_VALUE, required=True, role=Role.MEASURE, concept=concepts[OBS_VALUE],
                   local_dtype=DataType.INTEGER),

@@ -38,8 +38,9 @@ KEY_DIMENSIONS = {
     D.DESTINATION_CELL: (S.DESTINATION_H3, C.cell_code, C.cell_value),
     "sex": (S.SEX, C.SEX_CODES.__getitem__, C.invert(C.SEX_CODES).__getitem__),
     "age_band": (S.AGE, C.age_code, C.age_value),
+    D.ARRIVAL_TYPE: (S.ARRIVAL_TYPE, C.ARRIVAL_CODES.__getitem__, C.invert(C.ARRIVAL_CODES).__getitem__),
 }
-BREAKDOWNS = (S.ORIGIN, S.DESTINATION, S.ORIGIN_H3, S.DESTINATION_H3, S.SEX, S.AGE)
+BREAKDOWNS = (S.ORIGIN, S.DESTINATION, S.ORIGIN_H3, S.DESTINATION_H3, S.SEX, S.AGE, S.ARRIVAL_TYPE)
 MECHANISM_METHOD = {DISCRETE_GAUSSIAN: "DGAUSS", DISCRETE_LAPLACE: "DLAPLACE"}
 _HINT = ("export flows releases and annual flows tables only; other tables (remittances, derived ratios) have no "
          "SDMX structure yet: use the release's own CSV or Parquet files, whose manifest describes every column")

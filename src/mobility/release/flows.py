@@ -134,7 +134,7 @@ def read_flow_inputs(agreement: Agreement, lake_root: str | os.PathLike, period:
     if missing:
         raise InputContractError(f"residence changes lack column(s) {missing}", where=str(lake.table(CHANGES_TABLE)),
                                  hint="re-run `mobility residence` with this version of the package")
-    profile = breakdown_profile(spark, lake, agreement.agreement_id, by, versions)
+    profile = breakdown_profile(spark, lake, agreement.agreement_id, [b for b in by if b in D.BY_COLUMNS], versions)
 
     cells = tuple(D.cell_domain(agreement.home_country, resolution, boundaries)[:-1])
     spec = FlowSpec(home=agreement.home_country, countries=tuple(agreement.countries), period=period,
@@ -159,6 +159,10 @@ def flow_query(inputs: FlowInputs) -> dict:
         "by": list(spec.by), "tables": key_columns(spec), "domain_sizes": domain_sizes(spec),
         # named only when the agreement sets its own bands, so earlier releases keep matching their charges
         **({"age_bands": list(D.age_band_values(spec.age_bands))} if spec.age_bands != D.AGE_BANDS else {}),
+        # named only with the breakdown, so earlier releases keep matching their charges
+        **({"arrival_type": f"arrivals to {spec.home}: {D.RETURNING} when the same pseudonym has an earlier "
+                            f"long-term departure from {spec.home} in the residence changes, else {D.FIRST_ARRIVAL}; "
+                            f"departures: {D.NOT_ARRIVAL}"} if D.ARRIVAL_TYPE in spec.by else {}),
         "bounding": "the first long-term change per pseudonym in the month (by crossing_date)",
         "finality": f"data_end {inputs.data_end.isoformat()} >= last day of the period + "
                     f"{inputs.window_days - 1} days",
@@ -172,7 +176,7 @@ def release_flows(agreement: str | Agreement, lake_root: str | os.PathLike, peri
     """Publish the three flow tables of crossing month ``period`` through the release boundary."""
     agreement = as_agreement(agreement)
     budget = check_request(agreement, period, purpose, epsilon, rho)
-    by = parse_by(by)
+    by = parse_by(by, D.FLOW_BY_COLUMNS)
     release_id = release_id or release_id_for("flows", agreement.agreement_id, period, purpose, TABLES, by, budget)
     factors = load_factors(agreement.population_factors, agreement.agreement_id, D.bands_from(agreement.age_bands)) \
         if agreement.population_factors is not None else None  # a bad file is refused before anything is read

@@ -22,13 +22,13 @@ def refuse(message: str, hint: str | None = None) -> NoReturn:
     raise ReleaseRefusedError(f"{message}; nothing was charged", hint=hint)
 
 
-def parse_by(by: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``"sex,age_band"`` (or a list) -> the breakdowns in their fixed key order."""
+def parse_by(by: str | Sequence[str] | None, allowed: Sequence[str] = D.BY_COLUMNS) -> tuple[str, ...]:
+    """``"sex,age_band"`` (or a list) -> the breakdowns in their fixed key order (those ``allowed``)."""
     items = [b.strip() for b in (by.split(",") if isinstance(by, str) else (by or ())) if b and b.strip()]
-    unknown = sorted(set(items) - set(D.BY_COLUMNS))
+    unknown = sorted(set(items) - set(allowed))
     if unknown:
-        refuse(f"unknown breakdown(s) {unknown} in --by", hint=f"use a comma list of {', '.join(D.BY_COLUMNS)}")
-    return tuple(b for b in D.BY_COLUMNS if b in items)
+        refuse(f"unknown breakdown(s) {unknown} in --by", hint=f"use a comma list of {', '.join(allowed)}")
+    return tuple(b for b in allowed if b in items)
 
 
 def check_request(agreement: Agreement, period: str, purpose: str, epsilon: float | None,
