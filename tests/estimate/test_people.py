@@ -42,6 +42,18 @@ def test_shares_are_population_weighted_over_the_margins_a_table_does_not_have(t
     assert factors.weight(0.5) == pytest.approx(1 / (1.25 * 0.5))
 
 
+def test_a_stratum_without_population_takes_the_share_of_the_coarser_one(tmp_path):
+    frame = strata()
+    frame = frame[~((frame["sex"] == "X") & (frame["age_band"] == "65+"))]  # e.g. a synthetic population
+    frame.loc[(frame["region"] == CEBU) & (frame["sex"] == "F"), "population"] = 0
+    factors = _load(write_factors(tmp_path, frame=frame))
+    assert factors.share(sex="X", age_band="65+") == pytest.approx(factors.share(sex="X"))
+    assert factors.share(sex="F", age_band="25-34", region=CEBU) == pytest.approx(factors.share(sex="F",
+                                                                                                 age_band="25-34"))
+    assert factors.share(sex="F", region=CEBU) == pytest.approx(factors.share(sex="F"))
+    assert factors.share(sex="M", region=CEBU) != pytest.approx(factors.share(sex="M"))
+
+
 def test_release_cells_map_to_their_region_and_others_to_none(tmp_path):
     import h3
 
@@ -73,7 +85,7 @@ def _broken(frame: pd.DataFrame, column: str, row: int, value) -> pd.DataFrame:
     (lambda f: _broken(f, "region", 0, "not-a-cell"), "region"),
     (lambda f: f.drop(columns=["share"]), "share"),
     (lambda f: pd.concat([f, f.head(1)]), "more than once"),
-    (lambda f: f[~((f["sex"] == "X") & (f["age_band"] == "65+"))], "X/65+"),
+    (lambda f: f.assign(population=0), "no population"),
 ])
 def test_a_bad_shares_file_is_refused_naming_the_file_field_and_line(tmp_path, change, says):
     path = write_factors(tmp_path, frame=change(strata()))

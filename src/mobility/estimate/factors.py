@@ -60,18 +60,21 @@ class Factors:
     # ---- shares of strata and margins ---------------------------------------------------------------
     def share(self, sex: str | None = None, age_band: str | None = None, region: str | None = None) -> float:
         """The operator's share of the resident population of a stratum (None: every value of that
-        margin; a value the file does not hold, such as sex U: every value too)."""
-        frame = self.strata
-        if sex in SEXES:
-            frame = frame[frame["sex"] == sex]
-        if age_band is not None and age_band in set(self.strata["age_band"]):
-            frame = frame[frame["age_band"] == age_band]
-        if region is not None:
-            frame = frame[frame["region"] == region]
-            if frame.empty or frame["population"].sum() == 0:
-                return self.share(sex, age_band)  # a region the file does not cover: the national share
-        population = float(frame["population"].sum())
-        return float((frame["population"] * frame["share"]).sum()) / population
+        margin; a value the file does not hold, such as sex U: every value too). A stratum with no
+        population in the file takes the share of the next coarser one: without the region, then of the
+        sex alone, then national."""
+        for s, a, r in ((sex, age_band, region), (sex, age_band, None), (sex, None, None), (None, None, None)):
+            frame = self.strata
+            if s in SEXES:
+                frame = frame[frame["sex"] == s]
+            if a is not None:
+                frame = frame[frame["age_band"] == a] if a in set(self.strata["age_band"]) else frame
+            if r is not None:
+                frame = frame[frame["region"] == r]
+            population = float(frame["population"].sum())
+            if population > 0:
+                return float((frame["population"] * frame["share"]).sum()) / population
+        raise AssertionError("load_factors refuses a file without population")
 
     def weight(self, share: float) -> float:
         """People per released subscription in a stratum of this share."""
@@ -155,13 +158,8 @@ def load_factors(path: str | Path, agreement_id: str, age_bands) -> Factors:
     resolutions = {h3.get_resolution(c) for c in strata["region"]}
     if len(resolutions) != 1:
         raise _refuse(csv, f"regions mix H3 resolutions {sorted(resolutions)}", "use cells of one resolution")
-    covered = strata.groupby(["sex", "age_band"])["population"].sum()
-    wanted = [(s, a) for s in SEXES for a in age_band_values(age_bands)[:-1]]
-    empty = [f"{s}/{a}" for s, a in wanted if covered.get((s, a), 0) <= 0]
-    if empty:
-        raise _refuse(csv, f"no population for sex/age band {', '.join(empty[:6])}",
-                      "every sex and age band needs a population somewhere: the national shares are "
-                      "population-weighted")
+    if strata["population"].sum() <= 0:
+        raise _refuse(csv, "the file holds no population", "the shares are weighted by population: give it")
     digest = hashlib.sha256(raw + b"\0" + csv_bytes).hexdigest()
     return Factors(head.agreement_id, head.reference_date, head.source, float(head.multi_sim_factor),
                    strata.reset_index(drop=True), resolutions.pop(), path, digest)
