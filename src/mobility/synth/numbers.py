@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +46,9 @@ def _valid(cc: int, nsns: np.ndarray) -> np.ndarray:
                     dtype=bool)
 
 
-def mobile_numbers(rng: np.random.Generator, iso3: str, n: int) -> Numbers:
-    """``n`` distinct valid mobile numbers of a country, drawn around its example mobile number."""
+def mobile_numbers(rng: np.random.Generator, iso3: str, n: int, exclude: Collection[int] = ()) -> Numbers:
+    """``n`` distinct valid mobile numbers of a country, drawn around its example mobile number; none of the
+    national numbers in ``exclude`` (another operator's)."""
     region = iso2_of(iso3)
     example = phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE)
     if example is None or example.country_code is None or example.italian_leading_zero:
@@ -60,7 +62,7 @@ def mobile_numbers(rng: np.random.Generator, iso3: str, n: int) -> Numbers:
             prefix, rate = nsn[:keep], trial
             break
     found: list[np.ndarray] = []
-    seen: set[int] = set()
+    seen: set[int] = set(int(v) for v in exclude)
     total = 0
     while total < n:
         batch = _candidates(rng, prefix, len(nsn), int((n - total) / rate * 1.2) + 16)
@@ -79,6 +81,11 @@ def _spell(cc: int, nsns: np.ndarray) -> Numbers:
     national = [re.sub(r"\D", "", s) for s in spaced]
     e164 = [f"+{cc}{v}" for v in nsns]
     return Numbers(np.array(e164, dtype=object), np.array(national, dtype=object), np.array(spaced, dtype=object))
+
+
+def national_numbers(e164: Iterable[str]) -> set[int]:
+    """The national significant numbers of E.164 strings (what ``mobile_numbers`` excludes)."""
+    return {int(phonenumbers.parse(str(v)).national_number or 0) for v in e164}
 
 
 def invalid_numbers(rng: np.random.Generator, iso3: str, n: int) -> np.ndarray:

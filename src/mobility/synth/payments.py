@@ -14,7 +14,6 @@ from mobility.synth.clock import DAY_S, PAD
 from mobility.synth.columns import Column
 from mobility.synth.geo import clustered_points, jitter_inside
 from mobility.synth.params import BEHAVIOURS, MSISDN_FORMAT_SHARES, TIME_FORMAT_SHARES, currency_of
-from mobility.synth.rng import stream
 from mobility.synth.world import World
 
 PAYMENT_COLUMNS = PAYMENTS.columns
@@ -70,7 +69,7 @@ def month_payments(world: World, rng: np.random.Generator, month: int, places: d
     parts.append(_payments(world, rng, rows, _pick_days(rng, home_days, rows), country, to_home=False,
                            channels=REMITTANCE_CHANNELS, usd=REMITTANCE_USD, fx=True, to_origin=True))
     # Residents' domestic payments, near their usual cells.
-    user = stream(world.seed, "payment_users").random(len(pop)) < PAYMENT_USERS  # same people every month
+    user = world.stream("payment_users").random(len(pop)) < PAYMENT_USERS  # same people every month
     resident = (is_["stayer"] | is_["short_trip"] | is_["immigrant"]) & user
     eligible = np.flatnonzero(resident & (home_days.sum(axis=1) > 0))
     rows = np.repeat(eligible, rng.poisson(1.5, len(eligible)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,12 +38,26 @@ class Sims:
         return np.where((second >= 0) & (draw < DUAL_SHARE), second, sim)
 
 
-def make_sims(rng: np.random.Generator, traj: Trajectories, faults: PersonFaults) -> Sims:
+def foreign_numbers(rng: np.random.Generator, traj: Trajectories) -> np.ndarray:
+    """E.164 of each inbound roamer's own foreign SIM (None for everyone else): drawn once for the population
+    when several operators serve it, so that a roamer keeps one number on every network they roam on."""
+    out = np.full(len(traj.foreign_sim), None, dtype=object)
+    foreign_people = np.flatnonzero(traj.foreign_sim)
+    for code in np.unique(traj.origin[foreign_people]):
+        people = foreign_people[traj.origin[foreign_people] == code]
+        out[people] = mobile_numbers(rng, traj.countries[code], len(people)).e164
+    return out
+
+
+def make_sims(rng: np.random.Generator, traj: Trajectories, faults: PersonFaults,
+              exclude: Collection[int] = (), foreign: np.ndarray | None = None) -> Sims:
+    """Every SIM of the people of ``traj``. ``exclude``: national numbers already taken (by another operator);
+    ``foreign``: the roamers' foreign numbers (``foreign_numbers``), drawn here when None."""
     n = len(traj.foreign_sim)
     home_people = np.flatnonzero(~traj.foreign_sim)
     n_extra = int(min(MAX_COUNTERPARTS, max(500, 2 * n)))
     home_numbers = mobile_numbers(rng, traj.countries[0], len(home_people) + len(faults.churn_person)
-                                  + len(faults.dual_person) + n_extra)
+                                  + len(faults.dual_person) + n_extra, exclude)
     formats = home_numbers.formats()
     # SIM rows: primaries of nationals/immigrants, then churn SIMs, then second SIMs, then foreign SIMs.
     owners = [home_people, faults.churn_person, faults.dual_person]
@@ -52,10 +67,11 @@ def make_sims(rng: np.random.Generator, traj: Trajectories, faults: PersonFaults
     foreign_people = np.flatnonzero(traj.foreign_sim)
     for code in np.unique(traj.origin[foreign_people]):
         people = foreign_people[traj.origin[foreign_people] == code]
-        numbers = mobile_numbers(rng, traj.countries[code], len(people))
+        numbers = (mobile_numbers(rng, traj.countries[code], len(people)).e164 if foreign is None
+                   else np.asarray(foreign[people], dtype=object))
         owners.append(people)
-        spell.append(np.repeat(numbers.e164[:, None], 3, axis=1))
-        e164.append(numbers.e164)
+        spell.append(np.repeat(numbers[:, None], 3, axis=1))
+        e164.append(numbers)
     person = np.concatenate(owners)
     spellings = np.concatenate(spell)
     sim_of = np.arange(len(person))

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mobility.synth.clock import PAD
+from mobility.synth.clock import PAD, Calendar
 from mobility.synth.params import BEHAVIOURS
+from mobility.synth.trajectories import Trajectories
 from mobility.synth.world import World
 
 RULE_WINDOW_DAYS = 487  # 16 months
@@ -24,7 +25,11 @@ REGISTRATION_MISSING = (0.02, 0.03)  # sex, birth year left empty at registratio
 
 
 def _dates(world: World, days) -> list[str | None]:
-    return [None if d is None or d < -PAD or d >= 10**5 else (world.cal.start + timedelta(days=int(d))).isoformat()
+    return day_labels(world.cal, days)
+
+
+def day_labels(cal: Calendar, days) -> list[str | None]:
+    return [None if d is None or d < -PAD or d >= 10**5 else (cal.start + timedelta(days=int(d))).isoformat()
             for d in days]
 
 
@@ -47,7 +52,7 @@ def subjects(world: World) -> pa.Table:
     at_start = np.where(returning, traj.destination, traj.origin)
     no = np.array([None], dtype=object)
     return pa.table({
-        "person_id": _s(person_ids(len(pop))),
+        "person_id": _s(world.person_id),
         "msisdn": _s(primary_e164(world)),
         "behaviour": _s(pop.names()),
         "home_country": _s(countries[traj.origin]),
@@ -67,7 +72,7 @@ def daily_country(world: World) -> pa.Table:
     person = np.repeat(np.arange(n, dtype=np.int32), days)
     codes = world.traj.country[:, PAD:PAD + days].ravel().astype(np.int32)
     return pa.table({
-        "person_id": pa.DictionaryArray.from_arrays(person, pa.array(person_ids(n), pa.string())),
+        "person_id": pa.DictionaryArray.from_arrays(person, pa.array(world.person_id, pa.string())),
         "msisdn": pa.DictionaryArray.from_arrays(person, pa.array(primary_e164(world), pa.string())),
         "date": pa.array(np.tile(world.cal.dates(), n)),
         "country": pa.DictionaryArray.from_arrays(codes, pa.array(world.traj.countries, pa.string())),
@@ -75,7 +80,13 @@ def daily_country(world: World) -> pa.Table:
 
 
 def residence_changes(world: World) -> pa.Table:
-    ch, traj, days = world.traj.changes, world.traj, world.cal.n_days
+    return changes_table(world.traj, world.cal, world.person_id, primary_e164(world))
+
+
+def changes_table(traj: Trajectories, cal: Calendar, ids: np.ndarray, msisdn: np.ndarray | None) -> pa.Table:
+    """One row per residence change of the people of ``traj`` (``ids`` their person ids); with their primary
+    numbers when ``msisdn`` is given (one operator's truth), without any number otherwise (the population's)."""
+    ch, days = traj.changes, cal.n_days
     decidable = np.zeros(len(ch["person"]), dtype=bool)
     prior = np.zeros(len(ch["person"]), dtype=np.int64)
     for i, (p, c, from_c, to_c, kind) in enumerate(zip(ch["person"], ch["crossing"], ch["from_c"], ch["to_c"],
@@ -88,12 +99,14 @@ def residence_changes(world: World) -> pa.Table:
             decidable[i] = bool((traj.country[p, c + PAD:days + PAD] == from_c).any())
     countries = np.array(traj.countries, dtype=object)
     person = ch["person"].astype(int)
+    columns = {"person_id": _s(ids[person])}
+    if msisdn is not None:
+        columns["msisdn"] = _s(msisdn[person])
     return pa.table({
-        "person_id": _s(person_ids(len(world.pop))[person]),
-        "msisdn": _s(primary_e164(world)[person]),
+        **columns,
         "from_country": _s(countries[ch["from_c"].astype(int)]),
         "to_country": _s(countries[ch["to_c"].astype(int)]),
-        "crossing_date": _s(_dates(world, ch["crossing"])),
+        "crossing_date": _s(day_labels(cal, ch["crossing"])),
         "kind": _s(ch["kind"]),
         "direction": _s(ch["direction"]),
         "decidable": pa.array(decidable),
@@ -122,9 +135,18 @@ def person_faults(world: World, spill_written: np.ndarray) -> tuple[pa.Table, di
         "events": np.concatenate([np.full(len(s_person), -1), spill_written,
                                   np.full(len(f.churn_person) + len(f.dual_person), -1)]),
     }
+    if world.drop_share > 0:  # emigrants who stop using the SIM abroad: listed on their first day without events
+        drop, day = world.drop_person, world.drop_day
+        where = np.array(world.traj.countries, dtype=object)[world.traj.country[drop, day + PAD].astype(int)]
+        rows["kind"] += ["sim_drop_abroad"] * len(drop)
+        rows["person_id"] = np.concatenate([rows["person_id"], drop])
+        rows["msisdn"] = np.concatenate([rows["msisdn"], primary[drop]])
+        rows["date"] += _dates(world, day)
+        rows["country"] += list(where)
+        rows["events"] = np.concatenate([rows["events"], np.full(len(drop), -1)])
     table = pa.table({
         "kind": pa.array(rows["kind"], pa.string()),
-        "person_id": pa.array(person_ids(len(world.pop))[rows["person_id"].astype(int)], pa.string()),
+        "person_id": pa.array(world.person_id[rows["person_id"].astype(int)], pa.string()),
         "msisdn": pa.array(rows["msisdn"], pa.string()),
         "date": pa.array(rows["date"], pa.string()),
         "country": pa.array(rows["country"], pa.string()),
@@ -133,6 +155,8 @@ def person_faults(world: World, spill_written: np.ndarray) -> tuple[pa.Table, di
     counts = {"silent_day": len(s_person), "border_spillover": len(f.spill_person),
               "border_spillover_events": int(spill_written.sum()), "sim_churn": len(f.churn_person),
               "dual_sim": len(f.dual_person)}
+    if world.drop_share > 0:
+        counts["sim_drop_abroad"] = len(world.drop_person)
     return table, counts
 
 
