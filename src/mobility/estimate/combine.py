@@ -10,9 +10,11 @@ pooled, not added: a person holding SIMs of two operators is in both. In a cell 
     people = sum_k (c_k / m_k) / sum_k s_k          (weights v_k = 1 / (m_k * sum_k s_k))
 
 the people found holding a SIM of some operator, over the share of the population holding one,
-each counted once per operator on both sides. The point value weights each release's consistent
-counts; the interval is the exact 95% interval of the same weighted sum of the noisy measurements
-(every operator's noise is independent; ``intervals.half_width_95``), widened to include it. No
+each counted once per operator on both sides. A cell's value weights each release's consistent
+counts; its interval is the exact 95% interval of the same weighted sum of the noisy measurements
+(every operator's noise is independent; ``intervals.half_width_95``), widened to include it. A
+national total is that weighted sum of the noisy measurements itself (unbiased; at least 0) with
+its exact interval. No
 noise is drawn and nothing is charged: this reads published releases only.
 """
 
@@ -167,13 +169,11 @@ def _combine_totals(releases: list[StoredRelease], home: str) -> pd.DataFrame:
     rows = []
     for total, side in TOTAL_SIDES.items():
         part = list(cells.index[cells[side] == home])
-        point = sum(float((w[part] * r.tables[table]["count"].reset_index(drop=True)[part]).sum())
-                    for w, r in zip(weights, releases))
+        # the weighted sum of the noisy cells: unbiased, where a sum of consistent cells near 0 is not
         center = sum(float((w[part] * r.tables[f"{table}_noisy"][NOISY].reset_index(drop=True)[part]).sum())
                      for w, r in zip(weights, releases))
         low, high = _interval(center, weights, terms, part)
-        people = round(point)
-        rows.append({"total": total, PEOPLE: int(people), LOW: int(min(low, people)), HIGH: int(max(high, people))})
+        rows.append({"total": total, PEOPLE: max(round(center), 0), LOW: int(low), HIGH: int(high)})
     return pd.DataFrame(rows)
 
 

@@ -10,9 +10,9 @@ laws and the agreement's public factors (``factors.Factors``); draws nothing and
   cell's interval times the weight, rounded outwards. The map is increasing, so it holds the
   weighted exact count whenever the count's interval holds the exact count (>= 95%).
 * A national total in people: with one weight for every cell of the international table (no sex
-  or age breakdown) the release's total times it, its exact interval scaled; otherwise the sum of
-  the weighted consistent cells, with the exact 95% interval of the same weighted sum of the noisy
-  measurements (``intervals.half_width_95`` of the weighted noise terms), widened to include it.
+  or age breakdown) the release's total times it, its exact interval scaled; otherwise the weighted
+  sum of the noisy measurements (unbiased, where a sum of consistent cells is biased upwards by the
+  cells near 0), with its exact 95% interval (``intervals.half_width_95`` of the weighted noise terms).
 
 These estimate people under the factors' model: that the operator's share among movers is its
 share of the resident population of their stratum. docs/methodology.md names the biases.
@@ -102,13 +102,12 @@ def national_totals(measured: pd.DataFrame, consistent: pd.DataFrame, totals: pd
             w = float(weights.iloc[0])
             people, low, high = round(w * released[COUNT]), math.floor(w * released[LOW]), math.ceil(w * released[HIGH])
             how = "the release's total times the national weight; its exact interval scaled"
-        else:
-            people = round(float((consistent.loc[part, COUNT] * weights).sum()))
-            noisy = measured.loc[part, NOISY].to_numpy()
-            low, high = weighted_interval(float((noisy * weights.to_numpy()).sum()), weights, cell_terms)
-            low, high = min(low, people), max(high, people)
-            how = ("the sum of the weighted consistent cells; the exact 95% interval of the same weighted sum of "
-                   "the noisy measurements, widened to include it")
+        else:  # the weighted sum of the noisy cells: unbiased (consistent cells near 0 are biased upwards)
+            center = float((measured.loc[part, NOISY].to_numpy() * weights.to_numpy()).sum())
+            people = max(round(center), 0)
+            low, high = weighted_interval(center, weights, cell_terms)
+            how = ("the weighted sum of the noisy measurements of international (unbiased; at least 0) and its "
+                   "exact 95% interval")
         rows.append({"total": total, PEOPLE: int(people), LOW: int(max(low, 0)), HIGH: int(high),
                      "weights": f"{weights.nunique()} distinct", "method": how})
     return pd.DataFrame(rows)
