@@ -198,7 +198,9 @@ def _against_truth(combined, *releases) -> str:
     truth = pd.read_csv(truth_path)
     month = truth[truth["crossing_month"] == RELEASE_PERIOD].groupby("direction")["people"].sum()
     true = {"emigration": int(month.get("departure", 0)), "immigration": int(month.get("arrival", 0))}
-    lines = ["people whose residence changed in " + RELEASE_PERIOD + ": estimate (95% interval) against the truth"]
+    lines = ["people whose residence changed in " + RELEASE_PERIOD + ": estimate (95% interval) against the truth",
+             "  (a few hundred people and a month's budget: the noise outweighs so few moves, so read the interval; it "
+             "covers the noise with 95% probability, not the errors of the factors or of the residence rule)"]
     for total in ("emigration", "immigration"):
         row = combined.tables["totals_people"].set_index("total").loc[total]
         alone = [(r.manifest["agreement_id"], int(r.tables["totals_people"].set_index("total").loc[total, "people"]))
