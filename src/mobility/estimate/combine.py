@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +30,9 @@ from pathlib import Path
 import pandas as pd
 
 from mobility.errors import InputContractError
-from mobility.estimate.people import HIGH, LOW, NOISY, PEOPLE, SHARE, people_table
+from mobility.estimate.people import HIGH, LOW, NOISY, PEOPLE, SHARE, interval_of_weighted, people_table
 from mobility.lake import Lake
-from mobility.privacy_budget.intervals import Term, half_width_95
+from mobility.privacy_budget.intervals import Term
 from mobility.privacy_budget.ledger import MANIFEST
 from mobility.privacy_budget.stored import StoredRelease, open_release
 
@@ -130,13 +129,8 @@ def _aligned(releases: list[StoredRelease], table: str, keys: list[str]) -> None
 
 
 def _interval(center: float, weights: list[pd.Series], terms: list[list[Term]], rows) -> tuple[int, int]:
-    classes: Counter = Counter()
-    for w, ts in zip(weights, terms):
-        for value in w[rows]:
-            for t in ts:
-                classes[(round(float(value) * t.weight, 12), t.mechanism, t.scale)] += t.cells
-    a = half_width_95([Term(w, m, s, n) for (w, m, s), n in classes.items() if w != 0]) if classes else 0.0
-    return max(math.floor(center - a), 0), max(math.ceil(center + a), 0)
+    """The interval of the pooled weighted sum over ``rows``: every operator's cells, each with its own noise."""
+    return interval_of_weighted(center, ((value, ts) for w, ts in zip(weights, terms) for value in w[rows]))
 
 
 def _combine_table(releases: list[StoredRelease], table: str) -> pd.DataFrame:

@@ -21,8 +21,7 @@ share of the resident population of their stratum. docs/methodology.md names the
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
@@ -54,8 +53,7 @@ def cell_shares(frame: pd.DataFrame, factors: Factors) -> pd.Series:
 def _cell_shares(frame: pd.DataFrame, factors: Factors) -> pd.Series:
     if ORIGIN_CELL in frame.columns or DESTINATION_CELL in frame.columns:
         column = ORIGIN_CELL if ORIGIN_CELL in frame.columns else DESTINATION_CELL
-        cache = {c: factors.share(region=factors.region_of(c)) if factors.region_of(c) else factors.share()
-                 for c in frame[column].unique()}
+        cache = {c: factors.share(region=factors.region_of(c)) for c in frame[column].unique()}
         return frame[column].map(cache).astype(float)
     sex = frame["sex"] if "sex" in frame.columns else pd.Series([None] * len(frame), index=frame.index)
     age = frame["age_band"] if "age_band" in frame.columns else pd.Series([None] * len(frame), index=frame.index)
@@ -79,13 +77,19 @@ def cell_estimates(consistent: pd.DataFrame, key_columns: list[str], factors: Fa
     return out
 
 
-def weighted_interval(center: float, weights: pd.Series, cell_terms: list[Term]) -> tuple[int, int]:
-    """95% interval of sum_c w_c (exact_c + noise_c) around its estimate ``center``: the noise of each
-    cell is ``cell_terms`` (one draw of the table's mechanism), multiplied by the cell's weight."""
-    counts = Counter(round(float(w), 12) for w in weights if w != 0)
-    terms = [Term(w * t.weight, t.mechanism, t.scale, n * t.cells) for w, n in counts.items() for t in cell_terms]
+def interval_of_weighted(center: float, weighted: Iterable[tuple[float, list[Term]]]) -> tuple[int, int]:
+    """95% interval, rounded outwards and at least 0, of sum_c w_c (exact_c + noise_c) around its estimate
+    ``center``: one (w_c, noise of cell c) pair per cell, the cells' noises independent (several tables or
+    operators alike). ``half_width_95`` merges the terms of equal weight and law."""
+    terms = [Term(float(w) * t.weight, t.mechanism, t.scale, t.cells) for w, noise in weighted if w != 0
+             for t in noise]
     a = half_width_95(terms) if terms else 0.0
     return max(math.floor(center - a), 0), max(math.ceil(center + a), 0)
+
+
+def weighted_interval(center: float, weights: pd.Series, cell_terms: list[Term]) -> tuple[int, int]:
+    """``interval_of_weighted`` for cells of one table, whose noise is ``cell_terms`` each."""
+    return interval_of_weighted(center, ((w, cell_terms) for w in weights))
 
 
 def national_totals(measured: pd.DataFrame, consistent: pd.DataFrame, totals: pd.DataFrame, home: str,
