@@ -20,3 +20,19 @@ def make_agreement(dirpath: Path, **overrides) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(base))
     return path
+
+
+def with_test_key(*more: str):
+    """A MonkeyPatch (undo it when done) holding a fresh agreement key in MOBILITY_KEY_TEST and in each further
+    variable named in ``more``, and the test key: what a module-scoped fixture that anonymizes needs (the
+    function-scoped ``monkeypatch`` cannot serve one)."""
+    import secrets
+
+    import pytest
+
+    mp = pytest.MonkeyPatch()
+    key = secrets.token_hex(32)
+    mp.setenv("MOBILITY_KEY_TEST", key)
+    for name in more:
+        mp.setenv(name, secrets.token_hex(32))
+    return mp, key

@@ -12,6 +12,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
+from agreement_helpers import with_test_key
 from anon_fixtures import (
     CDR_HEADER,
     CDR_ROWS,
@@ -37,9 +38,7 @@ SUBJECT = "+639171234567"
 def world(tmp_path_factory, spark):
     """One run shared by the read-only tests below (Spark runs are the slow part)."""
     root = tmp_path_factory.mktemp("anon")
-    mp = pytest.MonkeyPatch()
-    key = secrets.token_hex(32)
-    mp.setenv("MOBILITY_KEY_TEST", key)
+    mp, key = with_test_key()
     agreement = load_agreement(make_agreement(root))
     inputs = make_inputs(root / "input")
     held_before = _held_blocks(spark)

@@ -12,13 +12,13 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import secrets
 import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from agreement_helpers import with_test_key
 from anon_fixtures import HOME_CELLS, make_agreement, write_csv
 from mobility.anonymize import validate as v
 from mobility.anonymize.job import run
@@ -126,9 +126,7 @@ def _write_inputs(root):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, spark):
     root = tmp_path_factory.mktemp("bad-rows")
-    mp = pytest.MonkeyPatch()
-    key = secrets.token_hex(32)
-    mp.setenv("MOBILITY_KEY_TEST", key)
+    mp, key = with_test_key()
     agreement = load_agreement(make_agreement(root, time_zone="Europe/Berlin"))
     inputs = _write_inputs(root / "input")
     result = run(agreement, inputs, root / "lake", spark=spark)

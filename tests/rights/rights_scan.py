@@ -46,11 +46,6 @@ def find(root: Path, needles: dict[str, re.Pattern]) -> list[tuple[str, str]]:
 def with_old_and_new_keys():
     """A MonkeyPatch (undo it at the end) holding a fresh agreement key (MOBILITY_KEY_TEST) and a fresh key
     to rotate to (MOBILITY_NEW_KEY): what a module's lake under rotation needs."""
-    import secrets
+    from agreement_helpers import with_test_key
 
-    import pytest
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOBILITY_KEY_TEST", secrets.token_hex(32))
-    mp.setenv("MOBILITY_NEW_KEY", secrets.token_hex(32))
-    return mp
+    return with_test_key("MOBILITY_NEW_KEY")[0]

@@ -26,6 +26,7 @@ from flowdb_fixtures import (
     make_flowdb_inputs,
 )
 
+from agreement_helpers import with_test_key
 from anon_fixtures import SUBSCRIBER_ROWS, make_agreement, write_csv
 from mobility.anonymize import formats
 from mobility.anonymize.job import run
@@ -47,9 +48,7 @@ def _record(record_property, kind: str, outcome: str, detail: str) -> None:
 def dirty(tmp_path_factory, spark):
     """One run over the dirty delivery, shared by the read-only tests below."""
     root = tmp_path_factory.mktemp("flowdb")
-    mp = pytest.MonkeyPatch()
-    key = secrets.token_hex(32)
-    mp.setenv("MOBILITY_KEY_TEST", key)
+    mp, key = with_test_key()
     agreement = load_agreement(make_agreement(root, input_format="flowdb", counterpart="pseudonymize"))
     inputs = make_flowdb_inputs(root / "input")
     result = run(agreement, inputs, root / "lake", spark=spark)

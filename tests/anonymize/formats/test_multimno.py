@@ -37,7 +37,7 @@ from multimno_fixtures import (
     write_network,
 )
 
-from agreement_helpers import make_agreement
+from agreement_helpers import make_agreement, with_test_key
 from anon_fixtures import CDR_HEADER
 from mobility.anonymize.job import run
 from mobility.anonymize.pseudonymize import load_key
@@ -55,8 +55,7 @@ def _delta(spark, path: Path):
 def dirty(tmp_path_factory, spark):
     """One multimno run over the dirty delivery, shared by the read-only tests below."""
     root = tmp_path_factory.mktemp("multimno-dirty")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOBILITY_KEY_TEST", secrets.token_hex(32))
+    mp, _ = with_test_key()
     agreement = load_agreement(make_agreement(root, input_format="multimno"))
     files = write_delivery(root / "input", DIRTY_EVENTS)
     result = run(agreement, root / "input", root / "lake", spark=spark)
