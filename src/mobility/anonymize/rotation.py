@@ -25,7 +25,7 @@ from mobility.anonymize.pseudonymize import PseudonymKey, drop_key_pads, e164_co
 from mobility.anonymize.validate import blank
 from mobility.config import Agreement
 from mobility.errors import InputContractError
-from mobility.rights.subject import HEX_ID_PATTERN
+from mobility.rights.subject import HEX_ID_PATTERN, takes_operator_ids
 from mobility.schemas import INPUTS
 
 OLD, NEW = "old_pseudonym", "new_pseudonym"
@@ -36,15 +36,10 @@ ID_LIST_COLUMNS = ("operator_id", "user_id")
 NUMBER_COLUMNS = ("msisdn", "counterpart_msisdn", "sender_msisdn", "receiver_msisdn")
 
 
-def operator_ids(agreement: Agreement) -> bool:
-    """True when the agreement's deliveries name subscribers by the operator's own pseudonymous id."""
-    return formats.id_kind(agreement.input_format) == formats.PSEUDONYMS
-
-
 def subscriber_id(raw: Column, agreement: Agreement) -> Column:
     """What the anonymize job keys (``datasets.RunContext.subscriber_id``): the number in E.164 (null when
     not a valid number), or, for a format of operator ids, the id as its reader gives it (null when blank)."""
-    if operator_ids(agreement):
+    if takes_operator_ids(agreement):
         return F.when(~blank(raw), raw)
     return e164_column(raw, agreement.home_region)
 
@@ -66,22 +61,22 @@ def _delivered_ids(spark: SparkSession, folder: Path, agreement: Agreement) -> l
 def _listed_ids(spark: SparkSession, path: Path, agreement: Agreement) -> DataFrame:
     """An id list: CSV (gzip allowed) with an ``msisdn`` column (e.g. the subscriber register), or, for an
     agreement of operator ids, an ``operator_id`` (or ``user_id``) column, multimno's ids in hex."""
-    wanted = ID_LIST_COLUMNS if operator_ids(agreement) else (NUMBER_LIST_COLUMN,)
+    wanted = ID_LIST_COLUMNS if takes_operator_ids(agreement) else (NUMBER_LIST_COLUMN,)
     what = ("the operator's ids (for multimno, user_id in hex, as `mobility rights --operator-id` takes it)"
-            if operator_ids(agreement) else "the subscribers' numbers")
+            if takes_operator_ids(agreement) else "the subscribers' numbers")
     if not path.is_file():
-        raise InputContractError("id list not found" if operator_ids(agreement) else "number list not found",
+        raise InputContractError("id list not found" if takes_operator_ids(agreement) else "number list not found",
                                  where=str(path), hint=f"give a CSV file with a '{wanted[0]}' column: {what}")
     df = spark.read.option("header", True).option("inferSchema", False).csv(str(path))
     column = next((c for c in wanted if c in df.columns), None)
     if column is None:
         kind = f"input_format {agreement.input_format}: its deliveries name subscribers by " + (
-            "the operator's own id, not by phone number" if operator_ids(agreement) else "phone number")
+            "the operator's own id, not by phone number" if takes_operator_ids(agreement) else "phone number")
         raise InputContractError(f"the list has no {' or '.join(repr(c) for c in wanted)} column "
                                  f"(found: {', '.join(df.columns)}); the agreement's {kind}",
                                  where=str(path), hint=f"export a header row naming '{wanted[0]}' over {what}")
     raw = F.col(f"`{column}`").cast("string")
-    if operator_ids(agreement) and agreement.input_format == "multimno":
+    if takes_operator_ids(agreement) and agreement.input_format == "multimno":
         # as `rights --operator-id` takes it: hex in either case, the reader's form lowercase
         text = F.lower(F.trim(raw))
         raw = F.when(text.rlike(HEX_ID_PATTERN), text)
@@ -92,7 +87,7 @@ def pseudonym_map(spark: SparkSession, agreement: Agreement, old: PseudonymKey, 
                   input_dirs: list[Path], number_lists: list[Path]) -> DataFrame:
     """``old_pseudonym, new_pseudonym`` for every valid subscriber id found, one row per id (lazy)."""
     if not input_dirs and not number_lists:
-        what = "operator ids" if operator_ids(agreement) else "numbers"
+        what = "operator ids" if takes_operator_ids(agreement) else "numbers"
         raise InputContractError(f"no {what} to compute the new pseudonyms from", where="key rotation",
                                  hint="give the retained deliveries with --input FOLDER (the folders `mobility "
                                       "anonymize` read) and/or the subscriber register with --numbers FILE")

@@ -40,13 +40,14 @@ from pyspark.sql import functions as F
 
 from mobility import faults, progress
 from mobility.anonymize.pseudonymize import PseudonymKey, load_key
-from mobility.anonymize.rotation import NEW, OLD, operator_ids, pseudonym_map
+from mobility.anonymize.rotation import NEW, OLD, pseudonym_map
 from mobility.config import Agreement, KeySource, as_agreement
 from mobility.errors import KeyMaterialError, MobilityError
 from mobility.lake import Lake, commit_files, commit_info, read_json, write_json_atomic
 from mobility.rights import catalog, log
 from mobility.rights.history import purge
 from mobility.rights.matching import read
+from mobility.rights.subject import takes_operator_ids
 
 MAPPED = "mapped"
 RECORD_STAGE = "key_rotation"
@@ -160,9 +161,9 @@ def _complete_map(spark: SparkSession, agreement: Agreement, lake: Lake, old: Ps
     if suppressed:
         missing = reduce(DataFrame.unionByName, suppressed).distinct().join(numbers, OLD, "left_anti").count()
         if missing:
-            what = "operator id" if operator_ids(agreement) else "number"
+            what = "operator id" if takes_operator_ids(agreement) else "number"
             register = ("a CSV with an 'operator_id' column listing the operator's ids (for multimno, user_id in "
-                        "hex) of its subscribers, or of the erasure requests," if operator_ids(agreement) else
+                        "hex) of its subscribers, or of the erasure requests," if takes_operator_ids(agreement) else
                         "the operator's subscriber register (or the numbers of the erasure requests)")
             raise RotationError(
                 f"{missing} suppression entr(y/ies) (erasures, opt-outs) have no {what} among those given, so "

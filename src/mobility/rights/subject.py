@@ -75,17 +75,12 @@ class Subject:
         return {digits, "00" + digits, national, "0" + national}
 
 
-def id_kind(agreement: Agreement) -> str:
-    """What the agreement's deliveries name subscribers by: ``numbers`` or ``pseudonyms`` (operator ids)."""
-    from mobility.anonymize.formats import id_kind as kind_of
-
-    return kind_of(agreement.input_format)
-
-
 def takes_operator_ids(agreement: Agreement) -> bool:
-    from mobility.anonymize.formats import PSEUDONYMS
+    """True when the agreement's deliveries name subscribers by the operator's own pseudonymous id
+    (``mobility.anonymize.formats.id_kind``), not by phone number."""
+    from mobility.anonymize.formats import PSEUDONYMS, id_kind
 
-    return id_kind(agreement) == PSEUDONYMS
+    return id_kind(agreement.input_format) == PSEUDONYMS
 
 
 def raw_id(agreement: Agreement) -> str:
