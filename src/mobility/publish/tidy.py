@@ -19,6 +19,7 @@ import pandas as pd
 
 from mobility.aggregate import domains as D
 from mobility.errors import InputContractError
+from mobility.estimate.people import PEOPLE
 from mobility.privacy_budget.ledger import MANIFEST
 from mobility.privacy_budget.mechanisms import DISCRETE_GAUSSIAN, DISCRETE_LAPLACE
 from mobility.privacy_budget.postprocess import CONSISTENT as CONSISTENT_ROLE
@@ -62,7 +63,7 @@ def is_people(info: dict) -> bool:
     """A derived table of population estimates (``estimate.people``): people with intervals, by the keys
     of the table it was derived from."""
     derived = info.get("derived")
-    return info.get("role") == DERIVED_ROLE and isinstance(derived, dict) and derived.get("value_column") == "people"
+    return info.get("role") == DERIVED_ROLE and isinstance(derived, dict) and derived.get("value_column") == PEOPLE
 
 
 def refuse(source: Source, name: str, msg: str, hint: str = _HINT) -> InputContractError:
@@ -79,7 +80,7 @@ def kind_of(source: Source, name: str) -> Kind:
     if role == CONSISTENT_ROLE:
         return Kind(S.CONSISTENT, info.get("count_column", COUNT), (LOW, HIGH))
     if is_people(info):
-        return Kind(S.POPULATION_ESTIMATE, "people", (LOW, HIGH), S.LONG_TERM_MIGRANTS_POPULATION, S.PERSONS)
+        return Kind(S.POPULATION_ESTIMATE, PEOPLE, (LOW, HIGH), S.LONG_TERM_MIGRANTS_POPULATION, S.PERSONS)
     if role == DERIVED_ROLE or "derived" in info:
         raise refuse(source, name, "is derived post-processing (its own columns, such as ratios with their "
                                    "intervals) and the SDMX structure has no component for it")
